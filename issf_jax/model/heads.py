@@ -1,0 +1,110 @@
+"""The RSKP base model that ISSF keeps: embedding and the shared classification head.
+
+Shapes: B videos, T snippets (padded; `mask` [B, T] marks the true ones), D_in input
+width, D embedded width, C action classes (C+1 centres, background last).
+Reference: `reference_spec.md` §2 (RSKP `model/main_branch.py`).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# RSKP's `calculate_l1_norm` adds this to the L2 norm (it is an L2 normalisation).
+NORM_EPS = 1e-9
+# RSKP normalises the attentions over time with this epsilon.
+ATTENTION_EPS = 1e-5
+
+
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """x / (||x||_2 + 1e-9) along `axis`, as RSKP does (so a zero row stays zero)."""
+  return x / (jnp.linalg.norm(x, axis=axis, keepdims=True) + NORM_EPS)
+
+
+def dropout(x: jax.Array, rate: float, keys: jax.Array | None) -> jax.Array:
+  """Inverted dropout with one key per video, so masks do not depend on the device split.
+
+  Args:
+    x: [B, T, D].
+    rate: drop probability.
+    keys: [B] typed PRNG keys, or None for eval mode (identity).
+  """
+  if keys is None or rate == 0.0:
+    return x
+  keep = jax.vmap(lambda k, xi: jax.random.bernoulli(k, 1.0 - rate, xi.shape))(keys, x)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class Embedding(nn.Module):
+  """Linear(D_in -> D), ReLU, Dropout: the embedded snippet features F (spec §2)."""
+
+  embed_dim: int
+  dropout_rate: float
+
+  @nn.compact
+  def __call__(self, features: jax.Array, mask: jax.Array, dropout_keys: jax.Array | None):
+    """[B, T, D_in] -> [B, T, D]; padded snippets are zeroed so they never leak into sums."""
+    x = nn.Dense(
+      self.embed_dim,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.zeros,
+      name='dense',
+    )(features)
+    x = jax.nn.relu(x)
+    x = dropout(x, self.dropout_rate, dropout_keys)
+    return x * mask[..., None].astype(x.dtype)
+
+
+class ClassificationHead(nn.Module):
+  """Cosine classifier with C+1 class centres and a foreground centre (RSKP PredictionModule).
+
+  It holds both heads of the paper: the class-agnostic (CA) attention head (p_ca, a) and
+  the class-wise MIL head (p_cw). Every branch (base, BRM, DEM) shares these parameters.
+  """
+
+  num_classes: int
+  scale: float = 20.0
+
+  @nn.compact
+  def __call__(self, feats: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+    """Classifies embedded features.
+
+    Args:
+      feats: [B, T, D] features (embedded, refined or enhanced).
+      mask: [B, T] bool, true snippets.
+
+    Returns:
+      dict with `frame_logits` S [B, T, C+1] (cosine x s), `attention` a [B, T],
+      `logits_ca`/`logits_cw` [B, C+1] and their softmaxes `p_ca`/`p_cw` [B, C+1].
+    """
+    dim = feats.shape[-1]
+    ac_center = self.param(
+      'ac_center', nn.initializers.xavier_uniform(), (self.num_classes + 1, dim)
+    )
+    # RSKP initialises the foreground centre to minus the background centre, then trains it freely.
+    fg_center = self.param('fg_center', lambda _: -ac_center[self.num_classes :])
+    maskf = mask.astype(feats.dtype)
+
+    feats_n = l2_normalize(feats)
+    ac_n = l2_normalize(ac_center)
+    frame_logits = self.scale * jnp.einsum('btd,cd->btc', feats_n, ac_n)
+    fg_logit = self.scale * jnp.einsum('btd,d->bt', feats_n, l2_normalize(fg_center)[0])
+    attention = jax.nn.sigmoid(fg_logit) * maskf
+    class_attention = jax.nn.sigmoid(frame_logits) * maskf[..., None]
+
+    att_hat = attention / (attention.sum(axis=1, keepdims=True) + ATTENTION_EPS)
+    cls_att_hat = class_attention / (class_attention.sum(axis=1, keepdims=True) + ATTENTION_EPS)
+    video_ca = jnp.einsum('bt,btd->bd', att_hat, feats)  # un-normalised F, as RSKP.
+    video_cw = jnp.einsum('btc,btd->bcd', cls_att_hat, feats)  # [B, C+1, D]
+    logits_ca = self.scale * jnp.einsum('bd,cd->bc', l2_normalize(video_ca), ac_n)
+    # Diagonal: class c is scored with the feature pooled by its own attention.
+    logits_cw = self.scale * jnp.einsum('bcd,cd->bc', l2_normalize(video_cw), ac_n)
+    return {
+      'frame_logits': frame_logits * maskf[..., None],
+      'attention': attention,
+      'logits_ca': logits_ca,
+      'logits_cw': logits_cw,
+      'p_ca': jax.nn.softmax(logits_ca, axis=-1),
+      'p_cw': jax.nn.softmax(logits_cw, axis=-1),
+    }

@@ -1,0 +1,142 @@
+"""Boundary refinement module, BRM (paper Eq. 4-6, `reference_spec.md` §4.3, Table 5).
+
+Static shapes: the salient set F^a = F[b] and the non-salient set F^b = F[~b] are never
+gathered. The channel unit runs on all T rows, and the temporal unit masks its key axis
+to the set (and to the true snippets). An empty set contributes nothing (A4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from issf_jax.model.heads import l2_normalize
+
+BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
+ATTN_LOGITS = ('dot', 'dot_sqrt_d', 'cosine5')
+
+
+def attention_logits(queries: jax.Array, keys: jax.Array, kind: str, equation: str) -> jax.Array:
+  """Unnormalised attention logits between queries and keys (Eq. 5 and Eq. 9, A3).
+
+  `dot` is the paper's literal product, `dot_sqrt_d` divides it by sqrt(D), and `cosine5`
+  is RSKP's 5 x cosine affinity.
+  """
+  if kind == 'dot':
+    return jnp.einsum(equation, queries, keys)
+  if kind == 'dot_sqrt_d':
+    return jnp.einsum(equation, queries, keys) / math.sqrt(queries.shape[-1])
+  if kind == 'cosine5':
+    return 5.0 * jnp.einsum(equation, l2_normalize(queries), l2_normalize(keys))
+  raise ValueError(f'Unknown attn_logits {kind!r}; expected one of {ATTN_LOGITS}.')
+
+
+def masked_softmax(logits: jax.Array, key_mask: jax.Array, axis=-1) -> jax.Array:
+  """Softmax over `axis` restricted to `key_mask`; a row with no valid key is all zeros.
+
+  Never produces NaN: masked entries are excluded before the exp, and the max is taken
+  over valid entries only (its value does not change the softmax, so it is stop-gradient).
+  """
+  neg = jnp.where(key_mask, logits, -jnp.inf)
+  row_max = jax.lax.stop_gradient(jnp.max(neg, axis=axis, keepdims=True))
+  row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+  exp = jnp.where(key_mask, jnp.exp(jnp.where(key_mask, logits - row_max, 0.0)), 0.0)
+  denom = exp.sum(axis=axis, keepdims=True)
+  return exp / jnp.where(denom > 0, denom, 1.0)
+
+
+class ChannelUnit(nn.Module):
+  """Eq. 4: Fh = softmax_D(MLP(F)) * F + F, with MLP = FC(D -> D/r), ReLU, FC(D/r -> D)."""
+
+  reduction: int
+
+  @nn.compact
+  def __call__(self, feats: jax.Array) -> jax.Array:
+    """[B, T, D] -> [B, T, D]."""
+    dim = feats.shape[-1]
+    dense = lambda n, name: nn.Dense(
+      n, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros, name=name
+    )
+    hidden = jax.nn.relu(dense(dim // self.reduction, 'fc1')(feats))
+    weights = jax.nn.softmax(dense(dim, 'fc2')(hidden), axis=-1)
+    return weights * feats + feats
+
+
+def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
+  """Eq. 5: softmax over keys of (F . Fh^T), times Fh.
+
+  Args:
+    queries: [B, T, D] (all snippets).
+    keys_values: [B, T, D] (Fh of every snippet; only `key_mask` rows are keys).
+    key_mask: [B, T] bool.
+  Returns:
+    [B, T, D]; zeros where the key set is empty.
+  """
+  logits = attention_logits(queries, keys_values, attn_logits, 'bqd,bkd->bqk')
+  weights = masked_softmax(logits, key_mask[:, None, :])
+  return jnp.einsum('bqk,bkd->bqd', weights, keys_values)
+
+
+class BoundaryRefinement(nn.Module):
+  """BRM: refines F with the salient and the non-salient sets (Eq. 4-6).
+
+  Separate parameters for the two sets ("parameters in Eq. 4 are not shared").
+  Variants (Table 5): `weighted` (Eq. 6, the method), `add` (plain sum), `no_salient`,
+  `no_non_salient`, `self` (one set: every true snippet) and `temporal_only` (no channel unit).
+  """
+
+  reduction: int = 4
+  sigma: float = 0.88
+  variant: str = 'weighted'
+  attn_logits: str = 'dot'
+
+  @nn.compact
+  def __call__(self, feats: jax.Array, mask: jax.Array, salient: jax.Array) -> jax.Array:
+    """Refined features F~.
+
+    Args:
+      feats: [B, T, D] embedded F.
+      mask: [B, T] bool, true snippets.
+      salient: [B, T] bool, b (False on padding).
+    Returns:
+      [B, T, D], zero on padding.
+    """
+    if self.variant not in BRM_VARIANTS:
+      raise ValueError(f'Unknown brm_variant {self.variant!r}; expected one of {BRM_VARIANTS}.')
+    maskf = mask[..., None].astype(feats.dtype)
+    if self.variant == 'self':
+      fh = ChannelUnit(self.reduction, name='salient_unit')(feats)
+      out = temporal_unit(feats, fh, mask, self.attn_logits)
+      return out * maskf
+
+    salient = salient & mask
+    non_salient = (~salient) & mask
+    if self.variant == 'temporal_only':
+      fh_a = fh_b = feats
+    else:
+      fh_a = ChannelUnit(self.reduction, name='salient_unit')(feats)
+      fh_b = ChannelUnit(self.reduction, name='non_salient_unit')(feats)
+    term_a = temporal_unit(feats, fh_a, salient, self.attn_logits)
+    term_b = temporal_unit(feats, fh_b, non_salient, self.attn_logits)
+
+    has_a = salient.any(-1)[:, None, None]
+    has_b = non_salient.any(-1)[:, None, None]
+    use_a = self.variant != 'no_salient'
+    use_b = self.variant != 'no_non_salient'
+    has_a = has_a & use_a
+    has_b = has_b & use_b
+    if self.variant == 'add':
+      w_a, w_b = 1.0, 1.0
+    else:
+      w_a, w_b = self.sigma, 1.0 - self.sigma
+    # A4: when one set is empty (or unused), the other term stands alone with weight 1.
+    both = has_a & has_b
+    weight_a = jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0))
+    weight_b = jnp.where(both, w_b, jnp.where(has_b, 1.0, 0.0))
+    out = weight_a * term_a + weight_b * term_b
+    # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
+    out = jnp.where(has_a | has_b, out, feats)
+    return out * maskf
