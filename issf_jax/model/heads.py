@@ -18,8 +18,15 @@ ATTENTION_EPS = 1e-5
 
 
 def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
-  """x / (||x||_2 + 1e-9) along `axis`, as RSKP does (so a zero row stays zero)."""
-  return x / (jnp.linalg.norm(x, axis=axis, keepdims=True) + NORM_EPS)
+  """x / (||x||_2 + 1e-9) along `axis`, as RSKP does (so a zero row stays zero).
+
+  The norm is a safe sqrt: d||x||/dx at x = 0 is 0/0 in `jnp.linalg.norm` (NaN even under a
+  zero cotangent), and padded rows are exactly zero. Torch's norm backward gives 0 there.
+  """
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  positive = sq > 0
+  norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  return x / (norm + NORM_EPS)
 
 
 def dropout(x: jax.Array, rate: float, keys: jax.Array | None) -> jax.Array:
