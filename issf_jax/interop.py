@@ -39,13 +39,13 @@ def import_rskp_state_dict(state_dict: Mapping[str, np.ndarray], params: dict) -
   new = flax.core.unfreeze(params)
   emb = new['embedding']['dense']
   head = new['head']
-  assign = {
-    ('embedding.kernel', emb, 'kernel'): np.asarray(state_dict['feature_embedding.0.weight']).T,
-    ('embedding.bias', emb, 'bias'): np.asarray(state_dict['feature_embedding.0.bias']),
-    ('head.ac_center', head, 'ac_center'): np.asarray(state_dict['ac_center']),
-    ('head.fg_center', head, 'fg_center'): np.asarray(state_dict['fg_center']),
-  }
-  for (name, tree, leaf), value in assign.items():
+  assign = [
+    ('embedding.kernel', emb, 'kernel', np.asarray(state_dict['feature_embedding.0.weight']).T),
+    ('embedding.bias', emb, 'bias', np.asarray(state_dict['feature_embedding.0.bias'])),
+    ('head.ac_center', head, 'ac_center', np.asarray(state_dict['ac_center'])),
+    ('head.fg_center', head, 'fg_center', np.asarray(state_dict['fg_center'])),
+  ]
+  for name, tree, leaf, value in assign:
     if tuple(tree[leaf].shape) != value.shape:
       raise ValueError(
         f'RSKP weight for {name} has shape {value.shape}, ISSF expects {tuple(tree[leaf].shape)}'
