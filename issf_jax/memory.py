@@ -1,0 +1,248 @@
+"""The DEM memory bank (paper Eq. 7-9, `reference_spec.md` §4.4, Table 6) as a pytree.
+
+State: features [C, N, D], scores [C, N], filled [C, N] bool, initialized (scalar bool).
+Pure functions act on it:
+  * `candidates`:   the update candidates of a batch of videos (top-N salient snippets per
+                    ground-truth class by the class probability), a function of params only;
+  * `init_merge`:   initialisation, keeping each class's global top-N (order-independent);
+  * `update`:       the momentum update of one video (modes `ours`, `direct`, `momentum`);
+  * `scan_updates`: the exact sequential updates of a global batch, with the rows each
+                    video must read (the memory the videos before it left);
+  * `read_rows`:    the rows of a video's ground-truth classes, for the DEM read.
+Videos carry `L` label slots (class ids, -1 for none) instead of all C classes, so the
+per-video buffers are [L, N, D]; L = C is exact for any label set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax
+import jax
+import jax.numpy as jnp
+
+UPDATE_MODES = ('ours', 'direct', 'momentum')
+
+
+@flax.struct.dataclass
+class MemoryBank:
+  features: jax.Array  # [C, N, D]
+  scores: jax.Array  # [C, N]
+  filled: jax.Array  # [C, N] bool
+  initialized: jax.Array  # [] bool: the init pass has run
+
+  @property
+  def num_classes(self) -> int:
+    return self.features.shape[0]
+
+
+def empty(num_classes: int, slots: int, dim: int) -> MemoryBank:
+  return MemoryBank(
+    features=jnp.zeros((num_classes, slots, dim), jnp.float32),
+    scores=jnp.zeros((num_classes, slots), jnp.float32),
+    filled=jnp.zeros((num_classes, slots), bool),
+    initialized=jnp.zeros((), bool),
+  )
+
+
+def eta(epoch, total_epochs: int, eta0: float):
+  """Eq. 8: eta = eta0 * ln(exp(e / E) + 1), e the 0-based epoch (A21)."""
+  return eta0 * jnp.log(jnp.exp(jnp.asarray(epoch, jnp.float32) / total_epochs) + 1.0)
+
+
+def label_slots(labels: jax.Array, max_labels: int) -> jax.Array:
+  """[B, C] multi-hot -> [B, L] class ids in increasing order, -1 where there are fewer."""
+  num_classes = labels.shape[-1]
+  ids = jnp.arange(num_classes)
+  # Stable order: positives first by class id, then negatives.
+  keys = jnp.where(labels > 0, ids, num_classes + ids)
+  order = jnp.argsort(keys, axis=-1, stable=True)[:, :max_labels]
+  present = jnp.take_along_axis(labels, order, axis=-1) > 0
+  return jnp.where(present, order, -1).astype(jnp.int32)
+
+
+def candidates(feats, salient, probs, class_ids, slots: int, mode: str = 'ours'):
+  """Update candidates: for each label slot, the top-N salient snippets by P[:, c].
+
+  Args:
+    feats: [B, T, D] embedded F (gradient stopped here).
+    salient: [B, T] bool (False on padding).
+    probs: [B, T, C+1] softmax of the base frame logits.
+    class_ids: [B, L] int, -1 for an empty slot.
+    slots: N.
+    mode: for `momentum` (no confidence selection) every candidate is the mean salient
+      feature with the mean class probability (docs/fidelity.md).
+  Returns:
+    cand_feats [B, L, N, D], cand_scores [B, L, N], cand_valid [B, L, N] bool,
+    cand_pos [B, L, N] int (snippet index, for order-independent tie-breaking).
+  """
+  feats = jax.lax.stop_gradient(feats)
+  probs = jax.lax.stop_gradient(probs)
+  safe_ids = jnp.maximum(class_ids, 0)
+  class_probs = jnp.take_along_axis(probs, safe_ids[:, None, :], axis=-1)  # [B, T, L]
+  class_probs = jnp.moveaxis(class_probs, 1, 2)  # [B, L, T]
+  slot_ok = (class_ids >= 0)[:, :, None]
+  if mode == 'momentum':
+    count = salient.sum(-1)[:, None, None].astype(feats.dtype)
+    mean_feat = jnp.einsum('bt,btd->bd', salient.astype(feats.dtype), feats) / jnp.maximum(count, 1)
+    mean_prob = (class_probs * salient[:, None, :]).sum(-1, keepdims=True) / jnp.maximum(count, 1)
+    shape = class_ids.shape + (slots,)
+    cand_feats = jnp.broadcast_to(mean_feat[:, None, None, :], shape + (feats.shape[-1],))
+    cand_scores = jnp.broadcast_to(mean_prob, shape)
+    cand_valid = jnp.broadcast_to(slot_ok & (count > 0), shape)
+    return cand_feats, cand_scores, cand_valid, jnp.zeros(shape, jnp.int32)
+  num_snippets = feats.shape[1]
+  if num_snippets < slots:  # top_k needs k <= T; the extra rows are never salient.
+    pad = slots - num_snippets
+    feats = jnp.pad(feats, ((0, 0), (0, pad), (0, 0)))
+    salient = jnp.pad(salient, ((0, 0), (0, pad)))
+    class_probs = jnp.pad(class_probs, ((0, 0), (0, 0), (0, pad)))
+  masked = jnp.where(salient[:, None, :], class_probs, -jnp.inf)
+  cand_scores, cand_pos = jax.lax.top_k(masked, slots)  # [B, L, N], descending
+  cand_valid = jnp.isfinite(cand_scores) & slot_ok
+  cand_feats = jax.vmap(lambda f, idx: f[idx])(feats, cand_pos)  # [B, L, N, D]
+  cand_scores = jnp.where(cand_valid, cand_scores, 0.0)
+  return cand_feats, cand_scores, cand_valid, cand_pos.astype(jnp.int32)
+
+
+def _sort_rows(features, scores, filled):
+  """Re-sorts each row's slots by score, descending (filled slots before empty ones)."""
+  key = jnp.where(filled, -scores, jnp.inf)
+  order = jnp.argsort(key, axis=-1, stable=True)
+  take = lambda a: jnp.take_along_axis(a, order, axis=-1)
+  feats = jnp.take_along_axis(features, order[..., None], axis=-2)
+  return feats, take(scores), take(filled)
+
+
+def update(memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, eta_value, mode):
+  """One video's momentum update (Eq. 7, A14) of its ground-truth rows.
+
+  Args:
+    memory: the bank.
+    cand_feats [L, N, D], cand_scores [L, N], cand_valid [L, N], class_ids [L]: one video's
+      candidates (rank-aligned: slot i pairs with the i-th best candidate).
+    eta_value: scalar eta.
+    mode: `ours` M = (1-eta) M + eta cand, scores alike, then re-sort; `direct` the
+      candidates replace the slots; `momentum` blends the mean salient feature (no
+      confidence selection) and keeps slot order. Only slots with a candidate change.
+  """
+  if mode not in UPDATE_MODES:
+    raise ValueError(f'Unknown memory update mode {mode!r}; expected one of {UPDATE_MODES}.')
+  num_classes = memory.num_classes
+  rows = jnp.where(class_ids >= 0, class_ids, num_classes)  # out of range -> dropped
+  safe = jnp.minimum(rows, num_classes - 1)
+  old_f, old_s, old_filled = memory.features[safe], memory.scores[safe], memory.filled[safe]
+  if mode == 'direct':
+    new_f, new_s = cand_feats, cand_scores
+  else:
+    new_f = (1.0 - eta_value) * old_f + eta_value * cand_feats
+    new_s = (1.0 - eta_value) * old_s + eta_value * cand_scores
+  valid = cand_valid
+  new_f = jnp.where(valid[..., None], new_f, old_f)
+  new_s = jnp.where(valid, new_s, old_s)
+  new_filled = old_filled | valid
+  if mode != 'momentum':
+    new_f, new_s, new_filled = _sort_rows(new_f, new_s, new_filled)
+  return memory.replace(
+    features=memory.features.at[rows].set(new_f, mode='drop'),
+    scores=memory.scores.at[rows].set(new_s, mode='drop'),
+    filled=memory.filled.at[rows].set(new_filled, mode='drop'),
+  )
+
+
+def read_rows(memory: MemoryBank, class_ids):
+  """The memory rows of each video's label slots.
+
+  Args:
+    class_ids: [B, L] int, -1 for none.
+  Returns:
+    rows [B, L, N, D] and readable [B, L, N] bool (filled slots of real labels).
+  """
+  safe = jnp.maximum(class_ids, 0)
+  readable = memory.filled[safe] & (class_ids >= 0)[..., None]
+  return memory.features[safe], readable
+
+
+def scan_updates(
+  memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, eta_value, mode
+):
+  """Sequential updates over a batch in video order (RSKP's per-video order, DESIGN.md §3).
+
+  Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]).
+  Returns:
+    the final memory, and (rows [B, L, N, D], readable [B, L, N]): what video j reads,
+    the memory as the videos before it left it.
+  """
+
+  def body(mem, video):
+    f, s, v, ids = video
+    read = read_rows(mem, ids[None])
+    mem = update(mem, f, s, v, ids, eta_value, mode)
+    return mem, (read[0][0], read[1][0])
+
+  memory, (rows, readable) = jax.lax.scan(
+    body, memory, (cand_feats, cand_scores, cand_valid, class_ids)
+  )
+  return memory, rows, readable
+
+
+def init_merge(memory: MemoryBank, snippet_ids, cand_feats, cand_scores, cand_valid, cand_ids):
+  """Merges a batch of candidates into the running initialisation (global top-N per class).
+
+  The ranking is by score, ties broken by a global snippet id, so the result is the same
+  for any order of videos and any split over devices (the merge is associative).
+
+  Args:
+    memory: the bank being initialised (its `filled` slots take part).
+    snippet_ids: [C, N] int32 ids of the bank's current slots.
+    cand_*: [B, L, N, ...] candidates as from `candidates`; cand_ids [B, L, N] int32 global
+      snippet ids; the class of each slot is given by `class_ids` folded into cand_valid
+      through `scatter_to_classes`.
+  Returns:
+    (memory, snippet_ids).
+  """
+  feats = jnp.concatenate([memory.features, cand_feats], axis=1)  # [C, N + K, D]
+  scores = jnp.concatenate([memory.scores, cand_scores], axis=1)
+  valid = jnp.concatenate([memory.filled, cand_valid], axis=1)
+  ids = jnp.concatenate([snippet_ids, cand_ids], axis=1)
+  big = jnp.iinfo(jnp.int32).max
+  # lexsort: the last key is primary. Invalid entries go last.
+  order = jnp.lexsort((jnp.where(valid, ids, big), jnp.where(valid, -scores, jnp.inf)), axis=-1)
+  order = order[:, : memory.features.shape[1]]
+  take = lambda a: jnp.take_along_axis(a, order, axis=-1)
+  return (
+    memory.replace(
+      features=jnp.take_along_axis(feats, order[..., None], axis=1),
+      scores=jnp.where(take(valid), take(scores), 0.0),
+      filled=take(valid),
+    ),
+    jnp.where(take(valid), take(ids), big),
+  )
+
+
+def scatter_to_classes(num_classes, class_ids, cand_feats, cand_scores, cand_valid, cand_ids):
+  """[B, L, N, ...] label-slot candidates -> [C, B*N, ...] per-class candidate lists."""
+  batch, num_labels, slots = cand_scores.shape
+  onehot = (class_ids[..., None] == jnp.arange(num_classes)) & (class_ids >= 0)[..., None]
+  # Each (video, label slot) belongs to at most one class; a masked sum over L picks it.
+  sel = onehot.astype(cand_scores.dtype)  # [B, L, C]
+  feats = jnp.einsum('blc,blnd->cbnd', sel, cand_feats)
+  scores = jnp.einsum('blc,bln->cbn', sel, cand_scores)
+  valid = jnp.einsum('blc,bln->cbn', sel, cand_valid.astype(sel.dtype)) > 0
+  # Integer ids would not survive a float einsum (> 2^24); a masked max keeps them exact.
+  ids = jnp.max(jnp.where(onehot[..., None], cand_ids[:, :, None, :], -1), axis=1)  # [B, C, N]
+  ids = jnp.moveaxis(ids, 0, 1)
+  shape = (num_classes, batch * slots)
+  return (
+    feats.reshape(shape + cand_feats.shape[-1:]),
+    scores.reshape(shape),
+    valid.reshape(shape),
+    ids.astype(jnp.int32).reshape(shape),
+  )
+
+
+def global_snippet_ids(video_index, cand_pos, max_snippets: int = 1 << 15):
+  """A unique int32 per (video, snippet): video_index * 2^15 + t."""
+  if max_snippets * 65536 > math.pow(2, 31):
+    raise ValueError('max_snippets too large for int32 snippet ids.')
+  return video_index[:, None, None] * max_snippets + cand_pos

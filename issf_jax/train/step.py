@@ -1,0 +1,272 @@
+"""The data-parallel train step and the memory-initialisation step (DESIGN.md §3).
+
+`train_step(state, batch, base_key) -> (state, metrics)` is one pure function, jitted, with
+the per-device program written with `jax.shard_map` over a `data` mesh axis (the modern form
+of pmap: since JAX 0.8 pmap itself is built on jit + shard_map). Each device holds a slice of
+the global batch of videos; the state is replicated.
+
+RSKP updates its memory after every single video, and each video reads the memory that the
+videos before it left. Only the DEM read depends on the memory, while the update candidates
+depend on the parameters alone, so one step:
+  1. per device: embedding, base head, saliency, BRM and the update candidates;
+  2. all-gather the candidates in global video order; every device runs the same sequential
+     scan of momentum updates, which yields the memory each video reads and the final memory
+     (identical on every device by construction);
+  3. the DEM read and the losses; the gradient of the psum'd (global) loss is the SUM of the
+     per-video gradients (RSKP's accumulation), then the optimizer step.
+`memory.mode = 'batched'` instead lets every video read the memory as it stood at the start of
+the step (step 2 still produces the same final memory).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from issf_jax import losses
+from issf_jax import memory as memory_lib
+from issf_jax.model import ISSF, build_model, init_params, pseudo_label_logits
+from issf_jax.train import schedules
+from issf_jax.train.optimizer import make_optimizer
+
+AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # [] int32, optimizer steps taken
+  params: Any
+  opt_state: Any
+  memory: memory_lib.MemoryBank
+
+
+def create_train_state(config, rng: jax.Array) -> TrainState:
+  """The initial state: RSKP init for params, zero Adam moments, an empty memory."""
+  model = build_model(config.model)
+  params = init_params(model, rng)
+  optimizer = make_optimizer(config.optim)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    memory=memory_lib.empty(config.model.num_classes, config.memory.slots, config.model.embed_dim),
+  )
+
+
+def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
+  """A 1-D `data` mesh over the first `num_devices` devices (all by default)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f'Asked for {num_devices} devices; only {len(devices)} are present.')
+    devices = devices[:num_devices]
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def max_labels(config) -> int:
+  """L, the label slots per video (C unless capped to save memory, e.g. ActivityNet)."""
+  cap = config.memory.get('max_labels_per_video', 0)
+  return min(cap, config.model.num_classes) if cap else config.model.num_classes
+
+
+def _video_keys(base_key_data, step, positions):
+  """One key per video from (seed, step, global position): device-split invariant."""
+  step_key = jax.random.fold_in(jax.random.wrap_key_data(base_key_data), step)
+  return jax.vmap(lambda p: jax.random.fold_in(step_key, p))(positions)
+
+
+def gather_invariant(x: jax.Array) -> jax.Array:
+  """All-gather over `data` in device order, as a device-invariant value.
+
+  `lax.all_gather` results are typed as device-varying under shard_map's check_vma, which
+  would forbid a replicated memory. A psum of zero-padded blocks is invariant and exact
+  (adding zeros changes no bits).
+  """
+  local = x.shape[0]
+  size = jax.lax.axis_size(AXIS)
+  dtype = x.dtype
+  work = x.astype(jnp.int32) if dtype == jnp.bool_ else x
+  full = jnp.zeros((local * size,) + x.shape[1:], work.dtype)
+  full = jax.lax.dynamic_update_slice_in_dim(full, work, jax.lax.axis_index(AXIS) * local, 0)
+  full = jax.lax.psum(full, AXIS)
+  return full.astype(dtype) if dtype == jnp.bool_ else full
+
+
+def _global_positions(local_batch: int):
+  return jax.lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
+
+
+def _masked_mean(values, weights, total):
+  return jax.lax.psum((values * weights).sum(), AXIS) / jnp.maximum(total, 1.0)
+
+
+def _train_body(state: TrainState, batch, base_key_data, *, config, model, optimizer, ready, spe):
+  features, mask, labels = batch['features'], batch['mask'].astype(bool), batch['labels']
+  valid = batch['valid'].astype(jnp.float32)
+  local_batch = features.shape[0]
+  positions = _global_positions(local_batch)
+  video_keys = _video_keys(base_key_data, state.step, positions)
+  class_ids = memory_lib.label_slots(labels, max_labels(config))
+  eta_value = schedules.eta(config, state.step, spe)
+  lam_s = schedules.lambda_s(config, ready)
+  use_memory = ready and config.model.use_brm and config.model.use_dem
+  update_mode = config.memory.update_mode
+
+  def loss_fn(params):
+    out = model.apply({'params': params}, features, mask, train=True, video_keys=video_keys,
+                      method=ISSF.encode)  # fmt: skip
+    new_memory = state.memory
+    if use_memory:
+      probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
+      cand = memory_lib.candidates(
+        out['embedded'], out['salient'], probs, class_ids, config.memory.slots, update_mode
+      )
+      cand_f, cand_s, cand_v, _ = cand
+      cand_v = cand_v & (valid > 0)[:, None, None]
+      gather = gather_invariant
+      new_memory, rows, readable = memory_lib.scan_updates(
+        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(class_ids),
+        eta_value, update_mode,
+      )  # fmt: skip
+      if config.memory.mode == 'batched':
+        rows, readable = memory_lib.read_rows(state.memory, class_ids)
+      else:
+        start = jax.lax.axis_index(AXIS) * local_batch
+        rows = jax.lax.dynamic_slice_in_dim(rows, start, local_batch)
+        readable = jax.lax.dynamic_slice_in_dim(readable, start, local_batch)
+      slot_labels = (class_ids >= 0).astype(jnp.float32)
+      out.update(model.apply({'params': params}, out['refined'], mask, rows, readable,
+                             slot_labels, method=ISSF.enhance))  # fmt: skip
+    if 'refined' in out:
+      out['pseudo_logits'] = pseudo_label_logits(out)
+    total, terms = losses.issf_objective(out, labels, mask, lam_s, config.loss)
+    local = (total * valid).sum()
+    if config.optim.grad_reduction == 'mean':
+      local = local / jnp.maximum(jax.lax.psum(valid.sum(), AXIS), 1.0)
+    # Differentiate the psum'd loss: under shard_map, grad-then-psum would count N times.
+    return jax.lax.psum(local, AXIS), (terms, new_memory)
+
+  (loss, (terms, new_memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  num_valid = jax.lax.psum(valid.sum(), AXIS)
+  metrics = {name: _masked_mean(value, valid, num_valid) for name, value in terms.items()}
+  filled = new_memory.filled
+  metrics.update(
+    loss=loss,
+    grad_norm=optax.global_norm(grads),
+    param_norm=optax.global_norm(params),
+    memory_fill=filled.mean(),
+    memory_mean_score=(new_memory.scores * filled).sum() / jnp.maximum(filled.sum(), 1),
+    eta=eta_value,
+    lambda_s=jnp.asarray(lam_s, jnp.float32),
+    num_videos=num_valid,
+  )
+  new_state = state.replace(
+    step=state.step + 1, params=params, opt_state=opt_state, memory=new_memory
+  )
+  return new_state, metrics
+
+
+def make_train_step(config, mesh, *, memory_ready: bool, steps_per_epoch: int) -> Callable:
+  """A jitted `train_step(state, batch, base_key_data) -> (state, metrics)`.
+
+  Args:
+    config: the full experiment config.
+    mesh: a 1-D `data` mesh; the global batch must divide by its size.
+    memory_ready: the phase (warm-up or memory); two phases compile two programs.
+    steps_per_epoch: S, for the eta schedule.
+  The batch holds `features` [B, T, D], `mask` [B, T], `labels` [B, C] and `valid` [B]
+  (0 for padding videos). `base_key_data` is `jax.random.key_data` of the run's key.
+  """
+  model = build_model(config.model)
+  optimizer = make_optimizer(config.optim)
+  body = functools.partial(
+    _train_body, config=config, model=model, optimizer=optimizer, ready=memory_ready,
+    spe=steps_per_epoch,
+  )  # fmt: skip
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=(0,))
+
+
+def _init_body(params, acc_memory, acc_ids, batch, base_key_data, *, config, model):
+  features, mask, labels = batch['features'], batch['mask'].astype(bool), batch['labels']
+  valid = batch['valid'] > 0
+  index = batch['video_index']
+  # Eval mode; the keys only matter for the random-saliency ablation.
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.wrap_key_data(base_key_data), i))(index)
+  out = model.apply({'params': params}, features, mask, train=False, video_keys=keys,
+                    method=ISSF.encode)  # fmt: skip
+  class_ids = memory_lib.label_slots(labels, max_labels(config))
+  probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
+  cand_f, cand_s, cand_v, cand_pos = memory_lib.candidates(
+    out['embedded'], out['salient'], probs, class_ids, config.memory.slots, 'ours'
+  )
+  cand_v = cand_v & valid[:, None, None]
+  cand_ids = memory_lib.global_snippet_ids(index, cand_pos)
+  gather = gather_invariant
+  per_class = memory_lib.scatter_to_classes(
+    config.model.num_classes, gather(class_ids), gather(cand_f), gather(cand_s), gather(cand_v),
+    gather(cand_ids),
+  )  # fmt: skip
+  return memory_lib.init_merge(acc_memory, acc_ids, *per_class)
+
+
+def make_memory_init_step(config, mesh) -> Callable:
+  """A jitted `(params, memory, snippet_ids, batch, base_key_data) -> (memory, snippet_ids)`.
+
+  Run it over every training video (eval mode), starting from `memory_lib.empty` and
+  snippet ids of int32 max, then set `initialized`. The result keeps each class's global
+  top-N salient snippets by class probability, whatever the video order or device count.
+  The batch also needs `video_index` [B] int32 (a unique id per video).
+  """
+  model = build_model(config.model)
+  body = functools.partial(_init_body, config=config, model=model)
+  sharded = jax.shard_map(
+    body, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS), P()), out_specs=(P(), P())
+  )
+  return jax.jit(sharded)
+
+
+def initial_snippet_ids(config) -> jax.Array:
+  shape = (config.model.num_classes, config.memory.slots)
+  return jnp.full(shape, jnp.iinfo(jnp.int32).max, jnp.int32)
+
+
+def shard_batch(batch: dict, mesh) -> dict:
+  """Places a host-local numpy batch on the mesh, split over `data` (multi-host safe)."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }
+
+
+def replicate(tree, mesh):
+  """Places a pytree on every device of the mesh."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def pad_batch(batch: dict, multiple: int) -> dict:
+  """Pads the video axis to a multiple of the local device count with invalid videos."""
+  size = len(batch['features'])
+  batch = dict(batch)
+  batch.setdefault('valid', np.ones(size, np.float32))
+  extra = (-size) % multiple
+  if not extra:
+    return batch
+  padded = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    fill = -1 if k == 'video_index' else 0
+    pad = np.full((extra,) + v.shape[1:], fill, v.dtype)
+    padded[k] = np.concatenate([v, pad])
+  return padded
