@@ -1,0 +1,19 @@
+"""Detection and classification scoring: `official` (ActivityNet, seconds) and `rskp` protocols."""
+
+from issf_jax.evaluation.classification import classification_map
+from issf_jax.evaluation.ground_truth import FormatError, read_ambiguous_txt
+from issf_jax.evaluation.official import ACTIVITYNET_TIOU, evaluate_official
+from issf_jax.evaluation.rskp import RSKP_IOU, evaluate_rskp
+from issf_jax.evaluation.table import format_results_table, range_averages
+
+__all__ = [
+  'ACTIVITYNET_TIOU',
+  'RSKP_IOU',
+  'FormatError',
+  'classification_map',
+  'evaluate_official',
+  'evaluate_rskp',
+  'format_results_table',
+  'range_averages',
+  'read_ambiguous_txt',
+]

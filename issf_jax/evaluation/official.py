@@ -1,0 +1,137 @@
+"""The `official` protocol: ActivityNet detection mAP in seconds (spec §6.3), vectorised.
+
+Reproduces `ANETdetection` (activitynet/ActivityNet `Evaluation/eval_detection.py`) with
+`check_status=False`:
+
+  * classes = the labels of the ground-truth subset, in order of first appearance; a predicted
+    label outside that set is an error (the official code raises KeyError);
+  * per class, predictions are ranked with the same `np.argsort(score)[::-1]` on the same array
+    (the class's predictions in file order), so even score ties are broken as the official code
+    does;
+  * each prediction takes the highest-IoU untaken GT of its video with tIoU >= thr (continuous IoU
+    in seconds, the official float expression); equal IoUs go to the later GT, as
+    `argsort()[::-1]` does on small arrays;
+  * a prediction on a video without GT of its class (or absent from the subset) is a false positive;
+  * AP = VOC all-point interpolation; a class without predictions has AP 0 and still counts;
+  * mAP = mean over classes, average_mAP = mean over thresholds. Everything is a fraction.
+
+The official code iterates a pandas DataFrame row by row; here the IoUs of all same-video pairs of a
+class are one numpy expression and only the greedy lock loop is Python (`matching.match_pairs`).
+"""
+
+import numpy as np
+
+from issf_jax.evaluation import ground_truth as gt_lib
+from issf_jax.evaluation import matching
+
+ACTIVITYNET_TIOU = np.linspace(0.5, 0.95, 10)
+
+
+def _pairs_same_video(pred_video: np.ndarray, gt_video: np.ndarray):
+  """All (prediction, GT) index pairs that share a video. Returns ([E], [E]) int64."""
+  gt_order = np.argsort(gt_video, kind='stable')
+  sorted_video = gt_video[gt_order]
+  lo = np.searchsorted(sorted_video, pred_video, side='left')
+  hi = np.searchsorted(sorted_video, pred_video, side='right')
+  count = hi - lo
+  pair_pred = np.repeat(np.arange(len(pred_video)), count)
+  # Position within each prediction's GT block: a running index minus the block's first offset.
+  offsets = np.repeat(np.cumsum(count) - count, count)
+  pair_gt = gt_order[np.repeat(lo, count) + np.arange(count.sum()) - offsets]
+  return pair_pred, pair_gt
+
+
+def segment_iou(ps, pe, gs, ge) -> np.ndarray:
+  """Continuous tIoU, with the official expression order (so exact ties stay exact). [E]."""
+  inter = (np.minimum(pe, ge) - np.maximum(ps, gs)).clip(0)
+  union = (ge - gs) + (pe - ps) - inter
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return inter.astype(float) / union
+
+
+def class_average_precision(
+  gt_video, gt_start, gt_end, pred_video, pred_start, pred_end, pred_score, tiou_thresholds
+) -> np.ndarray:
+  """AP of one class at each threshold. GT arrays [G], prediction arrays [P] (file order) -> [K]."""
+  k = len(tiou_thresholds)
+  if len(pred_score) == 0:
+    return np.zeros(k)
+  rank = np.argsort(pred_score)[::-1]  # The official call, for identical tie-breaking.
+  pv, ps, pe = pred_video[rank], pred_start[rank], pred_end[rank]
+  pair_pred, pair_gt = _pairs_same_video(pv, gt_video)
+  iou = segment_iou(ps[pair_pred], pe[pair_pred], gt_start[pair_gt], gt_end[pair_gt])
+  matched = matching.match_pairs(pair_pred, pair_gt, iou, len(rank), tiou_thresholds, 'last')
+  return matching.interpolated_ap(matched >= 0, len(gt_video))
+
+
+def evaluate_official(
+  ground_truth: dict, predictions: dict, *, subset: str, tiou_thresholds=ACTIVITYNET_TIOU
+) -> dict:
+  """ActivityNet detection mAP.
+
+  Args:
+    ground_truth: ActivityNet-format GT dict (needs only "database").
+    predictions: ActivityNet-format predictions (the full dict or its "results" object).
+    subset: the GT subset to score ('Test', 'test', 'validation', ...; case-insensitive).
+    tiou_thresholds: [K] tIoU thresholds.
+
+  Returns:
+    {'protocol': 'official', 'subset', 'tiou_thresholds': [K], 'mAP': [K], 'average_mAP',
+     'per_class_ap': {class: [K]}, 'num_videos', 'num_instances', 'num_predictions',
+     'classes_without_predictions': [...]}, all values fractions.
+  """
+  thresholds = np.asarray(tiou_thresholds, np.float64).reshape(-1)
+  gt = gt_lib.parse_ground_truth(ground_truth, subset)
+  if gt.num_instances == 0:
+    raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
+  pred = gt_lib.parse_predictions(predictions)
+  class_index = {name: i for i, name in enumerate(gt.class_names)}
+  try:
+    pred_label = np.fromiter((class_index[x] for x in pred.label), np.int64, len(pred.label))
+  except KeyError as err:
+    bad = err.args[0]
+    video = pred.video[pred.label.index(bad)]
+    raise gt_lib.FormatError(
+      f'prediction label {bad!r} (video {video!r}) is not a class of the ground truth subset '
+      f'{subset!r}; its classes are {sorted(gt.class_names)}'
+    ) from None
+  # Video codes: GT videos first, then videos that only have predictions (always false positives).
+  video_code = {v: i for i, v in enumerate(gt.videos)}
+  pred_video = np.fromiter(
+    (video_code.setdefault(v, len(video_code)) for v in pred.video), np.int64, len(pred.video)
+  )
+  num_classes = len(gt.class_names)
+  ap = np.zeros((len(thresholds), num_classes))
+  gt_by_class = np.argsort(gt.label, kind='stable')
+  gt_bounds = np.searchsorted(gt.label[gt_by_class], np.arange(num_classes + 1))
+  pred_by_class = np.argsort(pred_label, kind='stable')  # Keeps file order within a class.
+  pred_bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
+  empty = []
+  for c in range(num_classes):
+    g = gt_by_class[gt_bounds[c] : gt_bounds[c + 1]]
+    p = pred_by_class[pred_bounds[c] : pred_bounds[c + 1]]
+    if len(p) == 0:
+      empty.append(gt.class_names[c])
+    ap[:, c] = class_average_precision(
+      gt.video[g],
+      gt.start[g],
+      gt.end[g],
+      pred_video[p],
+      pred.start[p],
+      pred.end[p],
+      pred.score[p],
+      thresholds,
+    )
+  m_ap = ap.mean(axis=1)
+  return {
+    'protocol': 'official',
+    'subset': subset,
+    'tiou_thresholds': thresholds.tolist(),
+    'mAP': m_ap.tolist(),
+    'average_mAP': float(m_ap.mean()),
+    'per_class_ap': {name: ap[:, c].tolist() for c, name in enumerate(gt.class_names)},
+    'num_videos': len(gt.videos),
+    'num_instances': gt.num_instances,
+    'num_predictions': len(pred.score),
+    'classes_without_predictions': empty,
+  }

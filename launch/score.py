@@ -1,0 +1,125 @@
+"""`issf-eval score`: score an ActivityNet-format predictions file, like the official evaluator.
+
+  issf-eval score --predictions PRED.json --ground_truth GT.json --subset Test \
+    --protocol official --tiou 0.1:0.7:0.1 --output_json OUT.json
+
+Also runs standalone: `python -m launch.score ...`. Prints the results table (percentages) and
+writes OUT.json with fractions: {"protocol", "subset", "tiou_thresholds", "mAP", "average_mAP",
+"per_class_ap", "num_videos", "num_instances", ...}. Bad input (missing or malformed file, a label
+outside the ground truth's classes, a bad --tiou) prints one error line and exits with status 2.
+Only the `official` protocol can score a file: `rskp` needs the localisation maps (run `evaluate`).
+"""
+
+import argparse
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+
+from issf_jax import evaluation
+from issf_jax.evaluation import ground_truth as gt_lib
+
+EXIT_BAD_INPUT = 2
+
+
+class InputError(Exception):
+  """A user-facing error: printed as one line, no traceback."""
+
+
+def parse_tiou(text: str) -> list[float]:
+  """'0.1:0.7:0.1' (stop included) or '0.3,0.5,0.7' -> [0.1, ..., 0.7] as exact decimals.
+
+  The range is computed in Decimal, so 0.3 is the float 0.3 and not 0.30000000000000004.
+  """
+  try:
+    if ':' in text:
+      parts = [Decimal(p) for p in text.split(':')]
+      if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+        raise InputError(
+          f'--tiou {text!r}: expected start:stop:step with step > 0 and stop >= start'
+        )
+      start, stop, step = parts
+      count = int((stop - start) / step) + 1
+      values = [float(start + i * step) for i in range(count)]
+    else:
+      values = [float(Decimal(p)) for p in text.split(',') if p.strip()]
+  except InvalidOperation:
+    raise InputError(f'--tiou {text!r}: not a number range or list') from None
+  if not values or any(not 0 < v <= 1 for v in values):
+    raise InputError(f'--tiou {text!r}: thresholds must lie in (0, 1]')
+  return values
+
+
+def load_json(path: str, what: str):
+  """Reads a JSON file, turning every failure into a one-line InputError naming the file."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise InputError(f'{what} file {path}: not found') from None
+  except json.JSONDecodeError as err:
+    raise InputError(f'{what} file {path}: invalid JSON ({err})') from None
+  except (OSError, UnicodeDecodeError) as err:
+    raise InputError(f'{what} file {path}: cannot be read ({err})') from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+    prog='issf-eval score', description='Score an ActivityNet-format predictions file.'
+  )
+  p.add_argument('--predictions', required=True, help='predictions JSON ({"results": ...})')
+  p.add_argument('--ground_truth', required=True, help='ground-truth JSON ({"database": ...})')
+  p.add_argument('--subset', required=True, help='GT subset, e.g. Test, test, validation')
+  p.add_argument('--protocol', default='official', help='only "official" scores a file')
+  p.add_argument('--tiou', default='0.5:0.95:0.05', help='start:stop:step (inclusive) or a,b,c')
+  p.add_argument('--output_json', default=None, help='where to write the result (fractions)')
+  return p
+
+
+def score(args: argparse.Namespace) -> dict:
+  """Runs the evaluation for parsed arguments; raises InputError on bad input."""
+  if args.protocol != 'official':
+    raise InputError(
+      f'--protocol {args.protocol!r}: only "official" can score a predictions file; the rskp '
+      'protocol needs the localisation maps (use `issf-eval evaluate`)'
+    )
+  thresholds = parse_tiou(args.tiou)
+  gt = load_json(args.ground_truth, 'ground truth')
+  pred = load_json(args.predictions, 'predictions')
+  try:
+    parsed = gt_lib.parse_ground_truth(gt, args.subset)
+  except gt_lib.FormatError as err:
+    raise InputError(f'ground truth file {args.ground_truth}: {err}') from None
+  if parsed.num_instances == 0:
+    found = sorted({str(v.get('subset')) for v in gt['database'].values() if isinstance(v, dict)})
+    raise InputError(
+      f'ground truth file {args.ground_truth}: no annotated video in subset {args.subset!r} '
+      f'(subsets present: {found})'
+    )
+  try:
+    return evaluation.evaluate_official(gt, pred, subset=args.subset, tiou_thresholds=thresholds)
+  except gt_lib.FormatError as err:
+    raise InputError(f'predictions file {args.predictions}: {err}') from None
+
+
+def main(argv=None) -> int:
+  """Entry point of `issf-eval score` and `python -m launch.score`. Returns the exit status."""
+  args = build_parser().parse_args(argv)
+  try:
+    result = score(args)
+    if args.output_json:
+      try:
+        with open(args.output_json, 'w') as f:
+          json.dump(result, f, indent=1)
+      except OSError as err:
+        raise InputError(f'output file {args.output_json}: cannot be written ({err})') from None
+  except InputError as err:
+    print(f'issf-eval score: error: {err}', file=sys.stderr)
+    return EXIT_BAD_INPUT
+  print(evaluation.format_results_table(result))
+  if result.get('classes_without_predictions'):
+    print(f'classes without predictions (AP 0): {result["classes_without_predictions"]}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,163 @@
+"""The `official` protocol against the official ActivityNet evaluator's goldens, plus its rules.
+
+Cases come from $ISSF_OFFICIAL_GOLDEN_DIR, else ../shared/golden/official_eval: every `pred_*.json`
+and `handmade/pred_*.json` found is checked against `expected.json`; finding none is a failure.
+"""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+from issf_jax.evaluation import FormatError, evaluate_official
+
+SHARED = pathlib.Path(__file__).parents[1] / '..' / 'shared'
+THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+def golden_dir() -> pathlib.Path:
+  env = os.environ.get('ISSF_OFFICIAL_GOLDEN_DIR')
+  return pathlib.Path(env) if env else SHARED / 'golden' / 'official_eval'
+
+
+def _cases():
+  """(prediction file, expected entry, GT file, subset) for every prediction file found."""
+  root = golden_dir()
+  files = sorted(root.glob('pred_*.json')) + sorted(root.glob('handmade/pred_*.json'))
+  if not files:
+    return []
+  expected = json.loads((root / 'expected.json').read_text())
+  by_file = {}
+  for case in expected['cases'].values():
+    gt = expected['ground_truth']
+    by_file[case['prediction_file']] = (case, gt['file'], gt['subset'])
+  for case in expected.get('handmade_cases', {}).values():
+    by_file[case['prediction_file']] = (case, case['ground_truth_file'], case['subset'])
+  out = []
+  for f in files:
+    rel = f.relative_to(root).as_posix()
+    case, gt_file, subset = by_file.get(rel, (None, None, None))
+    out.append((rel, case, gt_file, subset))
+  return out
+
+
+def _resolve_gt(gt_file: str) -> pathlib.Path:
+  # Paths in expected.json are relative to the golden folder (handmade) or to shared/ (thumos14).
+  for base in (golden_dir(), SHARED):
+    if (base / gt_file).is_file():
+      return base / gt_file
+  raise FileNotFoundError(gt_file)
+
+
+_GT_CACHE = {}
+
+
+def _load_gt(path: pathlib.Path):
+  if path not in _GT_CACHE:
+    _GT_CACHE[path] = json.loads(path.read_text())
+  return _GT_CACHE[path]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize('case', CASES or [None], ids=[c[0] for c in CASES] or ['none'])
+def test_official_goldens(case):
+  assert case is not None, f'no golden prediction files found in {golden_dir()}'
+  rel, expected, gt_file, subset = case
+  assert expected is not None, f'{rel} has no entry in expected.json'
+  gt = _load_gt(_resolve_gt(gt_file))
+  pred = json.loads((golden_dir() / rel).read_text())
+  tiou = json.loads((golden_dir() / 'expected.json').read_text())['tiou_thresholds']
+  got = evaluate_official(gt, pred, subset=subset, tiou_thresholds=tiou)
+  np.testing.assert_allclose(got['mAP'], expected['mAP'], rtol=0, atol=1e-9)
+  assert abs(got['average_mAP'] - expected['average_mAP']) <= 1e-9
+  assert set(got['per_class_ap']) == set(expected['per_class_ap'])
+  for name, ap in expected['per_class_ap'].items():
+    np.testing.assert_allclose(got['per_class_ap'][name], ap, rtol=0, atol=1e-9, err_msg=name)
+  if 'num_predictions' in expected:
+    assert got['num_predictions'] == expected['num_predictions']
+  assert got['protocol'] == 'official' and got['tiou_thresholds'] == tiou
+
+
+def _gt(*segments, subset='test'):
+  """GT dict from (video, start, end, label) tuples."""
+  db = {}
+  for video, s, e, label in segments:
+    entry = db.setdefault(video, {'subset': subset, 'duration': 100.0, 'annotations': []})
+    entry['annotations'].append({'segment': [s, e], 'label': label})
+  return {'version': 'x', 'taxonomy': [], 'database': db}
+
+
+def _pred(*items):
+  results = {}
+  for video, s, e, label, score in items:
+    results.setdefault(video, []).append({'label': label, 'score': score, 'segment': [s, e]})
+  return {'version': 'x', 'results': results, 'external_data': {}}
+
+
+def _ap(gt, pred, thr=0.5, subset='test'):
+  return evaluate_official(gt, pred, subset=subset, tiou_thresholds=[thr])['mAP'][0]
+
+
+def test_ap_oracles():
+  gt = _gt(('v', 1.5, 3.5, 'A'))
+  good, bad = ('v', 1.5, 3.5, 'A'), ('v', 10.0, 20.0, 'A')
+  assert _ap(gt, _pred((*good, 0.9), (*bad, 0.8))) == 1.0
+  assert _ap(gt, _pred((*bad, 0.9), (*good, 0.8))) == 0.5
+  assert _ap(gt, _pred((*bad, 0.9))) == 0.0
+
+
+def test_iou_equal_to_threshold_matches_and_best_gt_is_taken():
+  gt = _gt(('v', 0.0, 10.0, 'A'), ('v', 4.0, 12.0, 'A'))
+  # [0, 5] vs [0, 10]: IoU exactly 0.5 -> match at 0.5, not at 0.6.
+  assert _ap(gt, _pred(('v', 0.0, 5.0, 'A', 0.9)), 0.5) == 0.5
+  assert _ap(gt, _pred(('v', 0.0, 5.0, 'A', 0.9)), 0.6) == 0.0
+  # [4, 11] prefers GT [4, 12] (IoU .875) over [0, 10] (.545); then [0, 10] is still free.
+  pred = _pred(('v', 4.0, 11.0, 'A', 0.9), ('v', 0.0, 9.0, 'A', 0.8))
+  assert _ap(gt, pred, 0.5) == 1.0
+
+
+def test_false_positives_on_other_videos_and_empty_classes():
+  gt = _gt(('v', 0.0, 10.0, 'A'), ('w', 0.0, 10.0, 'B'))
+  pred = _pred(('absent', 0.0, 10.0, 'A', 0.9), ('v', 0.0, 10.0, 'A', 0.8))
+  got = evaluate_official(gt, pred, subset='test', tiou_thresholds=[0.5])
+  assert got['per_class_ap'] == {'A': [0.5], 'B': [0.0]}  # B has no prediction: AP 0, counted.
+  assert got['mAP'] == [0.25] and got['classes_without_predictions'] == ['B']
+  assert got['num_videos'] == 2 and got['num_instances'] == 2
+
+
+def test_subset_names_are_tolerant_and_classes_come_from_the_subset():
+  gt = _gt(('v', 0.0, 10.0, 'A'), subset='Test')
+  gt['database']['t'] = {'subset': 'training', 'annotations': [{'segment': [0, 1], 'label': 'Z'}]}
+  pred = _pred(('v', 0.0, 10.0, 'A', 0.9))
+  for name in ('Test', 'test', 'TEST', 'testing'):
+    assert _ap(gt, pred, subset=name) == 1.0
+  with pytest.raises(FormatError, match="'Z'"):
+    _ap(gt, _pred(('v', 0.0, 10.0, 'Z', 0.9)), subset='test')
+
+
+def test_score_ties_follow_the_official_argsort():
+  # Equal scores: the official code ranks a class's predictions (file order) with
+  # argsort()[::-1]. With numpy's stable small-array sort the later (false) one goes first.
+  gt = _gt(('v', 0.0, 10.0, 'A'))
+  pred = _pred(('v', 0.0, 10.0, 'A', 0.5), ('v', 50.0, 60.0, 'A', 0.5))
+  false_first = np.argsort(np.array([0.5, 0.5]))[::-1][0] == 1
+  assert _ap(gt, pred) == (0.5 if false_first else 1.0)
+
+
+def test_malformed_inputs_raise_format_error():
+  gt = _gt(('v', 0.0, 10.0, 'A'))
+  for bad in (
+    {'results': {'v': [{'label': 'A', 'score': 0.5}]}},
+    {'results': {'v': [{'label': 'A', 'score': 'high', 'segment': [0, 1]}]}},
+    {'results': {'v': [{'label': 'A', 'score': 0.5, 'segment': [0, 1, 2]}]}},
+    {'results': {'v': {'label': 'A'}}},
+    {'results': []},
+  ):
+    with pytest.raises(FormatError):
+      evaluate_official(gt, bad, subset='test', tiou_thresholds=[0.5])
+  with pytest.raises(FormatError):
+    evaluate_official({'no_database': 1}, _pred(), subset='test', tiou_thresholds=[0.5])
