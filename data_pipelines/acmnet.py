@@ -1,0 +1,158 @@
+"""Reader and writer of the ACM-Net format (spec §1.2; `ispc-lab/ACM-Net`, `boheumd/ASM-Loc`).
+
+  DIR/gt.json                 {"database": {video_id: {"subset", "duration", "annotations": [
+                                {"segment": [s, e], "label": name}, ...]}}}
+  DIR/split_train.txt         one video id per line (the videos whose features exist)
+  DIR/split_test.txt
+  DIR/train/<video_id>.npy    float [T, D] (RGB half then flow half)
+  DIR/test/<video_id>.npy
+
+The split files decide the subset (train / test), as in ACM-Net's loader; gt.json's own subset
+field is only used to place annotated videos that no split lists (reported as missing). Video labels
+are the multi-hot of all annotation labels (there is no separate labels_all). Annotations labelled
+'Ambiguous' (THUMOS packagings) become ambiguous segments, not a class.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_pipelines import source
+
+AMBIGUOUS_LABEL = 'Ambiguous'
+SPLITS = (('train', 'split_train.txt', 'train'), ('test', 'split_test.txt', 'test'))
+
+
+def _read_split(path: str) -> list[str]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'ACM-Net split file {path} not found')
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def read_acmnet(
+  src: str,
+  *,
+  classes: Sequence[str] | None = None,
+  feature_dim: int | None = None,
+  name: str | None = None,
+  length_abs_tol: int = 2,
+  length_rel_tol: float = 0.01,
+) -> source.SourceDataset:
+  """Reads an ACM-Net package into a SourceDataset.
+
+  Args:
+    src: the folder holding gt.json, the split files and train/ test/.
+    classes: class list; default the sorted set of annotation labels of the listed videos
+      (ACM-Net and ASM-Loc hard-code exactly that alphabetical order).
+    feature_dim: expected D; None infers it from the first video.
+    name: dataset name for the manifest; default the folder's name.
+    length_abs_tol, length_rel_tol: tolerance of the T vs duration warning.
+  """
+  src = os.path.abspath(src)
+  gt_path = os.path.join(src, 'gt.json')
+  if not os.path.isfile(gt_path):
+    raise FileNotFoundError(f'ACM-Net ground truth {gt_path} not found')
+  with open(gt_path) as f:
+    database = json.load(f)['database']
+  splits = {subset: _read_split(os.path.join(src, fname)) for subset, fname, _ in SPLITS}
+  split_paths = [os.path.join(src, fname) for _, fname, _ in SPLITS]
+  listed = {v for vids in splits.values() for v in vids}
+
+  if classes is None:
+    labels = {
+      a['label']
+      for v in listed
+      if v in database
+      for a in database[v].get('annotations', [])
+      if a['label'] != AMBIGUOUS_LABEL
+    }
+    classes = sorted(labels)
+  classes = tuple(classes)
+  class_index = {c: i for i, c in enumerate(classes)}
+
+  videos, paths, missing, skipped = [], [], [], []
+  for subset, fname, folder in SPLITS:
+    for video_id in splits[subset]:
+      if video_id not in database:
+        raise source.DataValidationError(
+          f'video {video_id!r} listed in {os.path.join(src, fname)} has no entry in {gt_path}'
+        )
+      info = database[video_id]
+      segments, ambiguous = [], []
+      for a in info.get('annotations', []):
+        s, e = (float(t) for t in a['segment'])
+        if a['label'] == AMBIGUOUS_LABEL:
+          ambiguous.append((s, e))
+        else:
+          segments.append((s, e, a['label']))
+      source.check_labels([lab for _, _, lab in segments], classes, video_id, gt_path)
+      labels = tuple(sorted({lab for _, _, lab in segments}, key=class_index.__getitem__))
+      feature_path = os.path.join(src, folder, video_id + '.npy')
+      if not os.path.isfile(feature_path):
+        missing.append({'video_id': video_id, 'subset': subset, 'reason': 'no features file'})
+        continue
+      if 'duration' not in info:
+        raise source.DataValidationError(f'video {video_id!r} in {gt_path}: no duration')
+      videos.append(
+        source.VideoEntry(
+          video_id=video_id,
+          subset=subset,
+          duration=float(info['duration']),
+          labels=labels,
+          segments=tuple(segments),
+          ambiguous=tuple(ambiguous),
+        )
+      )
+      paths.append(feature_path)
+
+  has_training = any(str(v.get('subset', '')).lower() == 'training' for v in database.values())
+  for video_id in sorted(set(database) - listed):
+    info = database[video_id]
+    subset = source.normalize_subset(str(info.get('subset', '')), has_training)
+    if info.get('annotations') and subset is not None:
+      missing.append({'video_id': video_id, 'subset': subset, 'reason': 'not in split files'})
+    else:
+      skipped.append({'video_id': video_id, 'subset': info.get('subset'), 'reason': 'unlabelled'})
+
+  def raw_features(k: int):
+    return np.load(paths[k]), paths[k]
+
+  return source.SourceDataset(
+    name=name or os.path.basename(src),
+    source_format='acmnet',
+    classes=classes,
+    videos=videos,
+    raw_features=raw_features,
+    source_files=[gt_path] + split_paths + paths,
+    root=src,
+    missing=missing,
+    skipped=skipped,
+    feature_dim=feature_dim,
+    length_tol=(length_abs_tol, length_rel_tol),
+  )
+
+
+def write_acmnet(
+  out_dir: str,
+  videos: Sequence[source.VideoEntry],
+  features: Sequence[np.ndarray | None],
+) -> None:
+  """Writes videos in the ACM-Net layout (None features: listed in the split, no .npy file)."""
+  database = {}
+  for v in videos:
+    annotations = [{'segment': [s, e], 'label': lab} for s, e, lab in v.segments]
+    annotations += [{'segment': [s, e], 'label': AMBIGUOUS_LABEL} for s, e in v.ambiguous]
+    database[v.video_id] = {'subset': v.subset, 'duration': v.duration, 'annotations': annotations}
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'gt.json'), 'w') as f:
+    json.dump({'version': 'issf-jax synthetic', 'database': database}, f)
+  for subset, fname, folder in SPLITS:
+    os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
+    with open(os.path.join(out_dir, fname), 'w') as f:
+      f.writelines(v.video_id + '\n' for v in videos if v.subset == subset)
+  for v, x in zip(videos, features, strict=True):
+    if x is not None:
+      np.save(os.path.join(out_dir, v.subset, v.video_id + '.npy'), np.asarray(x, np.float32))

@@ -1,0 +1,290 @@
+"""The tf.data input pipeline: shard directory -> numpy batches for the trainer and the evaluator.
+
+Training batch (B_host = global_batch_size // process_count):
+  features     float32 [B_host, T, D]   zero beyond each row's length
+  mask         bool    [B_host, T]      True on real snippets
+  labels       float32 [B_host, C]      multi-hot video labels
+  video_index  int32   [B_host]         row of the manifest's train table
+  length       int32   [B_host]         number of True in mask
+T is the global batch's longest (cropped) video rounded up to a multiple of bucket_size in 'thumos'
+mode, and t_s in 'activitynet' mode (random-bin sampling, mask all True).
+
+Order. Epoch e visits the videos in `sampling.epoch_order(seed, e, N)`, cut into global batches;
+the last N mod global_batch_size videos of each epoch's permutation are dropped (drop_remainder:
+every step has the same batch size; THUMOS 200 / 10 gives exactly 20 steps). Host p takes rows
+[p*B_host, (p+1)*B_host) of every global batch, and T is computed from the manifest's lengths of the
+whole global batch, so the hosts' slices concatenate to the one-host batch exactly. All randomness
+comes from numpy seeded by (seed, epoch, video) (`sampling.py`), so `state()` -> (epoch, batch) of
+the next batch is enough to resume bitwise. A Python generator plans rows and reads records by
+position (`shards.RecordIndex`); tf.data parses, gathers, pads, batches and prefetches in parallel.
+"""
+
+import collections
+from collections.abc import Iterator
+
+import numpy as np
+from absl import logging
+
+from data_pipelines import manifest as manifest_lib
+from data_pipelines import sampling, shards
+from data_pipelines._tf import tf
+
+load_manifest = manifest_lib.load_manifest
+load_ground_truth = manifest_lib.load_ground_truth
+MODES = ('thumos', 'activitynet')
+
+
+def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # Only for the defaults; the pipeline itself never touches a device.
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+  return process_index, process_count
+
+
+class _Source:
+  """One subset of a shard directory: manifest, lengths, random access to the records."""
+
+  def __init__(self, shards_dir: str, subset: str, verify: bool):
+    self.manifest = load_manifest(shards_dir)
+    if verify:
+      manifest_lib.verify_shards(shards_dir, self.manifest, subset)
+    self.index = shards.RecordIndex(manifest_lib.shard_paths(shards_dir, self.manifest, subset))
+    table = self.manifest['videos'][subset]
+    if len(self.index) != len(table):
+      raise ValueError(
+        f'{shards_dir}: {len(self.index)} {subset} records but the manifest lists {len(table)}'
+      )
+    self.lengths = np.array([v['num_snippets'] for v in table], np.int64)
+    self.feature_dim = int(self.manifest['feature_dim'])
+    self.num_classes = int(self.manifest['num_classes'])
+
+  def dataset(self, rows, extra_keys: bool):
+    """rows: generator of (serialized, video_index, indices [n], t_pad) -> batched tf.data."""
+    signature = (
+      tf.TensorSpec([], tf.string),
+      tf.TensorSpec([], tf.int32),
+      tf.TensorSpec([None], tf.int32),
+      tf.TensorSpec([], tf.int32),
+    )
+    d, c = self.feature_dim, self.num_classes
+
+    def parse(serialized, video_index, indices, t_pad):
+      ex = shards.parse_example(serialized, d, c)
+      n = tf.shape(indices)[0]
+      x = tf.pad(tf.gather(ex['features'], indices), [[0, t_pad - n], [0, 0]])
+      out = {
+        'features': tf.ensure_shape(x, [None, d]),
+        'mask': tf.sequence_mask(n, t_pad),
+        'labels': ex['labels'],
+        'video_index': video_index,
+        'length': n,
+      }
+      if extra_keys:
+        out['valid'] = video_index >= 0
+        out['num_snippets_orig'] = tf.cast(ex['num_snippets'], tf.int32)
+      return out
+
+    ds = tf.data.Dataset.from_generator(rows, output_signature=signature)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def padding_record(self, subset: str) -> bytes:
+    """An Example with T = 0 and zero labels: becomes an all-zero, all-masked row."""
+    return shards.encode_example(
+      np.zeros((0, self.feature_dim), np.float32),
+      np.zeros(self.num_classes, np.float32),
+      video_id='',
+      video_index=-1,
+      duration=0.0,
+      subset=subset,
+    )
+
+
+def _batched(ds, batch: int, prefetch: int):
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.batch(batch).prefetch(prefetch).with_options(options)
+
+
+class TrainIterator:
+  """Infinite iterator of training batches (module docstring); `state()` resumes it exactly."""
+
+  def __init__(
+    self,
+    shards_dir: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    mode: str,
+    bucket_size: int = 64,
+    max_len: int | None = None,
+    t_s: int = 75,
+    start_epoch: int = 0,
+    start_batch: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    verify: bool = True,
+    prefetch: int = 2,
+  ):
+    if mode not in MODES:
+      raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+    p, n_hosts = _hosts(process_index, process_count)
+    if global_batch_size % n_hosts:
+      raise ValueError(f'global_batch_size {global_batch_size} not divisible by {n_hosts} hosts')
+    src = _Source(shards_dir, 'train', verify)
+    n = len(src.lengths)
+    self.steps_per_epoch = n // global_batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f'{n} train videos < global_batch_size {global_batch_size}')
+    self.global_batch_size = global_batch_size
+    self.host_batch_size = global_batch_size // n_hosts
+    self.manifest = src.manifest
+    start_epoch += start_batch // self.steps_per_epoch
+    start_batch %= self.steps_per_epoch
+    self._epoch, self._batch = start_epoch, start_batch
+    self.shape_counts: collections.Counter = collections.Counter()
+    lengths, steps, bh = src.lengths, self.steps_per_epoch, self.host_batch_size
+
+    def rows():
+      epoch, first = start_epoch, start_batch
+      while True:
+        order = sampling.epoch_order(seed, epoch, n)
+        for b in range(first, steps):
+          global_rows = order[b * global_batch_size : (b + 1) * global_batch_size]
+          if mode == 'thumos':
+            longest = lengths[global_rows].max()
+            longest = longest if max_len is None else min(longest, max_len)
+            t_pad = sampling.bucket_length(longest, bucket_size)
+          else:
+            t_pad = t_s
+          for v in global_rows[p * bh : (p + 1) * bh]:
+            rng = sampling.video_rng(seed, epoch, int(v))
+            if mode == 'thumos':
+              idx = sampling.crop_indices(int(lengths[v]), max_len, rng)
+            else:
+              idx = sampling.random_bin_indices(int(lengths[v]), t_s, rng)
+            yield src.index.read(int(v)), np.int32(v), idx, np.int32(t_pad)
+        epoch, first = epoch + 1, 0
+
+    ds = _batched(src.dataset(rows, extra_keys=False), bh, prefetch)
+    self._it = ds.as_numpy_iterator()
+
+  def __iter__(self) -> 'TrainIterator':
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._it)
+    shape = batch['features'].shape
+    if shape not in self.shape_counts:
+      logging.info('input pipeline: new batch shape %s (%d before)', shape, len(self.shape_counts))
+    self.shape_counts[shape] += 1
+    self._batch += 1
+    if self._batch == self.steps_per_epoch:
+      self._epoch, self._batch = self._epoch + 1, 0
+    return batch
+
+  @property
+  def num_distinct_shapes(self) -> int:
+    return len(self.shape_counts)
+
+  def state(self) -> dict:
+    """Position of the NEXT batch: pass it back as start_epoch / start_batch to resume."""
+    return {'epoch': self._epoch, 'batch': self._batch}
+
+
+def create_train_iterator(
+  shards_dir: str,
+  *,
+  global_batch_size: int,
+  seed: int,
+  mode: str,
+  bucket_size: int = 64,
+  max_len: int | None = None,
+  t_s: int = 75,
+  start_epoch: int = 0,
+  start_batch: int = 0,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  verify: bool = True,
+) -> TrainIterator:
+  """Training batches from `shards_dir` (module docstring). mode: 'thumos' | 'activitynet'.
+
+  max_len (thumos): videos longer than this are cropped to a random window (RSKP: None, full
+  length). verify: check the train shards' sha256 against the manifest first (ChecksumError).
+  process_index / process_count default to jax.process_index() / jax.process_count().
+  """
+  return TrainIterator(
+    shards_dir,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    mode=mode,
+    bucket_size=bucket_size,
+    max_len=max_len,
+    t_s=t_s,
+    start_epoch=start_epoch,
+    start_batch=start_batch,
+    process_index=process_index,
+    process_count=process_count,
+    verify=verify,
+  )
+
+
+def create_eval_iterator(
+  shards_dir: str,
+  *,
+  subset: str = 'test',
+  batch_size: int,
+  mode: str,
+  bucket_size: int = 64,
+  t_s: int = 75,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  verify: bool = True,
+) -> Iterator[dict]:
+  """Every video of `subset` once, in manifest order, as batches.
+
+  batch_size is the global batch (each host gets batch_size // process_count rows of each global
+  batch, like training); all hosts yield the same number of batches with the same shapes. Batches
+  carry the training keys plus 'valid' [B] bool (padding rows of the last batch: all-zero, mask
+  False, video_index -1) and 'num_snippets_orig' [B] int32 (the video's T before sampling;
+  'activitynet' mode only). 'thumos': the full video, T bucketed as in training. 'activitynet':
+  `sampling.uniform_indices`, padded to t_s.
+  """
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  p, n_hosts = _hosts(process_index, process_count)
+  if batch_size % n_hosts:
+    raise ValueError(f'batch_size {batch_size} not divisible by {n_hosts} hosts')
+  src = _Source(shards_dir, subset, verify)
+  lengths, n, bh = src.lengths, len(src.lengths), batch_size // n_hosts
+  pad_record = src.padding_record(subset)
+  empty = np.zeros(0, np.int32)
+
+  def rows():
+    for start in range(0, n, batch_size):
+      global_rows = np.arange(start, start + batch_size)
+      valid = global_rows < n
+      if mode == 'thumos':
+        t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), bucket_size)
+      else:
+        t_pad = t_s
+      for v in global_rows[p * bh : (p + 1) * bh]:
+        if v >= n:
+          yield pad_record, np.int32(-1), empty, np.int32(t_pad)
+          continue
+        t = int(lengths[v])
+        idx = np.arange(t, dtype=np.int32) if mode == 'thumos' else sampling.uniform_indices(t, t_s)
+        yield src.index.read(int(v)), np.int32(v), idx, np.int32(t_pad)
+
+  ds = _batched(src.dataset(rows, extra_keys=True), bh, 2)
+
+  def batches():  # A nested generator, so that setup errors (checksums) raise at the call.
+    for batch in ds.as_numpy_iterator():
+      if mode == 'thumos':
+        del batch['num_snippets_orig']
+      yield batch
+
+  return batches()

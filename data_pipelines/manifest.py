@@ -1,0 +1,130 @@
+"""The shard directory's metadata: manifest.json, ground_truth.json, checksums, atomic writes.
+
+No TensorFlow here, so the evaluator can read the ground truth and the video table cheaply.
+
+A shard directory (written by `prepare.py`):
+  train-00000-of-00004.tfrecord ...   one tf.train.Example per video, in the `videos` table order
+  test-00000-of-00005.tfrecord ...
+  ground_truth.json                   ActivityNet format, detection labels (see `ground_truth`)
+  manifest.json                       written last: its presence marks a complete conversion
+
+manifest.json keys: format_version, name, source_format, classes, num_classes, feature_dim, fps,
+stride, subset_rule, counts {subset: n}, shards {subset: [{file, num_examples, sha256}]},
+ground_truth {file, sha256}, source_files [{path, sha256, bytes}], missing_videos, skipped_videos,
+length_mismatches, videos {subset: [{video_id, num_snippets, duration, fps, stride}]}.
+"""
+
+import hashlib
+import json
+import os
+import re
+
+from data_pipelines import source
+
+MANIFEST = 'manifest.json'
+GROUND_TRUTH = 'ground_truth.json'
+FORMAT_VERSION = 1
+SHARD_RE = re.compile(r'^(train|test)-\d{5}-of-\d{5}\.tfrecord$')
+PARTIAL_SUFFIX = '.partial'
+ChecksumError = source.ChecksumError
+
+
+def shard_name(subset: str, index: int, count: int) -> str:
+  return f'{subset}-{index:05d}-of-{count:05d}.tfrecord'
+
+
+def sha256_file(path: str, chunk: int = 1 << 22) -> str:
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(chunk):
+      h.update(block)
+  return h.hexdigest()
+
+
+def json_bytes(obj) -> bytes:
+  """Deterministic JSON (insertion order, fixed separators): same input -> same bytes."""
+  return (json.dumps(obj, indent=1, ensure_ascii=False) + '\n').encode('utf-8')
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes to `path + .partial`, fsyncs, then renames: readers see the old file or the new one."""
+  tmp = path + PARTIAL_SUFFIX
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def ground_truth(dataset: source.SourceDataset) -> dict:
+  """ActivityNet-format ground truth of the videos that have features.
+
+  Returns:
+    {"version": "issf-jax", "taxonomy": [], "database": {video_id: {"subset": "train"|"test",
+    "duration": s, "annotations": [{"segment": [s, e], "label": name}], "ambiguous": [[s, e]]}}}
+    from the DETECTION labels (W-TALC labels.npy / segments.npy), not the video-level labels.
+  """
+  database = {}
+  for v in dataset.videos:
+    database[v.video_id] = {
+      'subset': v.subset,
+      'duration': v.duration,
+      'annotations': [{'segment': [s, e], 'label': lab} for s, e, lab in v.segments],
+      'ambiguous': [[s, e] for s, e in v.ambiguous],
+    }
+  return {'version': 'issf-jax', 'taxonomy': [], 'database': database}
+
+
+def load_manifest(shards_dir: str) -> dict:
+  """Reads manifest.json; a directory without one is an incomplete or failed conversion."""
+  path = os.path.join(shards_dir, MANIFEST)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+      f'{path} not found: {shards_dir} is not a complete shard directory '
+      '(run `python -m data_pipelines.prepare`)'
+    )
+  with open(path) as f:
+    manifest = json.load(f)
+  if manifest.get('format_version') != FORMAT_VERSION:
+    raise source.DataValidationError(
+      f'{path}: format_version {manifest.get("format_version")}, expected {FORMAT_VERSION}'
+    )
+  return manifest
+
+
+def _check(path: str, expected: str) -> None:
+  actual = sha256_file(path)
+  if actual != expected:
+    raise ChecksumError(
+      f'{path}: sha256 {actual} disagrees with the manifest ({expected}); the file was modified '
+      'or the conversion was interrupted; rerun data_pipelines.prepare'
+    )
+
+
+def load_ground_truth(shards_dir: str, verify: bool = True) -> dict:
+  """Reads ground_truth.json (ActivityNet format, see `ground_truth`), checking its sha256."""
+  manifest = load_manifest(shards_dir)
+  path = os.path.join(shards_dir, manifest['ground_truth']['file'])
+  if verify:
+    _check(path, manifest['ground_truth']['sha256'])
+  with open(path) as f:
+    return json.load(f)
+
+
+def shard_paths(shards_dir: str, manifest: dict, subset: str) -> list[str]:
+  if subset not in manifest['shards']:
+    raise KeyError(f'subset {subset!r} not in {shards_dir} (has {sorted(manifest["shards"])})')
+  return [os.path.join(shards_dir, s['file']) for s in manifest['shards'][subset]]
+
+
+def verify_shards(shards_dir: str, manifest: dict, subset: str) -> None:
+  """Raises ChecksumError naming the first shard of `subset` whose sha256 disagrees."""
+  for shard in manifest['shards'][subset]:
+    path = os.path.join(shards_dir, shard['file'])
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'shard {path} listed in the manifest is missing')
+    _check(path, shard['sha256'])

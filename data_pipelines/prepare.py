@@ -1,0 +1,237 @@
+"""Converter: released features (W-TALC or ACM-Net format) -> validated TFRecord shards + manifest.
+
+  python -m data_pipelines.prepare --format wtalc --src DIR --out SHARDS_DIR
+  issf-prepare --format acmnet --src DIR --out SHARDS_DIR --classes activitynet13
+
+Every video is loaded, validated (width, NaN/Inf, T = 0, labels; T vs duration warns) and written
+as one tf.train.Example (`shards.py`). The output is `<subset>-KKKKK-of-NNNNN.tfrecord` per subset,
+`ground_truth.json` and, last, `manifest.json` (`manifest.py` lists its keys).
+
+Crash safety: the old manifest is removed first and every file is written to `.partial` then
+renamed, so an interrupted conversion leaves no manifest and nothing that loads. A rerun on the same
+input writes the same bytes (no timestamps or absolute paths; Examples serialized
+deterministically).
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from absl import logging
+
+from data_pipelines import acmnet, class_names, source, wtalc
+from data_pipelines import manifest as manifest_lib
+
+SUBSET_RULE = (
+  "W-TALC: 'training' -> train, 'test' -> test, 'validation' -> train (THUMOS14) or test "
+  "(packages that also have 'training', i.e. ActivityNet); other subsets skipped. "
+  'ACM-Net: split_train.txt -> train, split_test.txt -> test.'
+)
+NAMED_CLASS_LISTS = {'thumos14': class_names.THUMOS14, 'activitynet13': class_names.ACTIVITYNET13}
+
+
+def resolve_classes(spec: str | None) -> tuple[str, ...] | None:
+  """'thumos14' | 'activitynet13' | a text file with one class per line | None."""
+  if spec is None:
+    return None
+  if spec in NAMED_CLASS_LISTS:
+    return NAMED_CLASS_LISTS[spec]
+  with open(spec) as f:
+    return tuple(line.strip() for line in f if line.strip())
+
+
+def read_source(fmt: str, src: str, **kwargs) -> source.SourceDataset:
+  if fmt == 'wtalc':
+    classes = kwargs.pop('classes', None)
+    dataset = wtalc.read_wtalc(src, **kwargs)
+    if classes is not None and tuple(classes) != dataset.classes:
+      raise source.DataValidationError(
+        f'classlist.npy under {src} does not match the requested class list'
+      )
+    return dataset
+  if fmt == 'acmnet':
+    return acmnet.read_acmnet(src, **kwargs)
+  raise ValueError(f'unknown format {fmt!r}: expected wtalc or acmnet')
+
+
+def _clean(out: str) -> None:
+  """Removes what makes `out` look valid (the manifest) and leftovers of interrupted runs."""
+  path = os.path.join(out, manifest_lib.MANIFEST)
+  if os.path.exists(path):
+    os.remove(path)
+  for name in os.listdir(out):
+    if name.endswith(manifest_lib.PARTIAL_SUFFIX):
+      os.remove(os.path.join(out, name))
+
+
+def convert(
+  fmt: str,
+  src: str,
+  out: str,
+  *,
+  name: str | None = None,
+  feature_dim: int | None = None,
+  classes: Sequence[str] | None = None,
+  videos_per_shard: int = 64,
+  num_shards: int | None = None,
+  length_abs_tol: int = 2,
+  length_rel_tol: float = 0.01,
+) -> dict:
+  """Converts one released dataset into a shard directory; returns the manifest.
+
+  Args:
+    fmt: 'wtalc' or 'acmnet'.
+    src: the released folder (W-TALC: holds `<Name>-I3D-JOINTFeatures.npy`; ACM-Net: gt.json).
+    out: the shard directory (created).
+    name: W-TALC `<Name>` when src holds several features files; the dataset name otherwise.
+    feature_dim: expected D (None: the first video's width).
+    classes: expected class list (W-TALC: checked against classlist.npy; ACM-Net: the order).
+    videos_per_shard: shard size when num_shards is None (64 THUMOS videos are ~170 MB).
+    num_shards: shards per subset (capped at the subset's size).
+    length_abs_tol, length_rel_tol: T vs floor(duration*25/16) warning tolerance.
+  """
+  # Import here: TF costs ~2 s and the CLI should fail fast on bad flags.
+  from data_pipelines import shards
+
+  kwargs = dict(feature_dim=feature_dim, length_abs_tol=length_abs_tol)
+  kwargs.update(length_rel_tol=length_rel_tol, classes=classes)
+  if name is not None:
+    kwargs['name'] = name
+  dataset = read_source(fmt, src, **kwargs)
+  if os.path.abspath(out) == os.path.abspath(src):
+    raise ValueError('--out must differ from --src')
+  os.makedirs(out, exist_ok=True)
+  _clean(out)
+
+  tables, shard_lists, written = {}, {}, set()
+  for subset in source.SUBSETS:
+    positions = [i for i, v in enumerate(dataset.videos) if v.subset == subset]
+    ids = [dataset.videos[i].video_id for i in positions]
+    if len(set(ids)) != len(ids):
+      dup = sorted({v for v in ids if ids.count(v) > 1})[:5]
+      raise source.DataValidationError(f'duplicate video ids in subset {subset}: {dup}')
+    table = []
+
+    def make_example(k: int, positions=positions, table=table, subset=subset) -> bytes:
+      entry = dataset.videos[positions[k]]
+      x = dataset.load_features(positions[k])
+      table.append(
+        {
+          'video_id': entry.video_id,
+          'num_snippets': int(x.shape[0]),
+          'duration': entry.duration,
+          'fps': source.FPS,
+          'stride': source.STRIDE,
+        }
+      )
+      return shards.encode_example(
+        x,
+        dataset.multi_hot(entry),
+        video_id=entry.video_id,
+        video_index=k,
+        duration=entry.duration,
+        subset=subset,
+        fps=source.FPS,
+        stride=source.STRIDE,
+      )
+
+    n_shards = num_shards or -(-len(positions) // videos_per_shard)
+    shard_lists[subset] = shards.write_subset(out, subset, len(positions), make_example, n_shards)
+    written.update(s['file'] for s in shard_lists[subset])
+    tables[subset] = table
+    logging.info('%s: %d videos in %d shards', subset, len(table), len(shard_lists[subset]))
+
+  for fname in os.listdir(out):  # Shards of an earlier run with another shard count.
+    if manifest_lib.SHARD_RE.match(fname) and fname not in written:
+      os.remove(os.path.join(out, fname))
+
+  gt_bytes = manifest_lib.json_bytes(manifest_lib.ground_truth(dataset))
+  manifest_lib.atomic_write_bytes(os.path.join(out, manifest_lib.GROUND_TRUTH), gt_bytes)
+  files = []
+  for path in dataset.source_files:
+    files.append(
+      {
+        'path': os.path.relpath(path, dataset.root),
+        'sha256': manifest_lib.sha256_file(path),
+        'bytes': os.path.getsize(path),
+      }
+    )
+  manifest = {
+    'format_version': manifest_lib.FORMAT_VERSION,
+    'name': dataset.name,
+    'source_format': dataset.source_format,
+    'classes': list(dataset.classes),
+    'num_classes': len(dataset.classes),
+    'feature_dim': dataset.feature_dim,
+    'fps': source.FPS,
+    'stride': source.STRIDE,
+    'subset_rule': SUBSET_RULE,
+    'counts': {subset: len(tables[subset]) for subset in source.SUBSETS},
+    'shards': shard_lists,
+    'ground_truth': {
+      'file': manifest_lib.GROUND_TRUTH,
+      'sha256': manifest_lib.sha256_file(os.path.join(out, manifest_lib.GROUND_TRUTH)),
+    },
+    'source_files': files,
+    'missing_videos': dataset.missing,
+    'skipped_videos': dataset.skipped,
+    'length_mismatches': list(dataset.length_mismatches.values()),
+    'videos': tables,
+  }
+  manifest_lib.atomic_write_bytes(
+    os.path.join(out, manifest_lib.MANIFEST), manifest_lib.json_bytes(manifest)
+  )
+  logging.info(
+    'wrote %s: %s, %d missing, %d length warnings',
+    out,
+    manifest['counts'],
+    len(dataset.missing),
+    len(dataset.length_mismatches),
+  )
+  return manifest
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog='issf-prepare', description=__doc__.splitlines()[0])
+  p.add_argument('--format', required=True, choices=('wtalc', 'acmnet'))
+  p.add_argument('--src', required=True, help='released dataset folder')
+  p.add_argument('--out', required=True, help='shard directory to write')
+  p.add_argument('--name', default=None, help='W-TALC <Name> if src holds several')
+  p.add_argument('--feature_dim', type=int, default=None, help='expected D (default: inferred)')
+  p.add_argument(
+    '--classes', default=None, help='thumos14 | activitynet13 | file with one class per line'
+  )
+  p.add_argument('--videos_per_shard', type=int, default=64)
+  p.add_argument('--num_shards', type=int, default=None, help='shards per subset')
+  p.add_argument('--length_tolerance', type=int, default=2, help='snippets (absolute)')
+  p.add_argument('--length_rel_tolerance', type=float, default=0.01, help='fraction of T')
+  return p.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+  """Console-script entry point (`issf-prepare`)."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.set_verbosity(logging.INFO)
+  manifest = convert(
+    args.format,
+    args.src,
+    args.out,
+    name=args.name,
+    feature_dim=args.feature_dim,
+    classes=resolve_classes(args.classes),
+    videos_per_shard=args.videos_per_shard,
+    num_shards=args.num_shards,
+    length_abs_tol=args.length_tolerance,
+    length_rel_tol=args.length_rel_tolerance,
+  )
+  print(
+    f'{args.out}: {manifest["counts"]}, D={manifest["feature_dim"]}, '
+    f'{len(manifest["missing_videos"])} missing, '
+    f'{len(manifest["length_mismatches"])} length warnings'
+  )
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(run())

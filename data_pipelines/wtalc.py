@@ -1,0 +1,244 @@
+"""Reader and writer of the W-TALC format (THUMOS14-reduced, ActivityNet 1.3 repackagings).
+
+One `<Name>-I3D-JOINTFeatures.npy` object array (element i: [T_i, D], RGB half then flow half) plus
+annotation arrays aligned by index (spec §1.1): classlist, videoname, subset, duration, labels_all,
+labels, segments, and an optional Ambiguous_test.txt. Two layouts exist in the wild, both accepted:
+
+  W-TALC release:  DIR/<Name>-I3D-JOINTFeatures.npy + DIR/<Name>-Annotations/*.npy
+  RSKP:            DIR/<Name>-I3D-JOINTFeatures.npy + DIR/*.npy  (annotations beside the features)
+
+A features element that is None (or an empty 1-D array), or absent because the array is shorter than
+the annotations, marks a video without features: it is listed as missing, not fatal. A [0, D]
+element is an error (T = 0).
+"""
+
+import glob
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from data_pipelines import source
+
+FEATURES_SUFFIX = '-I3D-JOINTFeatures.npy'
+ANNOTATION_FILES = (
+  'classlist.npy',
+  'videoname.npy',
+  'subset.npy',
+  'duration.npy',
+  'labels_all.npy',
+  'labels.npy',
+  'segments.npy',
+)
+AMBIGUOUS_FILE = 'Ambiguous_test.txt'
+
+
+def _load(path: str):
+  return np.load(path, allow_pickle=True, encoding='bytes')
+
+
+def locate(src: str, name: str | None = None) -> tuple[str, str, str]:
+  """Finds (name, features_path, annotations_dir) under `src` in either layout.
+
+  Raises:
+    FileNotFoundError: listing what was looked for.
+  """
+  src = os.path.abspath(src)
+  if name is None:
+    found = sorted(glob.glob(os.path.join(glob.escape(src), '*' + FEATURES_SUFFIX)))
+    if len(found) != 1:
+      raise FileNotFoundError(
+        f'expected exactly one *{FEATURES_SUFFIX} in {src}, found {len(found)}: '
+        f'{[os.path.basename(f) for f in found]} (pass name= to choose)'
+      )
+    name = os.path.basename(found[0])[: -len(FEATURES_SUFFIX)]
+  features_path = os.path.join(src, name + FEATURES_SUFFIX)
+  if not os.path.isfile(features_path):
+    raise FileNotFoundError(f'features file {features_path} not found')
+  for ann_dir in (os.path.join(src, name + '-Annotations'), src):  # W-TALC layout, then RSKP.
+    if os.path.isfile(os.path.join(ann_dir, 'classlist.npy')):
+      return name, features_path, ann_dir
+  raise FileNotFoundError(
+    f'no W-TALC annotations for {name!r}: looked for classlist.npy in '
+    f'{os.path.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
+  )
+
+
+def read_annotations(ann_dir: str) -> dict:
+  """Loads the annotation arrays of one W-TALC package, strings decoded.
+
+  Returns:
+    dict with classes [C] str, videoname [N] str, subset [N] str (raw), duration [N] float,
+    labels_all [N] list[str], labels [N] list[str], segments [N] list[(s, e)], ambiguous
+    {video: [(s, e)]} (empty without Ambiguous_test.txt), and paths {key: file}.
+  """
+  paths = {f[: -len('.npy')]: os.path.join(ann_dir, f) for f in ANNOTATION_FILES}
+  for key, path in paths.items():
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'W-TALC annotation file {path} not found ({key})')
+  a = {key: _load(path) for key, path in paths.items()}
+  n = len(a['videoname'])
+  for key in ('subset', 'duration', 'labels_all', 'labels', 'segments'):
+    if len(a[key]) != n:
+      raise source.DataValidationError(
+        f'{paths[key]} has {len(a[key])} entries but videoname.npy has {n}'
+      )
+  out = {
+    'classes': [source.decode(c) for c in a['classlist']],
+    'videoname': [source.decode(v) for v in a['videoname']],
+    'subset': [source.decode(s) for s in a['subset']],
+    'duration': [float(np.asarray(d).reshape(-1)[0]) for d in a['duration']],
+    'labels_all': [[source.decode(x) for x in row] for row in a['labels_all']],
+    'labels': [[source.decode(x) for x in row] for row in a['labels']],
+    'segments': [[(float(s), float(e)) for s, e in row] for row in a['segments']],
+    'ambiguous': {},
+    'paths': paths,
+  }
+  for i, video in enumerate(out['videoname']):
+    if len(out['labels'][i]) != len(out['segments'][i]):
+      raise source.DataValidationError(
+        f'video {video!r}: {len(out["labels"][i])} labels in {paths["labels"]} but '
+        f'{len(out["segments"][i])} segments in {paths["segments"]}'
+      )
+  amb_path = os.path.join(ann_dir, AMBIGUOUS_FILE)
+  if os.path.isfile(amb_path):
+    paths['ambiguous'] = amb_path
+    with open(amb_path) as f:
+      for line in f:
+        fields = line.split()  # RSKP's split(' ') breaks on the double space; fields [1], [2].
+        if len(fields) >= 3:
+          out['ambiguous'].setdefault(fields[0], []).append((float(fields[1]), float(fields[2])))
+  return out
+
+
+def _is_missing(x) -> bool:
+  return x is None or (isinstance(x, np.ndarray) and x.ndim < 2 and x.size == 0)
+
+
+def read_wtalc(
+  src: str,
+  *,
+  name: str | None = None,
+  feature_dim: int | None = None,
+  length_abs_tol: int = 2,
+  length_rel_tol: float = 0.01,
+) -> source.SourceDataset:
+  """Reads a W-TALC package (either layout) into a SourceDataset.
+
+  Args:
+    src: the folder holding `<Name>-I3D-JOINTFeatures.npy`.
+    name: `<Name>`; found by glob when there is exactly one features file.
+    feature_dim: expected D; None infers it from the first video.
+    length_abs_tol, length_rel_tol: tolerance of the T vs duration warning.
+
+  Raises:
+    UnknownLabelError (at read time), and FeatureWidthError / NonFiniteFeatureError /
+    EmptyVideoError from the dataset's `load_features(i)`.
+  """
+  name, features_path, ann_dir = locate(src, name)
+  ann = read_annotations(ann_dir)
+  classes = tuple(ann['classes'])
+  feats = _load(features_path)
+  has_training = any(s.strip().lower() == 'training' for s in ann['subset'])
+
+  videos, positions, missing, skipped = [], [], [], []
+  for i, video_id in enumerate(ann['videoname']):
+    source.check_labels(ann['labels_all'][i], classes, video_id, ann['paths']['labels_all'])
+    source.check_labels(ann['labels'][i], classes, video_id, ann['paths']['labels'])
+    subset = source.normalize_subset(ann['subset'][i], has_training)
+    if subset is None:
+      skipped.append({'video_id': video_id, 'subset': ann['subset'][i], 'reason': 'subset'})
+      continue
+    if i >= len(feats) or _is_missing(feats[i]):
+      missing.append({'video_id': video_id, 'subset': subset, 'reason': 'no features'})
+      continue
+    pairs = zip(ann['segments'][i], ann['labels'][i], strict=True)
+    segments = tuple((s, e, lab) for (s, e), lab in pairs)
+    videos.append(
+      source.VideoEntry(
+        video_id=video_id,
+        subset=subset,
+        duration=ann['duration'][i],
+        labels=tuple(ann['labels_all'][i]),
+        segments=segments,
+        ambiguous=tuple(ann['ambiguous'].get(video_id, ())),
+      )
+    )
+    positions.append(i)
+
+  def raw_features(k: int):
+    return feats[positions[k]], features_path
+
+  files = [features_path] + sorted(ann['paths'].values())
+  return source.SourceDataset(
+    name=name,
+    source_format='wtalc',
+    classes=classes,
+    videos=videos,
+    raw_features=raw_features,
+    source_files=files,
+    root=os.path.abspath(src),
+    missing=missing,
+    skipped=skipped,
+    feature_dim=feature_dim,
+    length_tol=(length_abs_tol, length_rel_tol),
+  )
+
+
+def write_wtalc(
+  out_dir: str,
+  name: str,
+  classes: Sequence[str],
+  videos: Sequence[source.VideoEntry],
+  features: Sequence[np.ndarray | None],
+  *,
+  raw_subsets: Sequence[str] | None = None,
+  layout: str = 'wtalc',
+) -> str:
+  """Writes videos in the W-TALC format, strings as bytes like the THUMOS14 release.
+
+  Args:
+    out_dir: created if needed.
+    name: `<Name>` of `<Name>-I3D-JOINTFeatures.npy`.
+    classes: class list.
+    videos: entries (their `subset` is written unless raw_subsets is given).
+    features: [T_i, D] per video, or None for a video without features.
+    raw_subsets: subset strings to write (e.g. 'validation' / 'test' for THUMOS).
+    layout: 'wtalc' (annotations in `<Name>-Annotations/`) or 'rskp' (beside the features).
+
+  Returns:
+    The features file's path. Ambiguous_test.txt is written when any video has ambiguous segments.
+  """
+  if layout not in ('wtalc', 'rskp'):
+    raise ValueError(f'layout must be wtalc or rskp, got {layout!r}')
+  ann_dir = os.path.join(out_dir, name + '-Annotations') if layout == 'wtalc' else out_dir
+  os.makedirs(ann_dir, exist_ok=True)
+  n = len(videos)
+  enc = lambda s: s.encode('utf-8')
+  subsets = list(raw_subsets) if raw_subsets is not None else [v.subset for v in videos]
+
+  def objects(rows) -> np.ndarray:
+    arr = np.empty(n, dtype=object)  # Assign one by one so numpy never builds a 2-D array.
+    for i, row in enumerate(rows):
+      arr[i] = row
+    return arr
+
+  arrays = {
+    'classlist': np.array([enc(c) for c in classes]),
+    'videoname': np.array([enc(v.video_id) for v in videos]),
+    'subset': np.array([enc(s) for s in subsets]),
+    'duration': np.array([[v.duration] for v in videos], dtype=np.float64),
+    'labels_all': objects([[enc(c) for c in v.labels] for v in videos]),
+    'labels': objects([[enc(lab) for _, _, lab in v.segments] for v in videos]),
+    'segments': objects([[[s, e] for s, e, _ in v.segments] for v in videos]),
+  }
+  for key, arr in arrays.items():
+    np.save(os.path.join(ann_dir, key + '.npy'), arr, allow_pickle=True)
+  lines = [f'{v.video_id}  {s:.1f} {e:.1f}\n' for v in videos for s, e in v.ambiguous]
+  if lines:
+    with open(os.path.join(ann_dir, AMBIGUOUS_FILE), 'w') as f:
+      f.writelines(lines)
+  feats = objects([None if x is None else np.asarray(x, np.float32) for x in features])
+  features_path = os.path.join(out_dir, name + FEATURES_SUFFIX)
+  np.save(features_path, feats, allow_pickle=True)
+  return features_path
