@@ -113,7 +113,8 @@ def _train_body(state: TrainState, batch, base_key_data, *, config, model, optim
   features, mask, labels = batch['features'], batch['mask'].astype(bool), batch['labels']
   valid = batch['valid'].astype(jnp.float32)
   local_batch = features.shape[0]
-  positions = _global_positions(local_batch)
+  # A video's randomness follows its place in the unpadded global batch, whatever the split.
+  positions = batch['position'] if 'position' in batch else _global_positions(local_batch)
   video_keys = _video_keys(base_key_data, state.step, positions)
   class_ids = memory_lib.label_slots(labels, max_labels(config))
   eta_value = schedules.eta(config, state.step, spe)
@@ -255,18 +256,39 @@ def replicate(tree, mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def pad_batch(batch: dict, multiple: int) -> dict:
-  """Pads the video axis to a multiple of the local device count with invalid videos."""
+def pad_batch(batch: dict, multiple: int, offset: int = 0) -> dict:
+  """Adds `valid` and `position`, and pads the video axis to a multiple of `multiple`.
+
+  Args:
+    batch: a host-local numpy batch.
+    multiple: the local device count (each device takes the same number of videos).
+    offset: this host's first position in the global batch (process_index * host batch).
+  Padding videos are all-zero with `valid` 0, `position` and `video_index` -1; they change
+  neither the loss, the gradient nor the memory.
+  """
   size = len(batch['features'])
   batch = dict(batch)
   batch.setdefault('valid', np.ones(size, np.float32))
+  batch.setdefault('position', np.arange(offset, offset + size, dtype=np.int32))
+  batch.pop('length', None)
   extra = (-size) % multiple
   if not extra:
     return batch
   padded = {}
   for k, v in batch.items():
     v = np.asarray(v)
-    fill = -1 if k == 'video_index' else 0
+    fill = -1 if k in ('video_index', 'position') else 0
     pad = np.full((extra,) + v.shape[1:], fill, v.dtype)
     padded[k] = np.concatenate([v, pad])
   return padded
+
+
+def host_value(tree):
+  """Host numpy copies of (replicated, possibly multi-process) arrays."""
+
+  def one(x):
+    if isinstance(x, jax.Array):
+      return np.asarray(x.addressable_shards[0].data)
+    return np.asarray(x)
+
+  return jax.tree.map(one, tree)

@@ -1,0 +1,36 @@
+r"""ISSF on the embedded synthetic THUMOS-shaped benchmark (the default; no download).
+
+The generator (`data_pipelines/synthetic.py`, scale `small`) writes the W-TALC format,
+`issf-prepare` shards it, and this config trains ISSF on it with THUMOS's recipe scaled
+down: D = 256 features, 40 epochs, memory built at the end of epoch 22 (the 100/180 ratio).
+
+  make demo          # = python -m launch.demo --workdir runs/demo
+or by hand:
+  python -m data_pipelines.synthetic --scale small --out runs/synthetic/raw
+  issf-prepare --format wtalc --src runs/synthetic/raw --out runs/synthetic/shards
+  issf-train --config configs/synthetic.py --workdir runs/demo \
+    --config.data.shards_dir=runs/synthetic/shards
+
+Hardware and time: a few minutes on a 2-core CPU. Expected result: see docs/results.md
+(the synthetic table, with Base and Base+BRM beside ISSF: `:modules=base`, `:modules=base_brm`).
+"""
+
+from issf_jax import config_lib, experiment
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, scale='small')
+  config = experiment.base_config(
+    dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=40, batch_size=10
+  )
+  config.dataset = 'synthetic'
+  config.data.synthetic_scale = arg.scale
+  config.model.sigma = 0.88
+  config.model.saliency_ratio = 0.5
+  config.train.memory_init_epoch = 22
+  config.train.eval_every_epochs = 10
+  config.train.checkpoint_every_epochs = 10
+  config.train.log_every_steps = 50
+  config.eval.protocol = 'rskp'
+  config_lib.apply_ablations(config, arg)
+  return config

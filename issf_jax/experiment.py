@@ -1,0 +1,51 @@
+"""The experiment config skeleton shared by `configs/*.py` (every section with its defaults)."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from issf_jax import defaults
+from issf_jax.proposals import proposal_config
+
+
+def base_config(
+  *, dataset: str, num_classes: int, feature_dim: int, lr: float, num_epochs: int, batch_size: int
+) -> ml_collections.ConfigDict:
+  """All sections; experiment files override the dataset-specific values."""
+  config = ml_collections.ConfigDict()
+  config.dataset = dataset
+
+  config.data = ml_collections.ConfigDict()
+  config.data.shards_dir = ''  # output of `issf-prepare` (required)
+  config.data.mode = 'thumos'  # 'thumos' (full length, buckets) | 'activitynet' (T_s sampling)
+  config.data.bucket_size = 64
+  config.data.max_len = 0  # 0: full length (RSKP trains on whole videos)
+  config.data.t_s = 75
+  config.data.eval_subset = 'test'
+  config.data.eval_batch_size = 8
+
+  config.model = defaults.model_config(num_classes=num_classes, feature_dim=feature_dim)
+  config.memory = defaults.memory_config()
+  config.memory.max_labels_per_video = 0  # 0: C label slots (exact for any label set)
+  config.loss = defaults.loss_config()
+  config.optim = defaults.optim_config(lr)
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_epochs = num_epochs
+  config.train.batch_size = batch_size  # global batch of videos per optimizer step
+  config.train.memory_init_epoch = num_epochs * 100 // 180  # 0-based epoch at whose end M is built
+  config.train.seed = 2  # RSKP's torch.manual_seed(2)
+  config.train.num_devices = 0  # 0: every device
+  config.train.log_every_steps = 20
+  config.train.eval_every_epochs = 5  # RSKP's save_interval
+  config.train.checkpoint_every_epochs = 5
+  config.train.keep_last = 2
+  config.train.best_metric = 'average_mAP'  # kept as the "best" checkpoint (on the eval split!)
+  config.train.distributed = False  # jax.distributed.initialize() for multi-host pods
+  config.train.max_steps = 0  # >0 stops early (tests, smoke runs)
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.protocol = 'rskp'  # 'rskp' (RSKP's THUMOS14 evaluator) | 'official' (ActivityNet)
+  config.eval.tiou_thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+  config.eval.proposals = proposal_config(dataset)
+  return config
