@@ -1,0 +1,146 @@
+r"""Single-video prediction from a trained checkpoint.
+
+  issf-predict --checkpoint runs/thumos14 --features video.npy [--fps 25 --stride 16] \
+    [--output dets.json] [--plot out.png] [--ground_truth GT.json --video_id ID]
+
+--checkpoint is a run directory (with config.json and checkpoints/); --step picks the
+checkpoint (latest, best or a number). Prints the detections (label, score, start and end in
+seconds) and writes them as JSON; --plot draws the fused localisation map of the top
+classes, the attention, the detections and the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Run directory of issf-train.')
+_STEP = flags.DEFINE_string('step', 'latest', "'latest', 'best' or a step number.")
+_FEATURES = flags.DEFINE_string('features', None, '[T, D] float .npy of one video.')
+_FPS = flags.DEFINE_float('fps', 25.0, 'Frame rate the features were extracted at.')
+_STRIDE = flags.DEFINE_integer('stride', 16, 'Frames per snippet.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Detections JSON (default: <features>.dets.json).')
+_PLOT = flags.DEFINE_string('plot', None, 'Timeline image (.png).')
+_GROUND_TRUTH = flags.DEFINE_string('ground_truth', None, 'ActivityNet-format GT (optional).')
+_VIDEO_ID = flags.DEFINE_string('video_id', None, 'The video in --ground_truth.')
+_TOP_K = flags.DEFINE_integer('top_k', 3, 'Classes drawn in the plot.')
+
+
+def load_features(path: str, feature_dim: int):
+  import numpy as np
+
+  try:
+    x = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise SystemExit(f'{path}: cannot read features ({e}).') from None
+  if x.ndim != 2 or x.shape[1] != feature_dim or x.shape[0] == 0:
+    raise SystemExit(f'{path}: features must be [T>0, {feature_dim}], got {list(x.shape)}.')
+  if not np.isfinite(x).all():
+    raise SystemExit(f'{path}: features contain NaN or Inf.')
+  return x.astype(np.float32)
+
+
+def class_names_for(config) -> list[str]:
+  shards = config.data.get('shards_dir', '')
+  path = os.path.join(shards, 'manifest.json') if shards else ''
+  if path and os.path.exists(path):
+    with open(path) as f:
+      return list(json.load(f)['classes'])
+  return [f'class_{i}' for i in range(config.model.num_classes)]
+
+
+def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
+  """Detections of one [T, D] video: {'video_scores', 'cas', 'attention', 'detections'}."""
+  import jax
+  import numpy as np
+
+  from issf_jax import inference
+
+  length = len(features)
+  bucket = config.data.bucket_size
+  padded = -(-length // bucket) * bucket
+  x = np.zeros((1, padded, features.shape[1]), np.float32)
+  x[0, :length] = features
+  mask = np.arange(padded)[None] < length
+  predict = inference.make_predict_fn(config)
+  key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  [pred] = inference.predict_batches(
+    predict, params,
+    [{'features': x, 'mask': mask, 'video_index': np.zeros(1, np.int32),
+      'labels': np.zeros((1, config.model.num_classes), np.float32)}],
+    key_data,
+  )  # fmt: skip
+  proposal_config = config.eval.proposals.copy_and_resolve_references()
+  proposal_config.fps, proposal_config.stride = fps, stride
+  pred['detections'] = inference.video_detections(pred, proposal_config)
+  return pred
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  import numpy as np
+
+  from issf_jax.train import restore
+  from issf_jax.train.logs import quiet_libraries
+
+  quiet_libraries()
+  run_dir = _CHECKPOINT.value.rstrip('/')
+  if os.path.basename(run_dir) == 'checkpoints':
+    run_dir = os.path.dirname(run_dir)
+  config = restore.load_config(run_dir)
+  state, step = restore.restore_state(config, os.path.join(run_dir, 'checkpoints'), _STEP.value)
+  features = load_features(_FEATURES.value, config.model.feature_dim)
+  pred = predict_video(config, state.params, features, fps=_FPS.value, stride=_STRIDE.value)
+  names = class_names_for(config)
+  dets = [
+    {'label': names[int(c)], 'score': float(s), 'segment': [float(a), float(b)]}
+    for c, a, b, s in sorted(pred['detections'].tolist(), key=lambda r: -r[3])
+  ]
+  video = _VIDEO_ID.value or os.path.splitext(os.path.basename(_FEATURES.value))[0]
+  print(f'{video}: {len(features)} snippets, checkpoint step {step}, {len(dets)} detections')
+  print(f'{"label":<22}{"score":>8}{"start (s)":>11}{"end (s)":>10}')
+  for d in dets:
+    print(f'{d["label"]:<22}{d["score"]:8.4f}{d["segment"][0]:11.2f}{d["segment"][1]:10.2f}')
+  output = _OUTPUT.value or os.path.splitext(_FEATURES.value)[0] + '.dets.json'
+  top = np.argsort(-pred['video_scores'][: len(names)])[:5]
+  payload = {
+    'version': 'issf-jax', 'video': video, 'checkpoint_step': int(step),
+    'video_scores': {names[c]: float(pred['video_scores'][c]) for c in top},
+    'detections': dets,
+  }  # fmt: skip
+  with open(output, 'w') as f:
+    json.dump(payload, f, indent=2)
+  print(f'wrote {output}')
+  if _PLOT.value:
+    from issf_jax import viz
+
+    gt = []
+    if _GROUND_TRUTH.value:
+      with open(_GROUND_TRUTH.value) as f:
+        database = json.load(f).get('database', {})
+      entry = database.get(video)
+      if entry is None:
+        print(f'warning: {video} is not in {_GROUND_TRUTH.value}; no ground truth drawn.',
+              file=sys.stderr)  # fmt: skip
+      else:
+        gt = [(a['label'], *a['segment']) for a in entry.get('annotations', [])]
+    viz.plot_timeline(
+      _PLOT.value, cas=pred['cas'], attention=pred['attention'],
+      video_scores=pred['video_scores'], detections=pred['detections'], class_names=names,
+      seconds_per_snippet=_STRIDE.value / _FPS.value, ground_truth=gt, top_k=_TOP_K.value,
+      title=f'{video} (step {step})',
+    )  # fmt: skip
+    print(f'wrote {_PLOT.value}')
+
+
+def run():
+  flags.mark_flags_as_required(['checkpoint', 'features'])
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
