@@ -52,8 +52,8 @@ def plot_timeline(
   axes[1].set_ylabel('attention')
 
   ax = axes[2]
-  shown = sorted(set(order) | {int(r[0]) for r in detections} | {names.index(g[0]) for g in
-                                                                   ground_truth if g[0] in names})  # fmt: skip
+  gt_classes = {names.index(g[0]) for g in ground_truth if g[0] in names}
+  shown = sorted(set(order) | {int(r[0]) for r in detections} | gt_classes)
   rows = {c: i for i, c in enumerate(shown)}
   for c, start, end, score in np.asarray(detections, np.float64).reshape(-1, 4):
     y = rows[int(c)]
