@@ -7,9 +7,13 @@ first for small arrays; RSKP: the first GT in list order) and in what an IoU is 
 sets). The callers build the sparse (prediction, GT) IoU pairs of the same video; this module does
 the rest.
 
-The greedy loop is inherently sequential (a taken GT changes later decisions), so it stays a Python
-loop, but only over predictions that have at least one GT candidate with IoU >= the lowest
-threshold, over plain lists, and with all thresholds handled in one pass.
+The greedy matching looks sequential (a taken GT changes later decisions) but is resolved in a few
+vectorised rounds over all (threshold, prediction, GT) candidate triples at once. In a round, a
+prediction takes its best still-free GT g when it is the best-ranked unresolved prediction that has
+g among its candidates at all: no prediction ranked above it can still take g, so the sequential
+greedy would decide the same. The best-ranked unresolved prediction always qualifies, so every
+round makes progress; detector-like inputs need a handful of rounds. A round cap hands pathological
+chains to the plain sequential loop, which continues from the same state.
 """
 
 import numpy as np
@@ -57,35 +61,52 @@ def match_pairs(
   iou_key = np.where(nan, np.inf, pair_iou)
   tie_key = -pair_gt if gt_tie == 'last' else pair_gt
   order = np.lexsort((tie_key, -iou_key, pair_pred))
-  preds = pair_pred[order]
-  gts = pair_gt[order].tolist()
-  ious = pair_iou[order].tolist()
-  bounds = np.flatnonzero(np.diff(preds)) + 1
-  lo_list = np.concatenate([[0], bounds]).tolist()
-  hi_list = np.concatenate([bounds, [len(preds)]]).tolist()
-  pred_list = preds[lo_list].tolist()
-  num_gt = int(pair_gt.max()) + 1
-  taken = [bytearray(num_gt) for _ in thresholds]
-  out = [[] for _ in thresholds]
-  thr_items = list(enumerate(thresholds))
-  for p, lo, hi in zip(pred_list, lo_list, hi_list, strict=True):
-    cand_gt = gts[lo:hi]
-    cand_iou = ious[lo:hi]
-    for k, thr in thr_items:
-      lock = taken[k]
-      for g, v in zip(cand_gt, cand_iou, strict=True):
-        if v < thr:  # Sorted: every later candidate is below thr too.
-          break
-        if lock[g]:
-          continue
-        lock[g] = 1
-        out[k].append((p, g))
-        break
-  for k, pairs in enumerate(out):
-    if pairs:
-      pg = np.asarray(pairs, np.int64)
-      matched[k, pg[:, 0]] = pg[:, 1]
+  preds, gts = pair_pred[order], pair_gt[order]
+  # One triple per (threshold, pair) that passes it, keyed so that all thresholds are independent
+  # problems in one array: key_p = k * P + rank, key_g = k * G + gt. Row-major nonzero keeps the
+  # (threshold, rank, preference) order.
+  num_gt = int(gts.max()) + 1
+  passes = nan[order][None, :] | (pair_iou[order][None, :] >= np.asarray(thresholds)[:, None])
+  k_idx, e_idx = np.nonzero(passes)
+  key_p = k_idx * num_pred + preds[e_idx]
+  key_g = k_idx * num_gt + gts[e_idx]
+  flat = matched.reshape(-1)  # A view: [K * P].
+  taken = np.zeros(len(thresholds) * num_gt, bool)
+  unclaimed = np.iinfo(np.int64).max
+  for _ in range(_MAX_ROUNDS):
+    if not key_p.size:
+      break
+    first = np.ones(key_p.size, bool)  # Each prediction's best free candidate.
+    first[1:] = key_p[1:] != key_p[:-1]
+    best = np.full(taken.size, unclaimed, np.int64)  # Best-ranked claimant of each GT.
+    np.minimum.at(best, key_g, key_p)
+    win = first & (best[key_g] == key_p)
+    taken[key_g[win]] = True
+    flat[key_p[win]] = key_g[win] % num_gt
+    resolved = np.zeros(flat.size, bool)
+    resolved[key_p[win]] = True
+    live = ~taken[key_g] & ~resolved[key_p]
+    key_p, key_g = key_p[live], key_g[live]
+  if key_p.size:
+    _sequential(key_p.tolist(), key_g.tolist(), taken, flat, num_gt)
   return matched
+
+
+_MAX_ROUNDS = 32
+
+
+def _sequential(key_p: list, key_g: list, taken: np.ndarray, flat: np.ndarray, num_gt: int):
+  """The plain greedy loop over (key_p, key_g) triples sorted by (key_p, preference)."""
+  lock = bytearray(taken.tobytes())
+  current, done = -1, False
+  for p, g in zip(key_p, key_g, strict=True):
+    if p != current:
+      current, done = p, False
+    if done or lock[g]:
+      continue
+    lock[g] = 1
+    flat[p] = g % num_gt
+    done = True
 
 
 def interpolated_ap(tp: np.ndarray, num_positives: int) -> np.ndarray:

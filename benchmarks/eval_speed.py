@@ -1,0 +1,204 @@
+"""Evaluation speed: the `official` protocol vs the official ActivityNet evaluator, and `rskp`.
+
+  python -m benchmarks.eval_speed [--generate 30000] [--official_dir DIR --official_python PY]
+
+Scores prediction sets the size of THUMOS14 test inference (the golden `pred_random.json`, 5300
+predictions, and a generated set of `--generate` predictions over the 212 test videos: jittered
+copies of the GT plus random segments) with `evaluate_official`, and times `evaluate_rskp` on a
+golden RSKP protocol case. Times are the median of `--repeats` runs, JSON parsing included.
+
+The official evaluator is not part of this repository. To time it, point `--official_dir` at a
+folder holding `eval_detection.py` and `utils.py` from activitynet/ActivityNet (ported to Python 3)
+and `--official_python` at an interpreter with pandas and joblib; it is run once per set in a
+subprocess (constructor + `evaluate()`, `check_status=False`) and its mAPs are checked against ours.
+"""
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+from issf_jax.evaluation import evaluate_official, evaluate_rskp
+
+REPO = pathlib.Path(__file__).parents[1]
+SHARED = REPO / '..' / 'shared'
+THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+# Run inside the official evaluator's interpreter: build ANETdetection on the two files, evaluate.
+_OFFICIAL_SNIPPET = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from eval_detection import ANETdetection
+t0 = time.perf_counter()
+ev = ANETdetection(sys.argv[2], sys.argv[3], ground_truth_fields=['database'],
+                   prediction_fields=['results'], tiou_thresholds=np.array(json.loads(sys.argv[5])),
+                   subset=sys.argv[4], verbose=False, check_status=False)
+ev.evaluate()
+print(json.dumps({'seconds': time.perf_counter() - t0, 'mAP': [float(x) for x in ev.mAP]}))
+"""
+
+
+def cpu_name() -> str:
+  try:
+    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
+      if line.startswith('model name'):
+        return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def generate_predictions(gt: dict, subset: str, count: int, seed: int = 0) -> dict:
+  """~count predictions: 70 % jittered GT copies (detector-like), 30 % random segments."""
+  rng = np.random.default_rng(seed)
+  videos = {v: e for v, e in gt['database'].items() if e['subset'].lower() == subset.lower()}
+  instances = [(v, a) for v, e in videos.items() for a in e['annotations']]
+  labels = sorted({a['label'] for _, a in instances})
+  results = {v: [] for v in videos}
+  n_copies = max(1, round(0.7 * count / len(instances)))
+  for v, a in instances:
+    s, e = a['segment']
+    length = max(e - s, 0.1)
+    for _ in range(n_copies):
+      ds, de = rng.normal(0.0, 0.3 * length, 2)
+      results[v].append(
+        {
+          'label': a['label'] if rng.random() < 0.9 else labels[rng.integers(len(labels))],
+          'score': float(rng.random()),
+          'segment': [float(max(0.0, s + ds)), float(max(s + ds + 0.1, e + de))],
+        }
+      )
+  names = list(videos)
+  for _ in range(count - n_copies * len(instances)):
+    v = names[rng.integers(len(names))]
+    duration = float(videos[v].get('duration', 200.0))
+    start = float(rng.uniform(0, duration))
+    results[v].append(
+      {
+        'label': labels[rng.integers(len(labels))],
+        'score': float(rng.random()),
+        'segment': [start, min(duration, start + float(rng.exponential(5.0)) + 0.1)],
+      }
+    )
+  return {'version': 'eval-speed', 'results': results, 'external_data': {}}
+
+
+def time_ours(gt_path: pathlib.Path, pred_path: pathlib.Path, subset: str, repeats: int):
+  """Median seconds (load + evaluate) and the result of `evaluate_official` on two files."""
+  times, result = [], None
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    gt = json.loads(gt_path.read_text())
+    pred = json.loads(pred_path.read_text())
+    result = evaluate_official(gt, pred, subset=subset, tiou_thresholds=THUMOS_TIOU)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), result
+
+
+def time_official(args, gt_path, pred_path, subset):
+  """(seconds, mAP) of one run of the official evaluator, or None when it is not configured."""
+  if not (args.official_dir and args.official_python):
+    return None
+  out = subprocess.run(
+    [
+      args.official_python,
+      '-c',
+      _OFFICIAL_SNIPPET,
+      args.official_dir,
+      str(gt_path),
+      str(pred_path),
+      subset,
+      json.dumps(THUMOS_TIOU),
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_rskp(case_dir: pathlib.Path, case: str, repeats: int):
+  """Median seconds of `evaluate_rskp` on a golden protocol case (inputs already in memory)."""
+  ref = json.loads((case_dir / 'thumos14_test_gt.json').read_text())
+  names = ref['class_names']
+  database = {
+    v['name']: {
+      'subset': 'test',
+      'annotations': [{'segment': s[1:3], 'label': names[s[0]]} for s in v['segments']],
+    }
+    for v in ref['videos']
+  }
+  inputs = np.load(case_dir / f'{case}_inputs.npz')
+  off = inputs['offsets']
+  maps = [inputs['frm_pred_flat'][off[i] : off[i + 1]] for i in range(len(off) - 1)]
+  videos = [v['name'] for v in ref['videos']]
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    evaluate_rskp(
+      inputs['vid_pred'],
+      maps,
+      videos,
+      {'database': database},
+      names,
+      video_labels=inputs['labels_all'],
+    )
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), int(off[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument(
+    '--ground_truth', default=str(SHARED / 'data/thumos14/actionformer_format/thumos14.json')
+  )
+  p.add_argument('--subset', default='Test')
+  p.add_argument('--predictions', default=str(SHARED / 'golden/official_eval/pred_random.json'))
+  p.add_argument('--generate', type=int, default=30000, help='size of the generated set (0: none)')
+  p.add_argument('--repeats', type=int, default=5)
+  p.add_argument('--official_dir', default=None)
+  p.add_argument('--official_python', default=None)
+  p.add_argument('--rskp_dir', default=str(SHARED / 'golden/rskp_protocol'))
+  p.add_argument('--rskp_case', default='case1_oracle')
+  args = p.parse_args()
+
+  gt_path = pathlib.Path(args.ground_truth)
+  sets = [('golden ' + pathlib.Path(args.predictions).name, pathlib.Path(args.predictions))]
+  tmp = tempfile.TemporaryDirectory()
+  if args.generate:
+    generated = generate_predictions(json.loads(gt_path.read_text()), args.subset, args.generate)
+    path = pathlib.Path(tmp.name) / 'generated.json'
+    path.write_text(json.dumps(generated))
+    sets.append((f'generated ({args.generate})', path))
+
+  print(
+    f'machine: {platform.processor() or platform.machine()}, python {platform.python_version()}'
+  )
+  rows = []
+  for name, path in sets:
+    ours_s, result = time_ours(gt_path, path, args.subset, args.repeats)
+    official = time_official(args, gt_path, path, args.subset)
+    if official is not None:
+      diff = max(abs(a - b) for a, b in zip(official['mAP'], result['mAP'], strict=True))
+      assert diff <= 1e-9, f'{name}: mAPs differ from the official evaluator by {diff}'
+    rows.append((name, result['num_predictions'], ours_s, official and official['seconds']))
+  cols = ('preds', 'ours s', 'official s', 'speed-up')
+  print(f'{"official protocol (THUMOS14 test)":40s}' + ''.join(f'{c:>11s}' for c in cols))
+  for name, n, ours_s, off_s in rows:
+    off = f'{off_s:11.2f}' if off_s else f'{"-":>11s}'
+    ratio = f'{off_s / ours_s:10.0f}x' if off_s else f'{"-":>11s}'
+    print(f'{name:40s}{n:11d}{ours_s:11.3f}{off}{ratio}')
+  rskp_s, snippets = time_rskp(pathlib.Path(args.rskp_dir), args.rskp_case, args.repeats)
+  print(f'rskp protocol, {args.rskp_case} (212 videos, {snippets} snippets): {rskp_s:.3f} s')
+  tmp.cleanup()
+
+
+if __name__ == '__main__':
+  main()
