@@ -15,6 +15,7 @@ subprocess (constructor + `evaluate()`, `check_status=False`) and its mAPs are c
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -178,9 +179,7 @@ def main():
     path.write_text(json.dumps(generated))
     sets.append((f'generated ({args.generate})', path))
 
-  print(
-    f'machine: {platform.processor() or platform.machine()}, python {platform.python_version()}'
-  )
+  print(f'machine: {cpu_name()} ({os.cpu_count()} cores), python {platform.python_version()}')
   rows = []
   for name, path in sets:
     ours_s, result = time_ours(gt_path, path, args.subset, args.repeats)

@@ -272,6 +272,29 @@ def proposals_to_seconds(
   return out
 
 
+def video_detections(
+  video_score: np.ndarray, cas: np.ndarray, config, *, num_snippets_orig: int | None = None
+) -> np.ndarray:
+  """`video_proposals` then `proposals_to_seconds` with the config's fps, stride and upsampling.
+
+  Args:
+    video_score: [C+1]; cas: [T, C+1] (T = T_s for ActivityNet).
+    num_snippets_orig: ActivityNet only: the video's snippet count before resampling to T.
+
+  Returns:
+    [N, 4] float64 rows [class, start_s, end_s, score].
+  """
+  props = video_proposals(video_score, cas, config)
+  return proposals_to_seconds(
+    props,
+    fps=config.fps,
+    stride=config.stride,
+    num_snippets_orig=num_snippets_orig,
+    t_s=None if num_snippets_orig is None else np.asarray(cas).shape[0],
+    upsample=config.get('upsample', 1),
+  )
+
+
 def detections_json(
   per_video: Mapping[str, Sequence], class_names: Sequence[str], version: str = 'issf-jax'
 ) -> dict:

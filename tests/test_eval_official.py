@@ -139,6 +139,17 @@ def test_subset_names_are_tolerant_and_classes_come_from_the_subset():
     _ap(gt, _pred(('v', 0.0, 10.0, 'Z', 0.9)), subset='test')
 
 
+def test_taxonomy_labels_without_gt_in_the_subset_are_not_scored():
+  gt = _gt(('v', 0.0, 10.0, 'A'))
+  gt['taxonomy'] = [{'nodeName': 'A', 'nodeId': 1}, {'nodeName': 'B', 'nodeId': 2}]
+  pred = _pred(('v', 0.0, 10.0, 'A', 0.5), ('v', 0.0, 10.0, 'B', 0.9))
+  with pytest.warns(UserWarning, match='not scored'):
+    got = evaluate_official(gt, pred, subset='test', tiou_thresholds=[0.5])
+  assert got['per_class_ap'] == {'A': [1.0]} and got['num_predictions'] == 1
+  with pytest.raises(FormatError, match="'C'"):
+    evaluate_official(gt, _pred(('v', 0.0, 10.0, 'C', 0.9)), subset='test', tiou_thresholds=[0.5])
+
+
 def test_score_ties_follow_the_official_argsort():
   # Equal scores: the official code ranks a class's predictions (file order) with
   # argsort()[::-1]. With numpy's stable small-array sort the later (false) one goes first.

@@ -161,3 +161,13 @@ def test_detections_json_format():
   }
   json.dumps(out)  # Plain Python types only.
   assert all(type(x) is float for x in out['results']['v1'][0]['segment'])
+
+
+def test_video_detections_in_seconds():
+  cfg = _thumos()
+  rows = P.video_detections(np.array([0.5, 0.5], np.float32), _oracle_cas(), cfg)
+  np.testing.assert_allclose(rows, [[0, 2 * 0.64, 6 * 0.64, 0.0375]], rtol=1e-6)
+  anet = P.proposal_config('activitynet')
+  rows = P.video_detections(np.array([0.5, 0.5]), _oracle_cas(), anet, num_snippets_orig=100)
+  # T_s = 10 from the map: one index = 16 * 100 / 25 / 10 = 6.4 s.
+  np.testing.assert_allclose(rows[0, 1:3], [2 * 6.4, 6 * 6.4])

@@ -124,6 +124,17 @@ def parse_ground_truth(ground_truth: Mapping, subset: str) -> GroundTruth:
   )
 
 
+def taxonomy_names(ground_truth: Mapping) -> list:
+  """Class names of a GT's "taxonomy" (ActivityNet node dicts with "nodeName", or plain strings)."""
+  names = []
+  for node in ground_truth.get('taxonomy') or []:
+    if isinstance(node, str):
+      names.append(node)
+    elif isinstance(node, Mapping) and 'nodeName' in node:
+      names.append(str(node['nodeName']))
+  return names
+
+
 @dataclasses.dataclass
 class Predictions:
   """Flattened predictions in file order. video: [P] str; label: [P] str; start, end, score: [P]."""

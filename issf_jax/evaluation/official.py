@@ -4,7 +4,8 @@ Reproduces `ANETdetection` (activitynet/ActivityNet `Evaluation/eval_detection.p
 `check_status=False`:
 
   * classes = the labels of the ground-truth subset, in order of first appearance; a predicted
-    label outside that set is an error (the official code raises KeyError);
+    label outside that set is an error (the official code raises KeyError), except a label of the
+    GT's taxonomy that has no GT in the subset: such predictions are not scored (with a warning);
   * per class, predictions are ranked with the same `np.argsort(score)[::-1]` on the same array
     (the class's predictions in file order), so even score ties are broken as the official code
     does;
@@ -18,6 +19,8 @@ Reproduces `ANETdetection` (activitynet/ActivityNet `Evaluation/eval_detection.p
 The official code iterates a pandas DataFrame row by row; here the IoUs of all same-video pairs of a
 class are one numpy expression and only the greedy lock loop is Python (`matching.match_pairs`).
 """
+
+import warnings
 
 import numpy as np
 
@@ -86,15 +89,23 @@ def evaluate_official(
     raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
   pred = gt_lib.parse_predictions(predictions)
   class_index = {name: i for i, name in enumerate(gt.class_names)}
-  try:
-    pred_label = np.fromiter((class_index[x] for x in pred.label), np.int64, len(pred.label))
-  except KeyError as err:
-    bad = err.args[0]
-    video = pred.video[pred.label.index(bad)]
-    raise gt_lib.FormatError(
-      f'prediction label {bad!r} (video {video!r}) is not a class of the ground truth subset '
-      f'{subset!r}; its classes are {sorted(gt.class_names)}'
-    ) from None
+  pred_label = np.fromiter((class_index.get(x, -1) for x in pred.label), np.int64, len(pred.label))
+  ignored = 0
+  if np.any(pred_label < 0):
+    # The class set is the GT's taxonomy when it has one, else the labels of the subset. A taxonomy
+    # class without GT in this subset is not scored (the official code would raise a KeyError).
+    taxonomy = set(gt_lib.taxonomy_names(ground_truth))
+    for i in np.flatnonzero(pred_label < 0):
+      if pred.label[i] not in taxonomy:
+        raise gt_lib.FormatError(
+          f'prediction label {pred.label[i]!r} (video {pred.video[i]!r}) is not a class of the '
+          f'ground truth subset {subset!r}; its classes are {sorted(gt.class_names)}'
+        )
+    ignored = int(np.sum(pred_label < 0))
+    warnings.warn(
+      f'{ignored} predictions have taxonomy labels without GT in subset {subset!r}: not scored',
+      stacklevel=2,
+    )
   # Video codes: GT videos first, then videos that only have predictions (always false positives).
   video_code = {v: i for i, v in enumerate(gt.videos)}
   pred_video = np.fromiter(
@@ -106,6 +117,7 @@ def evaluate_official(
   gt_bounds = np.searchsorted(gt.label[gt_by_class], np.arange(num_classes + 1))
   pred_by_class = np.argsort(pred_label, kind='stable')  # Keeps file order within a class.
   pred_bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
+  pred_bounds[0] = ignored  # Label -1 sorts first: skip it.
   empty = []
   for c in range(num_classes):
     g = gt_by_class[gt_bounds[c] : gt_bounds[c + 1]]
@@ -132,6 +144,6 @@ def evaluate_official(
     'per_class_ap': {name: ap[:, c].tolist() for c, name in enumerate(gt.class_names)},
     'num_videos': len(gt.videos),
     'num_instances': gt.num_instances,
-    'num_predictions': len(pred.score),
+    'num_predictions': len(pred.score) - ignored,
     'classes_without_predictions': empty,
   }

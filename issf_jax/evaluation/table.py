@@ -36,7 +36,7 @@ def format_results_table(result: dict) -> str:
   thresholds = result['tiou_thresholds']
   head = f'protocol: {result["protocol"]}  subset: {result.get("subset")}  videos: '
   head += f'{result.get("num_videos")}  instances: {result.get("num_instances")}'
-  cols = ['tIoU'] + [f'{t:.2f}'.rstrip('0').rstrip('.') if t != 0 else '0' for t in thresholds]
+  cols = ['tIoU'] + [f'{t:g}' for t in thresholds]
   cols += ['avg']
   row = ['mAP (%)'] + [f'{100 * v:.2f}' for v in result['mAP']]
   row += [f'{100 * result["average_mAP"]:.2f}']
