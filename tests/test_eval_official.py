@@ -167,6 +167,7 @@ def test_malformed_inputs_raise_format_error():
     {'results': {'v': [{'label': 'A', 'score': 0.5, 'segment': [0, 1, 2]}]}},
     {'results': {'v': {'label': 'A'}}},
     {'results': []},
+    {'version': 'x', 'external_data': {}},
   ):
     with pytest.raises(FormatError):
       evaluate_official(gt, bad, subset='test', tiou_thresholds=[0.5])

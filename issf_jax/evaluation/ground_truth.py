@@ -150,6 +150,8 @@ def parse_predictions(predictions: Mapping) -> Predictions:
   """Checks a predictions dict (the full file or just its "results" object) and flattens it."""
   if not isinstance(predictions, Mapping):
     raise FormatError('predictions must be an object with a "results" object')
+  if 'results' not in predictions and {'version', 'external_data', 'database'} & set(predictions):
+    raise FormatError('predictions must have a "results" object (video id -> list of predictions)')
   results = predictions.get('results', predictions)
   if not isinstance(results, Mapping):
     raise FormatError('"results" must be an object mapping video ids to lists of predictions')
