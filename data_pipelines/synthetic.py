@@ -112,7 +112,7 @@ def _place(lengths, duration, rng) -> list[tuple[float, float] | None]:
   gaps = rng.dirichlet(np.ones(len(lengths) + 1)) * (duration - sum(lengths))
   spans, t = [], gaps[0]
   for length, gap in zip(lengths, gaps[1:], strict=True):
-    s, e = round(t, 1), round(min(t + length, duration), 1)
+    s, e = round(t, 1), min(round(t + length, 1), math.floor(duration * 10) / 10)
     spans.append((s, e) if e > s else None)
     t += length + gap
   return spans

@@ -1,0 +1,219 @@
+"""The tf.data pipeline: buckets and masks, epoch order, multi-host slices, resume, T_s sampling."""
+
+import numpy as np
+import pytest
+
+from data_pipelines import input_pipeline, prepare, sampling, synthetic, wtalc
+
+BUCKET = 16
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  """Tiny synthetic shards (24 train / 16 test videos, D = 64) and the source features."""
+  src = synthetic.generate(str(tmp_path_factory.mktemp('src')), scale='tiny', seed=5)
+  out = str(tmp_path_factory.mktemp('shards'))
+  prepare.convert('wtalc', src, out, videos_per_shard=5)
+  ds = wtalc.read_wtalc(src)
+  feats = {}
+  for subset in ('train', 'test'):
+    rows = [i for i, v in enumerate(ds.videos) if v.subset == subset]
+    feats[subset] = [ds.load_features(i) for i in rows]
+  labels = {}
+  for subset in ('train', 'test'):
+    labels[subset] = [ds.multi_hot(v) for v in ds.videos if v.subset == subset]
+  return out, feats, labels
+
+
+@pytest.fixture(scope='module')
+def thumos_run(data):
+  """12 batches (two epochs) of the default THUMOS-mode iterator, and the iterator."""
+  return _train(data[0], 12)
+
+
+@pytest.fixture(scope='module')
+def anet_run(data):
+  return _train(data[0], 11, mode='activitynet', t_s=12)
+
+
+def _train(out, n, **kwargs):
+  kwargs = {'global_batch_size': 4, 'seed': 7, 'mode': 'thumos', 'bucket_size': BUCKET} | kwargs
+  kwargs.setdefault('process_index', 0)
+  kwargs.setdefault('process_count', 1)
+  it = input_pipeline.create_train_iterator(out, **kwargs)
+  return it, [next(it) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b, strict=True):
+    assert x.keys() == y.keys()
+    for k in x:
+      assert x[k].dtype == y[k].dtype and x[k].shape == y[k].shape, k
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_thumos_batches_bucketing_and_masks(data, thumos_run):
+  _, feats, labels = data
+  it, batches = thumos_run
+  assert it.steps_per_epoch == 6
+  for b in batches:
+    n, t, d = b['features'].shape
+    assert (n, d) == (4, 64) and b['features'].dtype == np.float32 and b['mask'].dtype == bool
+    assert b['labels'].shape == (4, 20) and b['video_index'].dtype == np.int32
+    assert t % BUCKET == 0 and t == sampling.bucket_length(b['length'].max(), BUCKET)
+    np.testing.assert_array_equal(b['mask'].sum(1), b['length'])
+    for row in range(n):
+      v, length = b['video_index'][row], b['length'][row]
+      assert length == len(feats['train'][v])
+      assert b['mask'][row, :length].all() and not b['mask'][row, length:].any()
+      np.testing.assert_array_equal(b['features'][row, :length], feats['train'][v])
+      assert not b['features'][row, length:].any()  # Padding is zero.
+      np.testing.assert_array_equal(b['labels'][row], labels['train'][v])
+  assert it.num_distinct_shapes == len({b['features'].shape for b in batches})
+  assert it.state() == {'epoch': 2, 'batch': 0}
+
+
+def test_epoch_order_is_a_seeded_permutation(thumos_run):
+  _, batches = thumos_run
+  epochs = [np.concatenate([b['video_index'] for b in batches[e * 6 : e * 6 + 6]]) for e in (0, 1)]
+  for e, order in enumerate(epochs):
+    assert len(set(order)) == 24  # 24 videos / 4 = 6 steps: nothing dropped here.
+    np.testing.assert_array_equal(order, sampling.epoch_order(7, e, 24))
+  assert not np.array_equal(epochs[0], epochs[1])  # 12 batches: the iterator runs on (infinite).
+  assert not np.array_equal(sampling.epoch_order(8, 0, 24), epochs[0])
+
+
+def test_drop_remainder(data):
+  out, _, _ = data
+  it, batches = _train(out, 2, global_batch_size=10)
+  assert it.steps_per_epoch == 2  # 24 // 10; the last 4 of each epoch's permutation are dropped.
+  seen = np.concatenate([b['video_index'] for b in batches])
+  np.testing.assert_array_equal(seen, sampling.epoch_order(7, 0, 24)[:20])
+  assert it.state() == {'epoch': 1, 'batch': 0}
+
+
+@pytest.mark.parametrize('mode', ['thumos', 'activitynet'])
+def test_two_hosts_concatenate_to_one(data, thumos_run, anet_run, mode):
+  out, _, _ = data
+  kwargs = {'mode': mode, 't_s': 12}
+  single = (thumos_run if mode == 'thumos' else anet_run)[1][:7]
+  _, host0 = _train(out, 7, process_index=0, process_count=2, **kwargs)
+  _, host1 = _train(out, 7, process_index=1, process_count=2, **kwargs)
+  joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(host0, host1, strict=True)]
+  _assert_batches_equal(joined, single)
+  assert host0[0]['features'].shape[0] == 2
+
+
+@pytest.mark.parametrize('mode, split', [('thumos', 4), ('activitynet', 8)])
+def test_resume_is_bitwise(data, thumos_run, anet_run, mode, split):
+  out, _, _ = data
+  full = (thumos_run if mode == 'thumos' else anet_run)[1][:11]
+  # state() after `split` batches is (split // 6, split % 6): checked at the end of other tests.
+  state = {'epoch': split // 6, 'batch': split % 6}
+  _, resumed = _train(
+    out, 11 - split, mode=mode, t_s=12, start_epoch=state['epoch'], start_batch=state['batch']
+  )
+  _assert_batches_equal(resumed, full[split:])
+  assert anet_run[0].state() == {'epoch': 1, 'batch': 5}
+
+
+def test_max_len_crops_a_window(data):
+  out, feats, _ = data
+  _, batches = _train(out, 6, max_len=20)
+  for b in batches:
+    assert b['features'].shape[1] <= 32 and b['length'].max() <= 20
+    for row, v in enumerate(b['video_index']):
+      x, n = feats['train'][v], b['length'][row]
+      assert n == min(len(x), 20)
+      window = b['features'][row, :n]
+      starts = [s for s in range(len(x) - n + 1) if np.array_equal(x[s : s + n], window)]
+      assert starts  # A contiguous window of the video.
+
+
+def test_activitynet_training_sampling(data, anet_run):
+  _, feats, _ = data
+  seed, t_s = 7, 12
+  _, batches = anet_run
+  for b in batches[:6]:
+    assert b['features'].shape == (4, t_s, 64) and b['mask'].all()
+    assert (b['length'] == t_s).all()
+    for row, v in enumerate(b['video_index']):
+      x = feats['train'][v]
+      idx = sampling.random_bin_indices(len(x), t_s, sampling.video_rng(seed, 0, int(v)))
+      np.testing.assert_array_equal(b['features'][row], x[idx])
+
+
+def test_sampling_functions():
+  rng = np.random.default_rng(0)
+  for t in (30, 75, 76, 200, 1000):
+    idx = sampling.random_bin_indices(t, 75, rng)
+    assert idx.shape == (75,) and (np.diff(idx) >= 0).all() and idx.max() < t
+    if t > 75:
+      lo, hi = np.arange(75) * t // 75, np.arange(1, 76) * t // 75
+      assert ((idx >= lo) & (idx < hi)).all()  # One index per bin.
+  np.testing.assert_array_equal(sampling.random_bin_indices(75, 75, rng), np.arange(75))
+  np.testing.assert_array_equal(sampling.uniform_indices(50, 75), np.arange(50))
+  np.testing.assert_array_equal(sampling.uniform_indices(150, 75), np.arange(75) * 2)
+  np.testing.assert_array_equal(sampling.uniform_indices(100, 75)[:5], [0, 1, 2, 4, 5])
+  np.testing.assert_array_equal(sampling.uniform_indices(1, 4), [0, 0, 0, 0])
+  assert sampling.bucket_length(1, 64) == 64 and sampling.bucket_length(65, 64) == 128
+  np.testing.assert_array_equal(sampling.epoch_order(0, 3, 10), sampling.epoch_order(0, 3, 10))
+
+
+def test_eval_iterator_thumos_pads_the_last_batch(data):
+  out, feats, labels = data
+  batches = list(
+    input_pipeline.create_eval_iterator(
+      out, batch_size=6, mode='thumos', bucket_size=BUCKET, process_index=0, process_count=1
+    )
+  )
+  assert len(batches) == 3 and 'num_snippets_orig' not in batches[0]
+  order = np.concatenate([b['video_index'] for b in batches])
+  np.testing.assert_array_equal(order, list(range(16)) + [-1, -1])
+  for b in batches:
+    assert b['features'].shape[1] % BUCKET == 0
+    for row, v in enumerate(b['video_index']):
+      if v < 0:
+        assert not b['valid'][row] and not b['mask'][row].any() and b['length'][row] == 0
+        assert not b['features'][row].any() and not b['labels'][row].any()
+        continue
+      x = feats['test'][v]
+      assert b['valid'][row] and b['length'][row] == len(x)
+      np.testing.assert_array_equal(b['features'][row, : len(x)], x)
+      np.testing.assert_array_equal(b['labels'][row], labels['test'][v])
+
+
+def test_eval_iterator_activitynet_and_hosts(data):
+  out, feats, _ = data
+  make = lambda p, n: list(
+    input_pipeline.create_eval_iterator(
+      out, batch_size=6, mode='activitynet', t_s=20, process_index=p, process_count=n
+    )
+  )
+  single = make(0, 1)
+  for b in single:
+    assert b['features'].shape == (6, 20, 64)
+    for row, v in enumerate(b['video_index']):
+      if v < 0:
+        assert b['num_snippets_orig'][row] == 0
+        continue
+      x = feats['test'][v]
+      idx = sampling.uniform_indices(len(x), 20)
+      assert b['num_snippets_orig'][row] == len(x) and b['length'][row] == len(idx)
+      np.testing.assert_array_equal(b['features'][row, : len(idx)], x[idx])
+  joined = [
+    {k: np.concatenate([a[k], c[k]]) for k in a}
+    for a, c in zip(make(0, 2), make(1, 2), strict=True)
+  ]
+  _assert_batches_equal(joined, single)
+
+
+def test_bad_arguments(data):
+  out, _, _ = data
+  with pytest.raises(ValueError, match='divisible'):
+    _train(out, 0, global_batch_size=5, process_count=2)
+  with pytest.raises(ValueError, match='mode'):
+    _train(out, 0, mode='charades')
+  with pytest.raises(ValueError, match='global_batch_size'):
+    _train(out, 0, global_batch_size=64)
