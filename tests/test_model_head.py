@@ -1,0 +1,152 @@
+"""The classification head (RSKP PredictionModule): the oracles of reference_spec.md §8 (Head).
+
+Every call uses one jitted head at one shape, [B, T, D] = [4, 16, 64], padded per video.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from issf_jax.model.heads import ATTENTION_EPS, ClassificationHead
+from tests.conftest import SMALL_C, SMALL_D
+
+B, T, D, C = 4, 16, SMALL_D, SMALL_C
+LENGTHS = np.array([16, 9, 1, 2])
+SCALE = 20.0
+
+
+@pytest.fixture(scope='module')
+def head_params(small_params):
+  return small_params['head']
+
+
+@pytest.fixture(scope='module')
+def head():
+  """The jitted head: (params, feats [B, T, D], mask [B, T]) -> outputs."""
+  return jax.jit(lambda p, f, m: ClassificationHead(C, SCALE).apply({'params': p}, f, m))
+
+
+def _mask():
+  return np.arange(T)[None, :] < LENGTHS[:, None]
+
+
+def _n(v):
+  return v / (np.linalg.norm(v, axis=-1, keepdims=True) + 1e-9)
+
+
+def _reference(params, feats, length):
+  """reference_spec.md §2 in float64 for one unpadded video."""
+  f = np.asarray(feats[:length], np.float64)
+  ac = np.asarray(params['ac_center'], np.float64)
+  fg = np.asarray(params['fg_center'], np.float64)
+  s = SCALE * _n(f) @ _n(ac).T
+  a = 1 / (1 + np.exp(-(SCALE * _n(f) @ _n(fg)[0])))
+  big_a = 1 / (1 + np.exp(-s))
+  a_hat = a / (a.sum() + 1e-5)
+  big_a_hat = big_a / (big_a.sum(0, keepdims=True) + 1e-5)
+  v_ca = a_hat @ f
+  v_cw = big_a_hat.T @ f  # [C+1, D]
+  logits_ca = SCALE * _n(v_ca) @ _n(ac).T
+  logits_cw = SCALE * np.sum(_n(v_cw) * _n(ac), -1)
+  softmax = lambda z: np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+  return {
+    'frame_logits': s,
+    'attention': a,
+    'logits_ca': logits_ca,
+    'logits_cw': logits_cw,
+    'p_ca': softmax(logits_ca),
+    'p_cw': softmax(logits_cw),
+  }
+
+
+def _random_feats(seed):
+  rng = np.random.default_rng(seed)
+  feats = rng.normal(size=(B, T, D)).astype(np.float32)
+  feats[0, 3] = 0.0  # a zero row among the true snippets
+  return feats
+
+
+def test_fg_center_init_is_minus_background_centre(head_params):
+  np.testing.assert_array_equal(head_params['fg_center'], -head_params['ac_center'][C:])
+  # Also for the head initialised on its own.
+  init = lambda key: ClassificationHead(C).init(key, jnp.ones((1, 3, D)), jnp.ones((1, 3), bool))
+  params = jax.jit(init)(jax.random.key(7))
+  np.testing.assert_array_equal(params['params']['fg_center'], -params['params']['ac_center'][C:])
+  assert params['params']['ac_center'].shape == (C + 1, D)
+  assert params['params']['fg_center'].shape == (1, D)
+
+
+def test_feature_parallel_to_a_centre_scores_the_scale(head, head_params):
+  ac = np.asarray(head_params['ac_center'])
+  rng = np.random.default_rng(0)
+  classes = np.arange(B * T).reshape(B, T) % (C + 1)
+  alpha = rng.uniform(0.01, 50.0, size=(B, T, 1)).astype(np.float32)
+  feats = alpha * ac[classes]
+  out = head(head_params, feats, np.ones((B, T), bool))
+  s = np.asarray(out['frame_logits'])
+  picked = np.take_along_axis(s, classes[..., None], -1)[..., 0]
+  np.testing.assert_allclose(picked, SCALE, rtol=1e-6)
+  assert np.all(s <= SCALE * (1 + 1e-6))
+
+
+def test_ranges_and_normalisations(head, head_params):
+  feats = _random_feats(1)
+  mask = _mask()
+  out = jax.tree.map(np.asarray, head(head_params, feats, mask))
+  s, a = out['frame_logits'], out['attention']
+  assert np.all(np.abs(s) <= SCALE * (1 + 1e-6))
+  assert np.all((a[mask] > 0) & (a[mask] < 1))
+  # Padding: no attention and zero frame logits.
+  assert np.all(a[~mask] == 0) and np.all(s[~mask] == 0)
+  for name in ('p_ca', 'p_cw'):
+    np.testing.assert_allclose(out[name].sum(-1), 1.0, rtol=1e-6)
+    assert np.all(out[name] > 0)
+  # a_hat = a / (sum_t a + 1e-5) sums to 1 within 1e-5 relative once sum_t a >= 1.
+  total = a.sum(1)
+  a_hat_sum = (a / (total[:, None] + ATTENTION_EPS)).sum(1)
+  long_enough = total >= 1.0
+  assert long_enough.sum() >= 2
+  np.testing.assert_allclose(a_hat_sum[long_enough], 1.0, rtol=1e-5)
+
+
+def test_head_matches_the_spec_formula(head, head_params):
+  feats = _random_feats(2)
+  # Half the videos non-negative, as embedded features are.
+  feats[::2] = np.abs(feats[::2])
+  out = head(head_params, feats, _mask())
+  for b, length in enumerate(LENGTHS):
+    ref = _reference(head_params, feats[b], length)
+    for name, want in ref.items():
+      got = np.asarray(out[name][b])
+      if name in ('frame_logits', 'attention'):
+        got = got[:length]
+      np.testing.assert_allclose(
+        got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=f'video {b} {name}'
+      )
+
+
+def test_equal_features_pool_to_that_feature(head, head_params):
+  """All F_t equal: v_ca = F_t and V_cw[c] = F_t, so the video logits equal the frame's row."""
+  rng = np.random.default_rng(3)
+  row = np.abs(rng.normal(size=(B, 1, D))).astype(np.float32)
+  feats = np.broadcast_to(row, (B, T, D)).copy()
+  mask = _mask()
+  feats[~mask] = 123.0  # garbage on padding must not be pooled either
+  out = jax.tree.map(np.asarray, head(head_params, feats, mask))
+  frame_row = out['frame_logits'][:, 0]
+  np.testing.assert_allclose(out['logits_ca'], frame_row, rtol=1e-5, atol=1e-5 * SCALE)
+  np.testing.assert_allclose(out['logits_cw'], frame_row, rtol=1e-5, atol=1e-5 * SCALE)
+
+
+def test_padding_content_is_ignored(head, head_params):
+  feats = _random_feats(4)
+  mask = _mask()
+  garbage = feats.copy()
+  garbage[~mask] = np.random.default_rng(5).normal(size=(int((~mask).sum()), D)) * 1e3
+  clean = feats.copy()
+  clean[~mask] = 0.0
+  out_g = head(head_params, garbage, mask)
+  out_c = head(head_params, clean, mask)
+  for name in out_c:
+    np.testing.assert_array_equal(out_g[name], out_c[name], err_msg=name)
