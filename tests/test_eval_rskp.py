@@ -33,6 +33,8 @@ CASES = sorted(p.name[: -len('_inputs.npz')] for p in golden_dir().glob('*_input
 @pytest.fixture(scope='module')
 def golden_gt():
   """(ActivityNet-format GT, class names, video ids in test order) from thumos14_test_gt.json."""
+  if not CASES:
+    pytest.fail(f'no <case>_inputs.npz found in {golden_dir()}')
   ref = json.loads((golden_dir() / 'thumos14_test_gt.json').read_text())
   ambiguous = read_ambiguous_txt(AMBIGUOUS_TXT)
   names = ref['class_names']
