@@ -60,7 +60,7 @@ def evaluate_params(config, params, shards_dir: str, key_data, *, predict_fn=Non
     result = evaluation.evaluate_official(
       ground_truth, predictions, subset=subset, tiou_thresholds=config.eval.tiou_thresholds
     )
-    result['classification_mAP'] = evaluation.classification_map(scores, labels)
+    result['classification_mAP'] = evaluation.classification_map(scores, labels) / 100.0
   else:
     raise ValueError(f"Unknown eval.protocol {config.eval.protocol!r}; 'rskp' or 'official'.")
   result['num_videos'] = result.get('num_videos', len(preds))
