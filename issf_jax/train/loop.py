@@ -175,8 +175,9 @@ class Trainer:
 
   def run(self) -> dict:
     cfg = self.config
-    write_run_info(cfg, self.workdir)
     state, position = self.restore_or_init()
+    # Only now: a resume refused by the shape check must not overwrite the run's config.json.
+    write_run_info(cfg, self.workdir)
     start = int(step_lib.host_value(state.step))
     init_at = schedules.memory_init_step(cfg, self.steps_per_epoch)
     if (
