@@ -253,6 +253,10 @@ def shard_batch(batch: dict, mesh) -> dict:
 
 def replicate(tree, mesh):
   """Places a pytree on every device of the mesh."""
+  if jax.process_count() > 1:
+    # jax 0.10.2: device_put of a jax.Array onto devices of other processes builds a broken
+    # array ("input arrays must have one shard each"); from host numpy it works.
+    tree = jax.device_get(tree)
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
