@@ -34,15 +34,16 @@ def attention_loss(attention: jax.Array, mask: jax.Array, divisor: float = 8.0) 
     attention: [B, T] class-agnostic attention a.
     mask: [B, T] bool.
   Returns:
-    [B], in [-1, 0].
+    [B], in [-1, 0]; 0 for a video with no true snippet (a padding video of the batch).
   """
   lengths = mask.sum(-1)
   k = jnp.maximum(jnp.floor(lengths / divisor), 1).astype(jnp.int32)
+  k = jnp.where(lengths > 0, k, 0)  # else the top-k would read the +-inf of the padding
   ranks = jnp.arange(attention.shape[1])[None, :]
   top = -jnp.sort(jnp.where(mask, -attention, jnp.inf), axis=-1)  # descending, padding last
   bottom = jnp.sort(jnp.where(mask, attention, jnp.inf), axis=-1)  # ascending, padding last
   take = ranks < k[:, None]
-  kf = k.astype(attention.dtype)
+  kf = jnp.maximum(k, 1).astype(attention.dtype)
   mean_top = jnp.where(take, top, 0.0).sum(-1) / kf
   mean_bottom = jnp.where(take, bottom, 0.0).sum(-1) / kf
   return mean_bottom - mean_top

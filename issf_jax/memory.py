@@ -83,8 +83,9 @@ def candidates(feats, salient, probs, class_ids, slots: int, mode: str = 'ours')
   class_probs = jnp.moveaxis(class_probs, 1, 2)  # [B, L, T]
   slot_ok = (class_ids >= 0)[:, :, None]
   if mode == 'momentum':
-    count = salient.sum(-1)[:, None, None].astype(feats.dtype)
-    mean_feat = jnp.einsum('bt,btd->bd', salient.astype(feats.dtype), feats) / jnp.maximum(count, 1)
+    count = salient.sum(-1)[:, None, None].astype(feats.dtype)  # [B, 1, 1]
+    mean_feat = jnp.einsum('bt,btd->bd', salient.astype(feats.dtype), feats)
+    mean_feat = mean_feat / jnp.maximum(count[:, 0], 1)  # [B, D]
     mean_prob = (class_probs * salient[:, None, :]).sum(-1, keepdims=True) / jnp.maximum(count, 1)
     shape = class_ids.shape + (slots,)
     cand_feats = jnp.broadcast_to(mean_feat[:, None, None, :], shape + (feats.shape[-1],))

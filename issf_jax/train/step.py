@@ -109,7 +109,9 @@ def _masked_mean(values, weights, total):
   return jax.lax.psum((values * weights).sum(), AXIS) / jnp.maximum(total, 1.0)
 
 
-def _train_body(state: TrainState, batch, base_key_data, *, config, model, optimizer, ready, spe):
+def _train_body(
+  state: TrainState, batch, base_key_data, *, config, model, optimizer, ready, spe, return_grads
+):
   features, mask, labels = batch['features'], batch['mask'].astype(bool), batch['labels']
   valid = batch['valid'].astype(jnp.float32)
   local_batch = features.shape[0]
@@ -164,21 +166,31 @@ def _train_body(state: TrainState, batch, base_key_data, *, config, model, optim
   filled = new_memory.filled
   metrics.update(
     loss=loss,
-    grad_norm=optax.global_norm(grads),
-    param_norm=optax.global_norm(params),
+    grad_norm=optax.tree.norm(grads),
+    param_norm=optax.tree.norm(params),
     memory_fill=filled.mean(),
     memory_mean_score=(new_memory.scores * filled).sum() / jnp.maximum(filled.sum(), 1),
     eta=eta_value,
     lambda_s=jnp.asarray(lam_s, jnp.float32),
     num_videos=num_valid,
   )
+  if return_grads:
+    metrics['grads'] = grads
   new_state = state.replace(
     step=state.step + 1, params=params, opt_state=opt_state, memory=new_memory
   )
   return new_state, metrics
 
 
-def make_train_step(config, mesh, *, memory_ready: bool, steps_per_epoch: int) -> Callable:
+def make_train_step(
+  config,
+  mesh,
+  *,
+  memory_ready: bool,
+  steps_per_epoch: int,
+  return_grads: bool = False,
+  compiler_options: dict | None = None,
+) -> Callable:
   """A jitted `train_step(state, batch, base_key_data) -> (state, metrics)`.
 
   Args:
@@ -186,6 +198,10 @@ def make_train_step(config, mesh, *, memory_ready: bool, steps_per_epoch: int) -
     mesh: a 1-D `data` mesh; the global batch must divide by its size.
     memory_ready: the phase (warm-up or memory); two phases compile two programs.
     steps_per_epoch: S, for the eta schedule.
+    return_grads: also return the global-batch gradient (the sum over its videos, before
+      weight decay) as `metrics['grads']`, a params-shaped tree (for tests and debugging).
+    compiler_options: XLA options for this program, e.g. `{'xla_backend_optimization_level':
+      0}` to compile faster where the run time does not matter (tests).
   The batch holds `features` [B, T, D], `mask` [B, T], `labels` [B, C] and `valid` [B]
   (0 for padding videos). `base_key_data` is `jax.random.key_data` of the run's key.
   """
@@ -193,10 +209,10 @@ def make_train_step(config, mesh, *, memory_ready: bool, steps_per_epoch: int) -
   optimizer = make_optimizer(config.optim)
   body = functools.partial(
     _train_body, config=config, model=model, optimizer=optimizer, ready=memory_ready,
-    spe=steps_per_epoch,
+    spe=steps_per_epoch, return_grads=return_grads,
   )  # fmt: skip
   sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
-  return jax.jit(sharded, donate_argnums=(0,))
+  return jax.jit(sharded, donate_argnums=(0,), compiler_options=compiler_options)
 
 
 def _init_body(params, acc_memory, acc_ids, batch, base_key_data, *, config, model):
@@ -222,20 +238,21 @@ def _init_body(params, acc_memory, acc_ids, batch, base_key_data, *, config, mod
   return memory_lib.init_merge(acc_memory, acc_ids, *per_class)
 
 
-def make_memory_init_step(config, mesh) -> Callable:
+def make_memory_init_step(config, mesh, compiler_options: dict | None = None) -> Callable:
   """A jitted `(params, memory, snippet_ids, batch, base_key_data) -> (memory, snippet_ids)`.
 
   Run it over every training video (eval mode), starting from `memory_lib.empty` and
   snippet ids of int32 max, then set `initialized`. The result keeps each class's global
   top-N salient snippets by class probability, whatever the video order or device count.
   The batch also needs `video_index` [B] int32 (a unique id per video).
+  `compiler_options` as for `make_train_step`.
   """
   model = build_model(config.model)
   body = functools.partial(_init_body, config=config, model=model)
   sharded = jax.shard_map(
     body, mesh=mesh, in_specs=(P(), P(), P(), P(AXIS), P()), out_specs=(P(), P())
   )
-  return jax.jit(sharded)
+  return jax.jit(sharded, compiler_options=compiler_options)
 
 
 def initial_snippet_ids(config) -> jax.Array:
