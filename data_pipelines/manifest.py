@@ -64,9 +64,12 @@ def ground_truth(dataset: source.SourceDataset) -> dict:
   """ActivityNet-format ground truth of the videos that have features.
 
   Returns:
-    {"version": "issf-jax", "taxonomy": [], "database": {video_id: {"subset": "train"|"test",
-    "duration": s, "annotations": [{"segment": [s, e], "label": name}], "ambiguous": [[s, e]]}}}
-    from the DETECTION labels (W-TALC labels.npy / segments.npy), not the video-level labels.
+    {"version": "issf-jax", "taxonomy": [class names], "database": {video_id: {"subset":
+    "train"|"test", "duration": s, "annotations": [{"segment": [s, e], "label": name}],
+    "ambiguous": [[s, e]]}}} from the DETECTION labels (W-TALC labels.npy / segments.npy), not
+    the video-level labels. The taxonomy is the dataset's class list, so the official protocol
+    skips (with a warning) predictions of a class that has no GT in the scored subset instead of
+    rejecting the model's own predictions file.
   """
   database = {}
   for v in dataset.videos:
@@ -76,7 +79,7 @@ def ground_truth(dataset: source.SourceDataset) -> dict:
       'annotations': [{'segment': [s, e], 'label': lab} for s, e, lab in v.segments],
       'ambiguous': [[s, e] for s, e in v.ambiguous],
     }
-  return {'version': 'issf-jax', 'taxonomy': [], 'database': database}
+  return {'version': 'issf-jax', 'taxonomy': list(dataset.classes), 'database': database}
 
 
 def load_manifest(shards_dir: str) -> dict:

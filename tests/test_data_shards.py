@@ -58,7 +58,7 @@ def test_ground_truth_is_activitynet_format(converted):
   src, out = converted
   gt = input_pipeline.load_ground_truth(out)
   ds = wtalc.read_wtalc(src)
-  assert gt['version'] == 'issf-jax' and gt['taxonomy'] == []
+  assert gt['version'] == 'issf-jax' and gt['taxonomy'] == list(ds.classes)
   assert set(gt['database']) == {v.video_id for v in ds.videos}
   for v in ds.videos:
     entry = gt['database'][v.video_id]
