@@ -18,7 +18,7 @@ import pytest
 
 from issf_jax import defaults, interop
 from issf_jax.model import build_model, init_params
-from tests.conftest import SHARED_DIR, SMALL_C, SMALL_D, small_config
+from tests.conftest import SHARED_DIR, SMALL_C, SMALL_D, fast_jit, small_config
 
 ENV_VAR = 'ISSF_RSKP_PARITY_DIR'
 WEIGHTS_BY_DIM = {2048: 'weights_d2048_c20.npz', 64: 'weights_d64_c5.npz'}
@@ -74,9 +74,10 @@ def _imported_model(weights: Path, num_classes: int, dim: int, small_params):
     if config == small_config():
       params = small_params  # the same model: reuse the session's initial parameters
     else:
-      params = jax.jit(lambda key: init_params(model, key))(jax.random.key(0))
+      params = fast_jit(lambda key: init_params(model, key))(jax.random.key(0))
     with np.load(weights) as state:
       params = interop.import_rskp_state_dict(state, params)
+    # The compared forward keeps the default (production) compiler settings.
     apply = jax.jit(lambda p, x, m: model.apply({'params': p}, x, m, train=False))
     _MODELS[weights] = (apply, params)
   return _MODELS[weights]

@@ -1,6 +1,7 @@
 """Boundary refinement module (Eq. 4-6, reference_spec.md §4.3 and the §8 BRM oracles).
 
-One jitted program applies every (variant, attention-logit) pair to one [5, 12, 64] batch.
+One jitted program applies every variant (and every attention-logit kind) to one [5, 12, 64]
+batch.
 """
 
 import math
@@ -19,7 +20,7 @@ from issf_jax.model.refinement import (
   masked_softmax,
   temporal_unit,
 )
-from tests.conftest import SMALL_D
+from tests.conftest import SMALL_D, fast_jit
 
 B, T, D = 5, 12, SMALL_D
 SIGMA = 0.88
@@ -27,17 +28,25 @@ REDUCTION = 4
 LENGTHS = np.array([12, 7, 1, 2, 12])
 
 
-@jax.jit
+# Every variant with the default logits, and the other logit kinds on two variants (the kind
+# only changes the temporal unit, which every variant shares).
+PAIRS = [(variant, 'dot') for variant in BRM_VARIANTS] + [
+  ('weighted', 'dot_sqrt_d'),
+  ('weighted', 'cosine5'),
+  ('temporal_only', 'cosine5'),
+]
+
+
+@fast_jit
 def _all_variants(params, feats, mask, salient):
   out = {}
-  for variant in BRM_VARIANTS:
-    for kind in ATTN_LOGITS:
-      brm = BoundaryRefinement(REDUCTION, SIGMA, variant, kind)
-      out[variant, kind] = brm.apply({'params': params}, feats, mask, salient)
+  for variant, kind in PAIRS:
+    brm = BoundaryRefinement(REDUCTION, SIGMA, variant, kind)
+    out[variant, kind] = brm.apply({'params': params}, feats, mask, salient)
   return out
 
 
-@jax.jit
+@fast_jit
 def _channel(unit_params, feats):
   return ChannelUnit(REDUCTION).apply({'params': unit_params}, feats)
 
@@ -149,11 +158,10 @@ def test_single_salient_row_is_every_row_of_the_salient_term(brm_params):
   salient[np.arange(B), rows] = True
   out = _all_variants(brm_params, feats, mask, salient)
   fh_a = np.asarray(_channel(brm_params['salient_unit'], feats))
-  for kind in ATTN_LOGITS:
-    refined = np.asarray(out['no_non_salient', kind])
-    for b, length in enumerate(LENGTHS):
-      want = np.broadcast_to(fh_a[b, rows[b]], (length, D))
-      np.testing.assert_allclose(refined[b, :length], want, rtol=1e-5, err_msg=kind)
+  refined = np.asarray(out['no_non_salient', 'dot'])
+  for b, length in enumerate(LENGTHS):
+    want = np.broadcast_to(fh_a[b, rows[b]], (length, D))
+    np.testing.assert_allclose(refined[b, :length], want, rtol=1e-5)
 
 
 def test_one_row_per_set(brm_params):
@@ -172,10 +180,11 @@ def test_one_row_per_set(brm_params):
     'no_non_salient': fh_a[1],
     'temporal_only': SIGMA * v_a + (1 - SIGMA) * v_b,
   }
-  for variant, want in expected.items():
-    for kind in ATTN_LOGITS:
+  for variant, kind in PAIRS:
+    if variant in expected:
       got = out[variant, kind][3, :2]
-      np.testing.assert_allclose(got, np.stack([want, want]), rtol=1e-5, err_msg=variant)
+      want = np.stack([expected[variant]] * 2)
+      np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=f'{variant}/{kind}')
 
 
 def test_empty_sets_drop_their_term(brm_params):
@@ -183,15 +192,14 @@ def test_empty_sets_drop_their_term(brm_params):
   none = np.zeros((B, T), bool)
   out_none = _all_variants(brm_params, feats, mask, none)
   out_all = _all_variants(brm_params, feats, mask, mask)
-  for kind in ATTN_LOGITS:
-    for variant in ('weighted', 'add'):
-      np.testing.assert_allclose(out_none[variant, kind], out_none['no_salient', kind], rtol=1e-6)
-      np.testing.assert_allclose(out_all[variant, kind], out_all['no_non_salient', kind], rtol=1e-6)
-    # No usable set at all: F is kept.
-    np.testing.assert_array_equal(out_all['no_salient', kind], feats)
-    np.testing.assert_array_equal(out_none['no_non_salient', kind], feats)
-    for out in (out_none, out_all):
-      assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
+  for variant in ('weighted', 'add'):
+    np.testing.assert_allclose(out_none[variant, 'dot'], out_none['no_salient', 'dot'], rtol=1e-6)
+    np.testing.assert_allclose(out_all[variant, 'dot'], out_all['no_non_salient', 'dot'], rtol=1e-6)
+  # No usable set at all: F is kept.
+  np.testing.assert_array_equal(out_all['no_salient', 'dot'], feats)
+  np.testing.assert_array_equal(out_none['no_non_salient', 'dot'], feats)
+  for out in (out_none, out_all):
+    assert all(np.isfinite(np.asarray(v)).all() for v in out.values())
 
 
 def test_masked_softmax_rows_sum_to_one():
@@ -202,7 +210,7 @@ def test_masked_softmax_rows_sum_to_one():
   key_mask = rng.random((4, 6, 9)) < 0.4
   key_mask[1, 2] = False  # a row with no valid key
   key_mask[2, 3] = True
-  weights, grads = jax.jit(
+  weights, grads = fast_jit(
     lambda z, m: (masked_softmax(z, m), jax.grad(lambda z: (masked_softmax(z, m) ** 2).sum())(z))
   )(logits, key_mask)
   weights = np.asarray(weights)
@@ -241,7 +249,7 @@ def test_duplicate_keys_order_invariance(brm_params):
   queries = jnp.asarray(feats[:1])
   key_mask = jnp.asarray(salient[:1] | True)
   for kind in ATTN_LOGITS:
-    unit = jax.jit(lambda q, k, m, kind=kind: temporal_unit(q, k, m, kind))
+    unit = fast_jit(lambda q, k, m, kind=kind: temporal_unit(q, k, m, kind))
     a = unit(queries, queries, key_mask)
     b = unit(queries, queries[:, perm], key_mask)
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6 * float(jnp.abs(a).max()))

@@ -9,12 +9,12 @@ import pytest
 
 from issf_jax.model.enhancement import read_memory
 from issf_jax.model.refinement import ATTN_LOGITS
-from tests.conftest import SMALL_C, SMALL_D
+from tests.conftest import SMALL_C, SMALL_D, fast_jit
 
 B, T, D, C, N = 4, 10, SMALL_D, SMALL_C, 5
 
 
-@jax.jit
+@fast_jit
 def _read_all(refined, memory, slot_valid, labels):
   """{attn kind: (F_hat, has_memory)} for every attention-logit kind."""
   return {
@@ -106,7 +106,7 @@ def test_gradient_reaches_the_queries_only(inputs):
     enhanced, _ = read_memory(r, m, slot_valid, labels, attn_logits='dot')
     return jnp.sum(jnp.sin(enhanced))
 
-  g_refined, g_memory = jax.jit(jax.grad(loss, argnums=(0, 1)))(refined, memory)
+  g_refined, g_memory = fast_jit(jax.grad(loss, argnums=(0, 1)))(refined, memory)
   assert np.all(np.asarray(g_memory) == 0)
   assert np.isfinite(g_refined).all()
   assert np.abs(g_refined[:3]).max() > 0

@@ -1,9 +1,10 @@
 """No NaN or Inf, in outputs or gradients, on degenerate inputs.
 
-Degenerate cases: T = 1 (padded and unpadded), an empty salient set (paper mode at T = 1,
-or a BRM call with no salient snippet), an empty non-salient set (official mode at T = 1,
-p = 0.9 on short videos, or a BRM call with every snippet salient), all-zero features and
-features scaled by 1e3. Training mode (dropout) and the DEM branch are on.
+Degenerate cases: T = 1 (a length-1 video in a padded batch, where official mode leaves the
+non-salient set empty; test_model_padding.py checks the outputs of an unpadded T = 1), an
+empty salient or non-salient set (BRM calls with no snippet or every snippet salient, for
+every attention-logit kind), all-zero features and features scaled by 1e3. Training mode
+(dropout) and the DEM branch are on.
 """
 
 import jax
@@ -12,7 +13,7 @@ import numpy as np
 
 from issf_jax.model import build_model
 from issf_jax.model.refinement import ATTN_LOGITS, BoundaryRefinement
-from tests.conftest import SMALL_C, SMALL_D, small_config
+from tests.conftest import SMALL_C, SMALL_D, fast_jit, small_config
 
 D, C, N = SMALL_D, SMALL_C, 5
 MODEL = build_model(small_config())
@@ -29,6 +30,7 @@ def _loss(out):
   return total
 
 
+@fast_jit
 def _grads(params, feats, mask, keys, memory, slot_valid, labels):
   def loss(p, x):
     out = MODEL.apply(
@@ -47,12 +49,6 @@ def _grads(params, feats, mask, keys, memory, slot_valid, labels):
   return {'loss': value, 'out': out, 'grads': g}
 
 
-@jax.jit
-def _both_grads(params, batch, single):
-  """The degenerate padded batch and an unpadded T = 1 video, in one program."""
-  return _grads(params, *batch), _grads(params, *single)
-
-
 def _memory(batch):
   rng = np.random.default_rng(0)
   memory = (np.abs(rng.normal(size=(1, C, N, D))) * 0.5).astype(np.float32)
@@ -68,7 +64,10 @@ def _assert_finite(tree, what):
 
 
 def test_degenerate_inputs_are_finite(small_params):
-  """[4, 8]: T = 1; all-zero features; features x 1e3; an ordinary video. And [1, 1]."""
+  """[4, 8]: T = 1; all-zero features; features x 1e3; an ordinary video.
+
+  Unpadded T = 1 (outputs) is checked by test_model_padding.py.
+  """
   rng = np.random.default_rng(1)
   feats = np.zeros((4, 8, D), np.float32)
   mask = np.zeros((4, 8), bool)
@@ -80,35 +79,28 @@ def test_degenerate_inputs_are_finite(small_params):
   feats[3, :5] = np.abs(rng.normal(size=(5, D)))
   mask[3, :5] = True
   batch = (feats, mask, jax.random.split(jax.random.key(3), 4), *_memory(4))
-  single = (
-    np.abs(rng.normal(size=(1, 1, D))).astype(np.float32),
-    np.ones((1, 1), bool),
-    jax.random.split(jax.random.key(4), 1),
-    *_memory(1),
-  )
-  padded, alone = _both_grads(small_params, batch, single)
+  padded = _grads(small_params, *batch)
   _assert_finite(padded, 'padded batch')
-  _assert_finite(alone, 'unpadded T = 1')
   # T = 1 in official mode: the only snippet is salient, the non-salient set is empty.
-  assert np.asarray(padded['out']['salient'])[0, 0] and np.asarray(alone['out']['salient']).all()
+  assert np.asarray(padded['out']['salient'])[0, 0]
   # The loss reaches the parameters: the gradients are not identically zero.
   g = padded['grads'][0]
   assert float(jnp.abs(g['head']['ac_center']).max()) > 0
   assert float(jnp.abs(g['brm']['salient_unit']['fc2']['kernel']).max()) > 0
 
 
-@jax.jit
+@fast_jit
 def _brm_grads(params, feats, mask, salient):
   result = {}
-  for kind in ATTN_LOGITS:
-    for variant in ('weighted', 'no_salient'):
+  pairs = [(kind, 'weighted') for kind in ATTN_LOGITS] + [('dot', 'no_salient')]
+  for kind, variant in pairs:
 
-      def loss(p, x, kind=kind, variant=variant):
-        brm = BoundaryRefinement(variant=variant, attn_logits=kind)
-        refined = brm.apply({'params': p}, x, mask, salient)
-        return jnp.sum(jnp.sin(refined)), refined
+    def loss(p, x, kind=kind, variant=variant):
+      brm = BoundaryRefinement(variant=variant, attn_logits=kind)
+      refined = brm.apply({'params': p}, x, mask, salient)
+      return jnp.sum(jnp.sin(refined)), refined
 
-      result[kind, variant] = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, feats)
+    result[kind, variant] = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, feats)
   return result
 
 

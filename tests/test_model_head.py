@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from issf_jax.model.heads import ATTENTION_EPS, ClassificationHead
-from tests.conftest import SMALL_C, SMALL_D
+from tests.conftest import SMALL_C, SMALL_D, fast_jit
 
 B, T, D, C = 4, 16, SMALL_D, SMALL_C
 LENGTHS = np.array([16, 9, 1, 2])
@@ -24,7 +24,7 @@ def head_params(small_params):
 @pytest.fixture(scope='module')
 def head():
   """The jitted head: (params, feats [B, T, D], mask [B, T]) -> outputs."""
-  return jax.jit(lambda p, f, m: ClassificationHead(C, SCALE).apply({'params': p}, f, m))
+  return fast_jit(lambda p, f, m: ClassificationHead(C, SCALE).apply({'params': p}, f, m))
 
 
 def _mask():
@@ -71,7 +71,7 @@ def test_fg_center_init_is_minus_background_centre(head_params):
   np.testing.assert_array_equal(head_params['fg_center'], -head_params['ac_center'][C:])
   # Also for the head initialised on its own.
   init = lambda key: ClassificationHead(C).init(key, jnp.ones((1, 3, D)), jnp.ones((1, 3), bool))
-  params = jax.jit(init)(jax.random.key(7))
+  params = fast_jit(init)(jax.random.key(7))
   np.testing.assert_array_equal(params['params']['fg_center'], -params['params']['ac_center'][C:])
   assert params['params']['ac_center'].shape == (C + 1, D)
   assert params['params']['fg_center'].shape == (1, D)

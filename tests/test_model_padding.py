@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from issf_jax.model import build_model
-from tests.conftest import SMALL_C, SMALL_D, small_config
+from tests.conftest import SMALL_C, SMALL_D, fast_jit, small_config
 
 LENGTHS = (1, 2, 3, 7, 64, 333)
 T_PAD = 400  # the next multiple of 64 above 333, plus 16
@@ -49,7 +49,7 @@ MODELS = {name: build_model(small_config(**o)) for name, o in {**CONFIGS, **RAND
 
 
 def _make_apply(names):
-  @jax.jit
+  @fast_jit
   def apply(params, feats, mask, video_keys, memory, slot_valid, labels):
     return {
       name: MODELS[name].apply(
@@ -162,6 +162,7 @@ def test_padded_equals_unpadded(small_params, data, padded, index):
   pad = _leaves(padded)
   assert set(alone) <= set(pad)
   for name, ref in alone.items():
+    assert np.isfinite(ref).all(), name
     got = pad[name][index]
     if pad[name].ndim >= 2 and pad[name].shape[1] == T_PAD:
       got = got[:t]

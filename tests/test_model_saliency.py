@@ -1,7 +1,6 @@
 """Saliency inference (Eq. 1-3, reference_spec.md §4.2 and the §8 oracles)."""
 
 import fractions
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -9,12 +8,13 @@ import numpy as np
 import pytest
 
 from issf_jax.model import saliency
+from tests.conftest import fast_jit
 
 EXAMPLE = np.array([[1, 0], [1, 0], [3, 0], [3, 0], [3, 1], [0, 0]], np.float32)
 WRAP = np.array([[5, 0], [5, 0], [5, 0], [5, 1]], np.float32)
 
 
-@functools.partial(jax.jit, static_argnames=('mode', 'distance', 'strategy', 'ratio'))
+@fast_jit(static_argnames=('mode', 'distance', 'strategy', 'ratio'))
 def _infer(feats, mask, mode='official', distance='l1', strategy='distance', ratio=0.5):
   return saliency.infer_saliency(
     feats, mask, mode=mode, distance=distance, strategy=strategy, ratio=ratio
@@ -95,7 +95,7 @@ STRATEGIES = (
 )
 
 
-@jax.jit
+@fast_jit
 def _all_strategies(feats, mask, keys, class_probs):
   """Every (mode, strategy, distance, ratio) on one batch, in one program."""
   out = {}

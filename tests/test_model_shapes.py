@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from issf_jax.model import build_model, fuse_predictions
-from tests.conftest import SMALL_C, SMALL_D, small_config
+from tests.conftest import SMALL_C, SMALL_D, fast_jit, small_config
 
 B, T, D, C, N = 3, 16, SMALL_D, SMALL_C, 5
 LENGTHS = np.array([16, 9, 4])
@@ -19,7 +19,7 @@ def forward():
   """The jitted training forward with a trace counter (the shapes it was traced for)."""
   traces = []
 
-  @jax.jit
+  @fast_jit
   def fwd(params, feats, mask, keys, memory, slot_valid, labels):
     traces.append(feats.shape)
     return MODEL.apply(
