@@ -77,8 +77,15 @@ def _imported_model(weights: Path, num_classes: int, dim: int, small_params):
       params = fast_jit(lambda key: init_params(model, key))(jax.random.key(0))
     with np.load(weights) as state:
       params = interop.import_rskp_state_dict(state, params)
-    # The compared forward keeps the default (production) compiler settings.
-    apply = jax.jit(lambda p, x, m: model.apply({'params': p}, x, m, train=False))
+
+    # The compared forward keeps the default (production) compiler settings, with float32
+    # matmuls: on recent GPUs JAX's default is TF32 (10-bit mantissa), about 1e-3 off RSKP's
+    # float32. On CPU this changes nothing.
+    @jax.jit
+    def apply(p, x, m):
+      with jax.default_matmul_precision('float32'):
+        return model.apply({'params': p}, x, m, train=False)
+
     _MODELS[weights] = (apply, params)
   return _MODELS[weights]
 
