@@ -217,3 +217,18 @@ def test_bad_arguments(data):
     _train(out, 0, mode='charades')
   with pytest.raises(ValueError, match='global_batch_size'):
     _train(out, 0, global_batch_size=64)
+
+
+def test_close_stops_and_untracks(data):
+  out, _, _ = data
+  it, _ = _train(out, 1)
+  ev = input_pipeline.create_eval_iterator(
+    out, batch_size=8, mode='thumos', process_index=0, process_count=1
+  )
+  assert it in input_pipeline._OPEN and ev in input_pipeline._OPEN
+  it.close()
+  ev.close()
+  assert it not in input_pipeline._OPEN and ev not in input_pipeline._OPEN
+  with pytest.raises(StopIteration):
+    next(it)
+  assert it.state() == {'epoch': 0, 'batch': 1}
