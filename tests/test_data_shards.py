@@ -185,3 +185,29 @@ def test_acmnet_conversion(tmp_path):
   ]
   with open(tmp_path / 'out' / 'manifest.json') as f:
     assert json.load(f)['classes'] == list(ds.classes)
+
+
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared')
+SHARED_THUMOS = os.path.join(SHARED, 'data', 'thumos14', 'wtalc_Thumos14reduced-Annotations')
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_THUMOS), reason='../shared/data absent')
+def test_real_structure_through_the_converter(tmp_path):
+  # Features for the real THUMOS14 annotation structure (D = 8), then the spec §8 oracles on the
+  # converter's outputs.
+  src = synthetic.generate(str(tmp_path / 'src'), real_annotations=SHARED_THUMOS, feature_dim=8)
+  m = prepare.convert('wtalc', src, str(tmp_path / 'out'), videos_per_shard=128)
+  assert m['counts'] == {'train': 200, 'test': 212} and m['length_mismatches'] == []
+  gt = input_pipeline.load_ground_truth(str(tmp_path / 'out'))['database']
+  count = {'train': 0, 'test': 0}
+  for entry in gt.values():
+    count[entry['subset']] += len(entry['annotations'])
+  assert count == {'train': 3007, 'test': 3358}
+  ambiguous = [v for v in gt.values() if v['ambiguous']]
+  # 99 lines over 37 videos; video_test_0001292 (3 lines) has only ambiguous segments and is not
+  # one of the 412 videos.
+  assert len(ambiguous) == 36 and sum(len(v['ambiguous']) for v in ambiguous) == 96
+  assert [a['label'] for a in gt['video_test_0000270']['annotations']] == ['HammerThrow'] * 29
+  k = [v['video_id'] for v in m['videos']['test']].index('video_test_0000270')
+  index = shards.RecordIndex(manifest_lib.shard_paths(str(tmp_path / 'out'), m, 'test'))
+  assert not shards.decode_numpy(index.read(k))['labels'].any()  # Empty labels_all.
