@@ -17,6 +17,10 @@ whole global batch, so the hosts' slices concatenate to the one-host batch exact
 comes from numpy seeded by (seed, epoch, video) (`sampling.py`), so `state()` -> (epoch, batch) of
 the next batch is enough to resume bitwise. A Python generator plans rows and reads records by
 position (`shards.RecordIndex`); tf.data parses, gathers, pads, batches and prefetches in parallel.
+Iterators should be `close()`d when done; those still open at exit are closed by an atexit hook.
+
+THUMOS mode with max_len: T is bucketed from min(longest, max_len), so it can exceed max_len by
+less than one bucket (the padding is masked).
 """
 
 import atexit
