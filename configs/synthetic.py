@@ -2,7 +2,7 @@ r"""ISSF on the embedded synthetic THUMOS-shaped benchmark (the default; no down
 
 The generator (`data_pipelines/synthetic.py`, scale `small`) writes the W-TALC format,
 `issf-prepare` shards it, and this config trains ISSF on it with THUMOS's recipe scaled
-down: D = 256 features, 40 epochs, memory built at the end of epoch 22 (the 100/180 ratio).
+down: D = 256 features, 30 epochs, memory built at the end of epoch 16 (the 100/180 ratio).
 
   make demo          # = python -m launch.demo --workdir runs/demo
 or by hand:
@@ -21,13 +21,13 @@ from issf_jax import config_lib, experiment
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, scale='small')
   config = experiment.base_config(
-    dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=40, batch_size=10
+    dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=30, batch_size=10
   )
   config.dataset = 'synthetic'
   config.data.synthetic_scale = arg.scale
   config.model.sigma = 0.88
   config.model.saliency_ratio = 0.5
-  config.train.memory_init_epoch = 22
+  config.train.memory_init_epoch = 16
   config.train.eval_every_epochs = 10
   config.train.checkpoint_every_epochs = 10
   config.train.log_every_steps = 50
