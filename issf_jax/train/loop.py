@@ -114,7 +114,9 @@ class Trainer:
     return self.train_steps[ready]
 
   def initial_state(self):
-    state = step_lib.create_train_state(self.config, jax.random.key(self.config.train.seed))
+    # Jitted: one program (~3 s on 2 CPU cores) instead of hundreds of eager ops (~15 s).
+    create = jax.jit(lambda key: step_lib.create_train_state(self.config, key))
+    state = create(jax.random.key(self.config.train.seed))
     return step_lib.replicate(state, self.mesh)
 
   def restore_or_init(self):
