@@ -2,7 +2,8 @@
 
 Static shapes: the salient set F^a = F[b] and the non-salient set F^b = F[~b] are never
 gathered. The channel unit runs on all T rows, and the temporal unit masks its key axis
-to the set (and to the true snippets). An empty set contributes nothing (A4).
+to the set (and to the true snippets). An empty set contributes nothing (A4). The two
+temporal units share one T x T logits matrix and one weighted sum (see `__call__`).
 """
 
 from __future__ import annotations
@@ -119,8 +120,14 @@ class BoundaryRefinement(nn.Module):
     else:
       fh_a = ChannelUnit(self.reduction, name='salient_unit')(feats)
       fh_b = ChannelUnit(self.reduction, name='non_salient_unit')(feats)
-    term_a = temporal_unit(feats, fh_a, salient, self.attn_logits)
-    term_b = temporal_unit(feats, fh_b, non_salient, self.attn_logits)
+    # The two sets partition the true snippets, so one key matrix holds both (a snippet is a
+    # key of its own set only) and Eq. 5-6 take one T x T product each way instead of two:
+    # w_a Fh^a and w_b Fh^b equal w_a K and w_b K, as each softmax is 0 outside its set, so
+    # sigma w_a Fh^a + (1 - sigma) w_b Fh^b = (sigma w_a + (1 - sigma) w_b) K.
+    keys = jnp.where(salient[..., None], fh_a, fh_b)
+    logits = attention_logits(feats, keys, self.attn_logits, 'bqd,bkd->bqk')
+    attn_a = masked_softmax(logits, salient[:, None, :])
+    attn_b = masked_softmax(logits, non_salient[:, None, :])
 
     has_a = salient.any(-1)[:, None, None]
     has_b = non_salient.any(-1)[:, None, None]
@@ -136,7 +143,7 @@ class BoundaryRefinement(nn.Module):
     both = has_a & has_b
     weight_a = jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0))
     weight_b = jnp.where(both, w_b, jnp.where(has_b, 1.0, 0.0))
-    out = weight_a * term_a + weight_b * term_b
+    out = jnp.einsum('bqk,bkd->bqd', weight_a * attn_a + weight_b * attn_b, keys)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)
     return out * maskf
