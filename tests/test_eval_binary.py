@@ -1,0 +1,144 @@
+"""The offline eval binary end to end (issue 5): `python -m launch.evaluate` on a tiny run's
+checkpoints (latest, best, a given step) and the `score` dispatch on the predictions it wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from issf_jax import checkpointing, evaluation
+from issf_jax.train import restore
+from tests.conftest import run_python, subprocess_env
+
+TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+@pytest.fixture(scope='module')
+def run_copy(tmp_path_factory, tiny_run):
+  """A copy of the tiny run, with the trainer's own step-24 predictions kept aside."""
+  workdir = tmp_path_factory.mktemp('eval_binary') / 'run'
+  shutil.copytree(tiny_run, workdir)
+  with open(workdir / 'predictions' / 'step_24.json') as f:
+    trainer_predictions = json.load(f)
+  return workdir, trainer_predictions
+
+
+def _ground_truth(shards, subset='test'):
+  with open(shards / 'ground_truth.json') as f:
+    gt = json.load(f)
+  videos = {k: v for k, v in gt['database'].items() if v['subset'] == subset}
+  return gt, videos, sum(len(v['annotations']) for v in videos.values())
+
+
+def _labels(videos: dict) -> set:
+  return {a['label'] for v in videos.values() for a in v['annotations']}
+
+
+def _trainer_eval(workdir, step: int) -> dict:
+  """The eval metrics the trainer logged at `step` (metrics.jsonl)."""
+  with open(workdir / 'metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  return [r for r in records if r['step'] == step and 'eval/average_mAP' in r][-1]
+
+
+@pytest.mark.parametrize('which', ['latest', 'best', '6'])
+def test_evaluate_checkpoint(run_copy, tiny_shards, jax_cache_dir, which):
+  workdir, trainer_predictions = run_copy
+  ckpt = checkpointing.Checkpointer(str(workdir / 'checkpoints'), create=False,
+                                    best_metric='average_mAP')  # fmt: skip
+  best, steps = ckpt.best_step(), ckpt.all_steps()
+  ckpt.close()
+  assert steps == [6, 12, 18, 24]
+  assert best in (12, 24)  # the evaluated steps
+  step = {'latest': 24, 'best': best, '6': 6}[which]
+
+  proc = run_python(
+    ['-m', 'launch.evaluate', '--workdir', workdir, '--checkpoint', which],
+    subprocess_env(jax_cache_dir),
+  )
+  out = proc.stdout
+  _, gt_videos, num_instances = _ground_truth(tiny_shards)
+
+  # The printed table: protocol, counts, mAP at each tIoU and the averages, classification mAP.
+  label = 'best on eval' if which == 'best' else which
+  assert f'Checkpoint step {step} ({label})' in out, out
+  assert (
+    f'protocol: rskp  subset: test  videos: {len(gt_videos)}  instances: {num_instances}' in out
+  )
+  assert ' tIoU ' in out and 'mAP (%)' in out
+  table_row = next(line for line in out.splitlines() if line.strip().startswith('tIoU'))
+  assert table_row.split()[1:] == ['0.1', '0.2', '0.3', '0.4', '0.5', '0.6', '0.7', 'avg']
+  assert 'averages (%): 0.1:0.5 ' in out and '0.3:0.7' in out and '0.1:0.7' in out
+  assert 'classification mAP (%):' in out
+
+  # predictions/step_N.json in the ActivityNet format, one entry per test video.
+  with open(workdir / 'predictions' / f'step_{step}.json') as f:
+    predictions = json.load(f)
+  assert set(predictions) == {'version', 'results', 'external_data'}
+  assert set(predictions['results']) == set(gt_videos)
+  for detections in predictions['results'].values():
+    for d in detections:
+      assert set(d) == {'label', 'score', 'segment'}
+      assert len(d['segment']) == 2 and d['segment'][0] <= d['segment'][1]
+  if step == 24:  # the binary's restore + predict reproduces the trainer's final evaluation
+    assert predictions == trainer_predictions
+
+  # eval/step_N.json: the full result, with the checkpoint it came from.
+  with open(workdir / 'eval' / f'step_{step}.json') as f:
+    result = json.load(f)
+  assert result['checkpoint'] == {'step': step, 'which': which}
+  assert result['protocol'] == 'rskp' and result['subset'] == 'test'
+  assert result['tiou_thresholds'] == pytest.approx(TIOU)
+  assert len(result['mAP']) == len(TIOU)
+  assert result['num_videos'] == len(gt_videos) and result['num_instances'] == num_instances
+  assert result['average_mAP'] == pytest.approx(np.mean(result['mAP']))
+  assert 'classification_mAP' in result
+  if step in (12, 24):  # evaluated by the trainer too: the same numbers
+    logged = _trainer_eval(workdir, step)
+    assert logged['eval/average_mAP'] == pytest.approx(result['average_mAP'], abs=1e-6)
+
+
+def test_evaluate_missing_step_names_the_steps(run_copy, tiny_shards):
+  """A step with no checkpoint fails before any prediction, naming the steps there are."""
+  from launch import evaluate
+
+  workdir, _ = run_copy
+  config = restore.load_config(str(workdir))
+  with pytest.raises(FileNotFoundError, match=r'No checkpoint for step 7 .*\[6, 12, 18, 24\]'):
+    evaluate.evaluate_checkpoint(config, str(workdir), '7')
+
+
+def test_score_dispatch_on_written_predictions(run_copy, tiny_shards, jax_cache_dir, tmp_path):
+  """`python -m launch.evaluate score ...` (issf-eval score) on the model's predictions."""
+  workdir, trainer_predictions = run_copy
+  pred_path = tmp_path / 'pred.json'
+  with open(pred_path, 'w') as f:
+    json.dump(trainer_predictions, f)
+  out_json = tmp_path / 'score.json'
+  gt_path = tiny_shards / 'ground_truth.json'
+  proc = run_python(
+    ['-m', 'launch.evaluate', 'score', '--predictions', pred_path, '--ground_truth', gt_path,
+     '--subset', 'test', '--protocol', 'official', '--tiou', '0.1:0.7:0.1',
+     '--output_json', out_json],
+    subprocess_env(jax_cache_dir),
+  )  # fmt: skip
+  gt, gt_videos, num_instances = _ground_truth(tiny_shards)
+  assert 'protocol: official' in proc.stdout, proc.stdout
+  with open(out_json) as f:
+    scored = json.load(f)
+  assert scored['protocol'] == 'official' and scored['subset'] == 'test'
+  assert scored['tiou_thresholds'] == TIOU  # exact decimals, 0.3 is 0.3
+  assert scored['num_videos'] == len(gt_videos) and scored['num_instances'] == num_instances
+  # The model predicts classes that have no GT instance in the tiny test subset: scored as
+  # taxonomy classes without GT (skipped with a warning), not rejected.
+  assert gt['taxonomy'] and not set(gt['taxonomy']) <= _labels(gt_videos)
+  assert 'not scored' in proc.stderr, proc.stderr
+  with pytest.warns(UserWarning, match='not scored'):
+    expected = evaluation.evaluate_official(gt, trainer_predictions, subset='test',
+                                            tiou_thresholds=TIOU)  # fmt: skip
+  np.testing.assert_allclose(scored['mAP'], expected['mAP'], rtol=0, atol=1e-12)
+  assert scored['average_mAP'] == pytest.approx(expected['average_mAP'], abs=1e-12)
+  assert 0 < scored['average_mAP'] <= 1  # the model found something (not all zero)
