@@ -220,6 +220,7 @@ class Trainer:
           self.checkpointer.save(done, state, iterator.state(), self.signature, eval_metrics)
     if prev_metrics is not None:
       self._log(prev_step, prev_metrics, t_last, steps_since, force=True)
+    iterator.close()  # a live generator-fed tf.data pipeline can hang interpreter exit
     self.checkpointer.close()
     self.writer.close()
     return {'state': state, 'eval': last_eval, 'steps_per_epoch': self.steps_per_epoch}
