@@ -74,7 +74,16 @@ def video_detections(pred: dict, proposal_config, *, t_s: int | None = None) -> 
     # A video shorter than T_s is kept whole: its indices are original snippets.
     length = pred['cas'].shape[0]
     kwargs = dict(num_snippets_orig=pred['num_snippets_orig'], t_s=length)
-  return proposals_lib.proposals_to_seconds(
+  rows = proposals_lib.proposals_to_seconds(
     props, fps=proposal_config.fps, stride=proposal_config.stride,
     upsample=proposal_config.get('upsample', 1), **kwargs,
   )  # fmt: skip
+  # RSKP's proposal end is one snippet past the run, so a run that reaches the last snippet
+  # would end after the video; seconds are clipped to the video's end.
+  length = pred['cas'].shape[0]
+  end = proposals_lib.proposals_to_seconds(
+    np.array([[0, 0, length, 0]], np.float64), fps=proposal_config.fps,
+    stride=proposal_config.stride, **kwargs,
+  )[0, 2]  # fmt: skip
+  rows[:, 1:3] = np.minimum(rows[:, 1:3], end)
+  return rows

@@ -1,0 +1,58 @@
+"""Single-video prediction end to end (issue 5): `python -m launch.predict` on a tiny run's
+checkpoint prints the detections, writes them as JSON and draws the timeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.conftest import run_python, subprocess_env
+
+
+def _longest_test_video(shards):
+  from data_pipelines import input_pipeline
+  from data_pipelines import manifest as manifest_lib
+  from data_pipelines import shards as shards_lib
+
+  manifest = input_pipeline.load_manifest(str(shards))
+  table = manifest['videos']['test']
+  index = shards_lib.RecordIndex(manifest_lib.shard_paths(str(shards), manifest, 'test'))
+  i = int(np.argmax([v['num_snippets'] for v in table]))
+  record = shards_lib.decode_numpy(index.read(i))
+  return record['video_id'], np.array(record['features'])
+
+
+def test_predict_writes_detections_and_plot(tiny_run, tiny_shards, jax_cache_dir, tmp_path):
+  video_id, features = _longest_test_video(tiny_shards)
+  path = tmp_path / f'{video_id}.npy'
+  np.save(path, features)
+  out, plot = tmp_path / 'dets.json', tmp_path / 'timeline.png'
+  proc = run_python(
+    ['-m', 'launch.predict', '--checkpoint', tiny_run, '--features', path, '--output', out,
+     '--plot', plot, '--ground_truth', tiny_shards / 'ground_truth.json'],
+    subprocess_env(jax_cache_dir),
+  )  # fmt: skip
+  assert f'{video_id}: {len(features)} snippets, checkpoint step 24' in proc.stdout
+  assert 'start (s)' in proc.stdout
+  payload = json.loads(out.read_text())
+  assert payload['video'] == video_id and payload['checkpoint_step'] == 24
+  duration = len(features) * 16 / 25
+  for det in payload['detections']:
+    start, end = det['segment']
+    assert 0.0 <= start < end <= duration + 1e-6
+    assert det['label'] in json.loads((tiny_shards / 'manifest.json').read_text())['classes']
+  scores = [d['score'] for d in payload['detections']]
+  assert scores == sorted(scores, reverse=True)
+  assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and plot.stat().st_size > 10_000
+
+
+def test_predict_rejects_features_of_the_wrong_width(tiny_run, jax_cache_dir, tmp_path):
+  path = tmp_path / 'bad.npy'
+  np.save(path, np.zeros((10, 7), np.float32))
+  proc = run_python(
+    ['-m', 'launch.predict', '--checkpoint', tiny_run, '--features', path],
+    subprocess_env(jax_cache_dir), check=False,
+  )  # fmt: skip
+  assert proc.returncode != 0
+  assert 'bad.npy' in proc.stdout + proc.stderr and '[T>0, 64]' in proc.stdout + proc.stderr
