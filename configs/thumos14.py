@@ -12,9 +12,10 @@ Ablations are config arguments (Tables 3-6):
   --config configs/thumos14.py:saliency=l2        --config configs/thumos14.py:modules=base_brm
   --config configs/thumos14.py:brm=add            --config configs/thumos14.py:update=direct
 
-Hardware and time: 3,600 optimizer steps of 10 full-length videos; about 3.3 s/step on a
-2-core CPU (~3.5 h), minutes on one GPU. Expected result (paper, Table 1): mAP@0.1:0.7
-average 46.8 (0.5: 41.8); seed variance of a few tenths is normal for WTAL.
+Hardware and time: 3,600 optimizer steps of 10 full-length videos; about 10-12 s/step on a
+2-core CPU (~10 h; benchmarks/train_step.py, docs/results.md), far less on one GPU.
+Expected result (paper, Table 1): mAP@0.1:0.7 average 46.8 (0.5: 41.8); seed variance of a
+few tenths is normal for WTAL.
 """
 
 from issf_jax import config_lib, experiment
