@@ -202,23 +202,12 @@ def real_plan(ann_dir: str, max_videos: int | None = None) -> tuple[list, list[s
   ann = wtalc.read_annotations(ann_dir)
   has_training = any(s.strip().lower() == 'training' for s in ann['subset'])
   entries, raw, taken = [], [], {}
-  for i, video_id in enumerate(ann['videoname']):
+  for i in range(len(ann['videoname'])):
     subset = source.normalize_subset(ann['subset'][i], has_training)
     if subset is None or taken.get(subset, 0) == max_videos:
       continue
     taken[subset] = taken.get(subset, 0) + 1
-    pairs = zip(ann['segments'][i], ann['labels'][i], strict=True)
-    segments = tuple((s, e, lab) for (s, e), lab in pairs)
-    entries.append(
-      source.VideoEntry(
-        video_id=video_id,
-        subset=subset,
-        duration=ann['duration'][i],
-        labels=tuple(ann['labels_all'][i]),
-        segments=segments,
-        ambiguous=tuple(ann['ambiguous'].get(video_id, ())),
-      )
-    )
+    entries.append(wtalc.video_entry(ann, i, subset))
     raw.append(ann['subset'][i])
   return entries, raw, ann['classes']
 

@@ -115,6 +115,20 @@ def _is_missing(x) -> bool:
   return x is None or (isinstance(x, np.ndarray) and x.ndim < 2 and x.size == 0)
 
 
+def video_entry(ann: dict, i: int, subset: str) -> source.VideoEntry:
+  """The `VideoEntry` of annotation row i (training labels, detection segments, ambiguous)."""
+  video_id = ann['videoname'][i]
+  pairs = zip(ann['segments'][i], ann['labels'][i], strict=True)
+  return source.VideoEntry(
+    video_id=video_id,
+    subset=subset,
+    duration=ann['duration'][i],
+    labels=tuple(ann['labels_all'][i]),
+    segments=tuple((s, e, lab) for (s, e), lab in pairs),
+    ambiguous=tuple(ann['ambiguous'].get(video_id, ())),
+  )
+
+
 def read_wtalc(
   src: str,
   *,
@@ -152,18 +166,7 @@ def read_wtalc(
     if i >= len(feats) or _is_missing(feats[i]):
       missing.append({'video_id': video_id, 'subset': subset, 'reason': 'no features'})
       continue
-    pairs = zip(ann['segments'][i], ann['labels'][i], strict=True)
-    segments = tuple((s, e, lab) for (s, e), lab in pairs)
-    videos.append(
-      source.VideoEntry(
-        video_id=video_id,
-        subset=subset,
-        duration=ann['duration'][i],
-        labels=tuple(ann['labels_all'][i]),
-        segments=segments,
-        ambiguous=tuple(ann['ambiguous'].get(video_id, ())),
-      )
-    )
+    videos.append(video_entry(ann, i, subset))
     positions.append(i)
 
   def raw_features(k: int):
