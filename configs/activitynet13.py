@@ -1,8 +1,10 @@
 r"""ISSF on ActivityNet v1.3 with the paper's hyperparameters (ISSF Table 2; spec §5, A19).
 
 100 epochs, lr 1e-4, batch 32 (real batches), sigma 0.9, p 0.9, r 4, theta 0.2,
-lambda 0.1; T_s = 75 sampled snippets; memory built at the end of epoch 50; the
-`official` ActivityNet protocol at tIoU 0.5:0.05:0.95.
+lambda 0.1; T_s = 75 sampled snippets; the `official` ActivityNet protocol at tIoU
+0.5:0.05:0.95. The default `recipe=authors` (see configs/thumos14.py) scales the authors'
+180-epoch events to E = 100: memory built at the end of epoch ceil(2E/180) - 1 = 1, sorted
+merge until epoch round(85E/180) = 47. `:recipe=spec_v1`: memory at the end of epoch 50.
 
   issf-prepare --format acmnet --src data/ActivityNet13 --out data/anet_shards
   issf-train --config configs/activitynet13.py --workdir runs/anet \
@@ -30,7 +32,7 @@ def get_config(arg=None):
   config.loss.theta = 0.2
   config.loss.lambda_att = 0.1
   config.memory.max_labels_per_video = 4  # ActivityNet videos carry 1-3 labels; C would be 200
-  config.train.memory_init_epoch = 50
+  config.train.memory_init_epoch = 50  # spec_v1's (A7); recipe=authors replaces it
   config.train.eval_every_epochs = 10
   config.train.checkpoint_every_epochs = 10
   config.eval.protocol = 'official'

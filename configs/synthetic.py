@@ -2,7 +2,11 @@ r"""ISSF on the embedded synthetic THUMOS-shaped benchmark (the default; no down
 
 The generator (`data_pipelines/synthetic.py`, scale `small`) writes the W-TALC format,
 `issf-prepare` shards it, and this config trains ISSF on it with THUMOS's recipe scaled
-down: D = 256 features, 30 epochs, memory built at the end of epoch 16 (the 100/180 ratio).
+down: D = 256 features, lr 1e-4, 30 epochs. The epoch-indexed events of the recipe scale
+with `train.num_epochs` E (lazily, so an override moves them):
+  recipe=authors (default): memory built at the end of epoch ceil(2E/180) - 1 = 0, a sorted
+    merge until epoch round(85E/180) = 14, then the m-blend;
+  recipe=spec_v1: memory built at the end of epoch floor(100E/180) = 16.
 
   make demo          # = python -m launch.demo --workdir runs/demo
 or by hand:
@@ -12,7 +16,7 @@ or by hand:
     --config.data.shards_dir=runs/synthetic/shards
 
 Hardware and time: a few minutes on a 2-core CPU. Expected result: see docs/results.md
-(the synthetic table, with Base and Base+BRM beside ISSF: `:modules=base`, `:modules=base_brm`).
+(Table 4 over seeds for both recipes: `issf-repro --table 4 --seeds 3`).
 """
 
 from issf_jax import config_lib, experiment
@@ -27,7 +31,6 @@ def get_config(arg=None):
   config.data.synthetic_scale = arg.scale
   config.model.sigma = 0.88
   config.model.saliency_ratio = 0.5
-  config.train.memory_init_epoch = 16
   config.train.eval_every_epochs = 10
   config.train.checkpoint_every_epochs = 10
   config.train.log_every_steps = 50

@@ -9,14 +9,26 @@ Arguments (paper tables):
   modules   Table 4: full (default, Base+BRM+DEM) | base_brm | base
   mode      official (default) | paper  (saliency mode, A1)
   memory    sequential (default) | batched
+  recipe    authors (default: the authors' released code) | spec_v1 (issf_jax/recipes.py)
+  memory_class_index  own (default: a video's own classes) | released (class 0, the bug)
+Under `recipe=authors`, `update=ours` selects the authors' memory update (`merge_blend`).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from issf_jax import recipes
+
 _ARG_DEFAULTS = dict(
-  saliency='l1', brm='weighted', update='ours', modules='full', mode='official', memory='sequential'
+  saliency='l1',
+  brm='weighted',
+  update='ours',
+  modules='full',
+  mode='official',
+  memory='sequential',
+  recipe='authors',
+  memory_class_index='own',
 )
 _CHOICES = dict(
   saliency=('l1', 'l2', 'cosine', 'random', 'classification'),
@@ -25,6 +37,8 @@ _CHOICES = dict(
   modules=('full', 'base_brm', 'base'),
   mode=('official', 'paper'),
   memory=('sequential', 'batched'),
+  recipe=recipes.RECIPES,
+  memory_class_index=recipes.MEMORY_CLASS_INDEX,
 )
 
 
@@ -48,7 +62,8 @@ def parse_arg(arg: str | None, **extra_defaults) -> ml_collections.ConfigDict:
 
 
 def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
-  """Sets the model/memory fields that the ablation arguments name."""
+  """Sets the recipe's fields, then the model/memory fields that the ablation arguments name."""
+  recipes.apply_recipe(config, arg.recipe, arg.memory_class_index)
   m = config.model
   if arg.saliency in ('random', 'classification'):
     m.saliency_strategy = arg.saliency
@@ -56,7 +71,10 @@ def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.Confi
     m.saliency_strategy, m.saliency_distance = 'distance', arg.saliency
   m.saliency_mode = arg.mode
   m.brm_variant = arg.brm
-  config.memory.update_mode = arg['update']
+  update = arg['update']
+  if update == 'ours' and arg.recipe == 'authors':
+    update = 'merge_blend'
+  config.memory.update_mode = update
   config.memory.mode = arg.memory
   if arg.modules == 'base':
     m.use_brm, m.use_dem, m.fusion = False, False, 'base'

@@ -21,14 +21,24 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
   c.saliency_strategy = 'distance'  # 'distance' | 'random' | 'classification'
   c.saliency_ratio = 0.5  # p: K from each video's true length.
   c.saliency_input = 'embedded'  # 'embedded' | 'raw'
+  # k = max(int(p T) - 1, saliency_min_selected) in `official` mode: 1 guards short videos
+  # (spec A1); the authors' code has no guard (0: a video with T < 4 has no salient snippet).
+  c.saliency_min_selected = 1
   # Boundary refinement module (Eq. 4-6, §4.3, Table 5).
   c.use_brm = True
   c.brm_reduction = 4  # r
   c.brm_variant = 'weighted'  # self | no_salient | no_non_salient | add | weighted | temporal_only
   c.sigma = 0.88  # weight of the salient term in Eq. 6
   c.attn_logits = 'dot'  # 'dot' | 'dot_sqrt_d' | 'cosine5'  (Eq. 5 and Eq. 9, A3)
+  c.brm_mlp_bias = True  # the channel-unit MLPs theta_a/theta_b have biases (A18; authors: no)
+  # An empty salient or non-salient set: 'renormalize' drops its term and gives the other
+  # weight 1 (A4); 'zero' keeps the weights and the empty term is zero (the authors' code).
+  c.brm_empty_set = 'renormalize'
   # Discrimination enhancement module (Eq. 9).
   c.use_dem = True
+  # Pseudo-label T^p = w_brm T~ + w_dem T^ (A15: a plain sum; the authors' code: 0.8 / 0.2).
+  c.pseudo_label_brm_weight = 1.0
+  c.pseudo_label_dem_weight = 1.0
   # Inference fusion (§4.6, A17).
   c.fusion = 'base_brm'  # 'base_brm' (0.6 base + 0.4 BRM) | 'base'
   c.fusion_base_weight = 0.6
@@ -38,9 +48,24 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
 def memory_config() -> ml_collections.ConfigDict:
   """The `memory` section: DEM memory bank (§4.4, Table 6)."""
   c = ml_collections.ConfigDict()
-  c.slots = 5  # N per class (A5).
-  c.eta0 = 0.1  # eta = eta0 * ln(exp(e/E) + 1) (Eq. 8, A6).
-  c.update_mode = 'ours'  # 'ours' | 'direct' | 'momentum'
+  c.slots = 5  # N per class (A5; the authors' code: 9).
+  c.eta0 = 0.1  # eta = eta0 * ln(exp(e/E) + 1) (Eq. 8, A6), modes `ours`/`momentum`.
+  # 'ours' (spec: rank-aligned eta blend of the top-N candidates) | 'direct' | 'momentum' |
+  # 'merge_blend' (the authors' code: a score-sorted merge of row and candidates, then from
+  # epoch merge_until_epoch + 1 on, row = m row + (1 - m) merged, m = momentum_scale ln(...)).
+  c.update_mode = 'ours'
+  c.merge_until_epoch = 85  # the authors' `moment_up` (0-based epoch; merge_blend only)
+  c.momentum_scale = 0.5  # m = momentum_scale * ln(exp(e/E) + 1) (merge_blend only)
+  # The DEM read attends over every slot of the read rows, filled or not (the authors' code
+  # reads the zero-initialised slots too) or over the filled slots only.
+  c.read_empty_slots = False
+  # Which memory row a video reads and updates: 'own' (its ground-truth classes, as the paper
+  # says) or 'released' (the released code's bug: row 0, once per label the video has).
+  c.class_index = 'own'
+  # merge_blend: equal scores in the merge go 'index' (the row's slot first; jittable) or
+  # 'torch' (as the authors' unstable torch.sort orders them, over every salient snippet,
+  # on the host: only for reproducing the released run exactly; see issf_jax/torch_sort.py).
+  c.merge_tie_order = 'index'
   c.mode = 'sequential'  # 'sequential' (RSKP order) | 'batched'
   return c
 

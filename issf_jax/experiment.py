@@ -33,7 +33,9 @@ def base_config(
   config.train = ml_collections.ConfigDict()
   config.train.num_epochs = num_epochs
   config.train.batch_size = batch_size  # global batch of videos per optimizer step
-  config.train.memory_init_epoch = num_epochs * 100 // 180  # 0-based epoch at whose end M is built
+  # The 0-based epoch at whose end M is built: spec A7's 100 of 180, scaled with num_epochs
+  # (a lazy reference, so `--config.train.num_epochs` moves it). Recipes may replace it.
+  config.train.memory_init_epoch = config.train.get_ref('num_epochs') * 100 // 180
   config.train.seed = 2  # RSKP's torch.manual_seed(2)
   config.train.num_devices = 0  # 0: every device
   config.train.log_every_steps = 20

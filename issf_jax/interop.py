@@ -63,3 +63,58 @@ def export_rskp_state_dict(params: dict) -> dict[str, np.ndarray]:
     'ac_center': np.asarray(params['head']['ac_center']),
     'fg_center': np.asarray(params['head']['fg_center']),
   }
+
+
+# The authors' ISSF (MICLAB-BUPT/ISSF `arch/model.py`): RSKP's four tensors plus the BRM MLPs
+# (torch Linear layout [out, in], no biases). The rest is created but never used by forward.
+_AUTHORS_BRM = {
+  'channel_weights.0.weight': ('salient_unit', 'fc1'),
+  'channel_weights.2.weight': ('salient_unit', 'fc2'),
+  'channel_back_weights.0.weight': ('non_salient_unit', 'fc1'),
+  'channel_back_weights.2.weight': ('non_salient_unit', 'fc2'),
+}
+AUTHORS_UNUSED = (
+  'saliency',
+  'saliency_back',
+  'weight_linear.weight',
+  'channel_fore_factors',
+  'channel_back_factors',
+)
+
+
+def import_issf_authors_state_dict(state_dict: Mapping[str, np.ndarray], params: dict) -> dict:
+  """Returns a copy of `params` with the authors' ISSF weights (their `ISSF.state_dict()`).
+
+  Args:
+    state_dict: torch names -> numpy arrays (e.g. `np.load('w.npz')`); the parameters their
+      forward never uses (`AUTHORS_UNUSED`) are ignored.
+    params: ISSF params of a model with `use_brm` and `brm_mlp_bias=False` (recipe=authors).
+  Raises:
+    ValueError: a missing or unknown key, a shape that does not match, or a model whose
+      BRM MLPs have biases the authors' model does not have.
+  """
+  brm_state = {k: v for k, v in state_dict.items() if k in _AUTHORS_BRM}
+  missing = [k for k in _AUTHORS_BRM if k not in brm_state]
+  if missing:
+    raise ValueError(f'ISSF state_dict is missing {missing}; it has {sorted(state_dict)}.')
+  rskp_state = {
+    k: v for k, v in state_dict.items() if k not in _AUTHORS_BRM and k not in AUTHORS_UNUSED
+  }
+  new = import_rskp_state_dict(rskp_state, params)
+  if 'brm' not in new:
+    raise ValueError("The model has no BRM (modules=base); the authors' weights need one.")
+  for key, (unit, layer) in _AUTHORS_BRM.items():
+    dense = new['brm'][unit][layer]
+    if 'bias' in dense:
+      raise ValueError(
+        f"The model's BRM layer {unit}/{layer} has a bias; the authors' has none "
+        '(use recipe=authors, i.e. model.brm_mlp_bias=False).'
+      )
+    value = np.asarray(state_dict[key]).T
+    if tuple(dense['kernel'].shape) != value.shape:
+      raise ValueError(
+        f'ISSF weight {key} has shape {value.T.shape}, the model expects '
+        f'{tuple(dense["kernel"].shape[::-1])} (check model.embed_dim and brm_reduction).'
+      )
+    dense['kernel'] = jnp.asarray(value, jnp.float32)
+  return new

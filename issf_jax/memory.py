@@ -5,7 +5,8 @@ Pure functions act on it:
   * `candidates`:   the update candidates of a batch of videos (top-N salient snippets per
                     ground-truth class by the class probability), a function of params only;
   * `init_merge`:   initialisation, keeping each class's global top-N (order-independent);
-  * `update`:       the momentum update of one video (modes `ours`, `direct`, `momentum`);
+  * `update`:       the update of one video (modes `ours`, `direct`, `momentum`, and the
+                    authors' `merge_blend`);
   * `scan_updates`: the exact sequential updates of a global batch, with the rows each
                     video must read (the memory the videos before it left);
   * `read_rows`:    the rows of a video's ground-truth classes, for the DEM read.
@@ -21,7 +22,12 @@ import flax
 import jax
 import jax.numpy as jnp
 
-UPDATE_MODES = ('ours', 'direct', 'momentum')
+from issf_jax import torch_sort
+
+UPDATE_MODES = ('ours', 'direct', 'momentum', 'merge_blend')
+# `merge_blend` with equal scores ordered as the authors' torch.sort does (torch_sort.py);
+# its candidates are every salient snippet (`all_salient_candidates`), not the top N.
+EXACT_MERGE = 'merge_blend_torch'
 
 
 @flax.struct.dataclass
@@ -48,6 +54,11 @@ def empty(num_classes: int, slots: int, dim: int) -> MemoryBank:
 def eta(epoch, total_epochs: int, eta0: float):
   """Eq. 8: eta = eta0 * ln(exp(e / E) + 1), e the 0-based epoch (A21)."""
   return eta0 * jnp.log(jnp.exp(jnp.asarray(epoch, jnp.float32) / total_epochs) + 1.0)
+
+
+def authors_momentum(epoch, total_epochs: int, scale: float):
+  """The authors' m = scale * ln(exp(e / E) + 1), e the 0-based epoch (weight of the OLD row)."""
+  return scale * jnp.log(jnp.exp(jnp.asarray(epoch, jnp.float32) / total_epochs) + 1.0)
 
 
 def label_slots(labels: jax.Array, max_labels: int) -> jax.Array:
@@ -127,8 +138,14 @@ def update(memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, e
       candidates replace the slots; `momentum` blends the mean salient feature (no
       confidence selection) and keeps slot order. Only slots with a candidate change.
   """
-  if mode not in UPDATE_MODES:
+  if mode not in UPDATE_MODES + (EXACT_MERGE,):
     raise ValueError(f'Unknown memory update mode {mode!r}; expected one of {UPDATE_MODES}.')
+  if mode == 'merge_blend':
+    return merge_blend_update(memory, cand_feats, cand_scores, cand_valid, class_ids, eta_value)
+  if mode == EXACT_MERGE:
+    return exact_merge_blend_update(
+      memory, cand_feats, cand_scores, cand_valid, class_ids, eta_value
+    )
   num_classes = memory.num_classes
   rows = jnp.where(class_ids >= 0, class_ids, num_classes)  # out of range -> dropped
   safe = jnp.minimum(rows, num_classes - 1)
@@ -151,39 +168,146 @@ def update(memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, e
   )
 
 
-def read_rows(memory: MemoryBank, class_ids):
+def merge_blend_update(memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, m):
+  """The authors' update of one video: label slot by label slot, in order.
+
+  Row c and the candidates are merged by score (descending; a row slot keeps the score it
+  entered with, an empty slot is a zero vector with score 0), the top N kept, then
+  row = m row + (1 - m) merged and scores = merged scores. m = 0 is the pure merge (the
+  authors' phase up to `moment_up`). Slot by slot matters when two label slots name the
+  same row (the released code's class-0 indexing): the second merge sees the first.
+
+  The top-N candidates per label slot (`candidates`) are all the merge can ever keep: a
+  salient snippet outside a video's top N for class c is beaten by N of its own candidates.
+
+  Args:
+    memory: the bank.
+    cand_feats [L, N, D], cand_scores [L, N], cand_valid [L, N], class_ids [L]: one video.
+    m: scalar weight of the old row.
+  """
+  slots = memory.features.shape[1]
+
+  def one(mem, slot):
+    feats, scores, valid, class_id = slot
+    row = jnp.maximum(class_id, 0)
+    row_f, row_s, row_filled = mem.features[row], mem.scores[row], mem.filled[row]
+    all_s = jnp.concatenate([row_s, jnp.where(valid, scores, -jnp.inf)])
+    all_f = jnp.concatenate([row_f, feats])
+    all_filled = jnp.concatenate([row_filled, valid])
+    # top_k keeps the lower index on ties: the row's slot before an equal candidate.
+    merged_s, order = jax.lax.top_k(all_s, slots)
+    new_f = m * row_f + (1.0 - m) * all_f[order]
+    new_filled = row_filled | all_filled[order]
+    keep = class_id < 0
+    mem = mem.replace(
+      features=mem.features.at[row].set(jnp.where(keep, row_f, new_f)),
+      scores=mem.scores.at[row].set(jnp.where(keep, row_s, merged_s)),
+      filled=mem.filled.at[row].set(jnp.where(keep, row_filled, new_filled)),
+    )
+    return mem, None
+
+  memory, _ = jax.lax.scan(one, memory, (cand_feats, cand_scores, cand_valid, class_ids))
+  return memory
+
+
+def all_salient_candidates(feats, salient, probs, class_ids):
+  """Every salient snippet as a candidate of each label slot (the authors' candidate set).
+
+  Args: feats [B, T, D] embedded F; salient [B, T] bool; probs [B, T, C+1]; class_ids [B, L].
+  Returns: feats [B, T, D], scores [B, L, T] (P[t, c_l]), valid [B, L, T] bool.
+  """
+  feats = jax.lax.stop_gradient(feats)
+  probs = jax.lax.stop_gradient(probs)
+  scores = jnp.take_along_axis(probs, jnp.maximum(class_ids, 0)[:, None, :], axis=-1)
+  valid = salient[:, None, :] & (class_ids >= 0)[:, :, None]
+  return feats, jnp.moveaxis(scores, 1, 2), valid
+
+
+def exact_merge_blend_update(memory: MemoryBank, feats, scores, valid, class_ids, m):
+  """`merge_blend_update` over every salient snippet, equal scores ordered as torch does.
+
+  Args:
+    feats [T, D]; scores [L, T]; valid [L, T]; class_ids [L]: one video (as from
+    `all_salient_candidates`); m: the weight of the old row.
+  """
+
+  def one(mem, slot):
+    slot_scores, slot_valid, class_id = slot
+    row = jnp.maximum(class_id, 0)
+    row_f, row_s, row_filled = mem.features[row], mem.scores[row], mem.filled[row]
+    order = torch_sort.merge_order(row_s, slot_scores, slot_valid)  # [N] into [row; snippets]
+    from_row = order < row_s.shape[0]
+    snippet = jnp.maximum(order - row_s.shape[0], 0)
+    slot_index = jnp.minimum(order, row_s.shape[0] - 1)
+    merged_f = jnp.where(from_row[:, None], row_f[slot_index], feats[snippet])
+    merged_s = jnp.where(from_row, row_s[slot_index], slot_scores[snippet])
+    new_f = m * row_f + (1.0 - m) * merged_f
+    new_filled = row_filled | ~from_row | row_filled[slot_index]
+    keep = class_id < 0
+    mem = mem.replace(
+      features=mem.features.at[row].set(jnp.where(keep, row_f, new_f)),
+      scores=mem.scores.at[row].set(jnp.where(keep, row_s, merged_s)),
+      filled=mem.filled.at[row].set(jnp.where(keep, row_filled, new_filled)),
+    )
+    return mem, None
+
+  memory, _ = jax.lax.scan(one, memory, (scores, valid, class_ids))
+  return memory
+
+
+def read_rows(memory: MemoryBank, class_ids, include_empty: bool = False):
   """The memory rows of each video's label slots.
 
   Args:
     class_ids: [B, L] int, -1 for none.
+    include_empty: every slot of a real label's row is readable, filled or not (the
+      authors' code attends over the zero-initialised slots too).
   Returns:
     rows [B, L, N, D] and readable [B, L, N] bool (filled slots of real labels).
   """
   safe = jnp.maximum(class_ids, 0)
-  readable = memory.filled[safe] & (class_ids >= 0)[..., None]
+  real = (class_ids >= 0)[..., None]
+  if include_empty:
+    readable = jnp.broadcast_to(real, memory.filled[safe].shape)
+  else:
+    readable = memory.filled[safe] & real
   return memory.features[safe], readable
 
 
 def scan_updates(
-  memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, eta_value, mode
+  memory: MemoryBank,
+  cand_feats,
+  cand_scores,
+  cand_valid,
+  class_ids,
+  eta_value,
+  mode,
+  *,
+  include_empty: bool = False,
+  trace: bool = False,
 ):
   """Sequential updates over a batch in video order (RSKP's per-video order, DESIGN.md §3).
 
-  Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]).
+  Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]); `include_empty`
+    as in `read_rows`; `trace` also returns the memory after each video's update.
   Returns:
     the final memory, and (rows [B, L, N, D], readable [B, L, N]): what video j reads,
-    the memory as the videos before it left it.
+    the memory as the videos before it left it; with `trace`, a fourth value (features
+    [B, C, N, D], scores [B, C, N]) of the memory after each video.
   """
 
   def body(mem, video):
     f, s, v, ids = video
-    read = read_rows(mem, ids[None])
+    read = read_rows(mem, ids[None], include_empty)
     mem = update(mem, f, s, v, ids, eta_value, mode)
-    return mem, (read[0][0], read[1][0])
+    after = (mem.features, mem.scores) if trace else None
+    return mem, (read[0][0], read[1][0], after)
 
-  memory, (rows, readable) = jax.lax.scan(
+  memory, (rows, readable, after) = jax.lax.scan(
     body, memory, (cand_feats, cand_scores, cand_valid, class_ids)
   )
+  if trace:
+    return memory, rows, readable, after
   return memory, rows, readable
 
 

@@ -47,9 +47,7 @@ def train_variant(name: str, arg: str, shards: str, workdir: str, scale: str) ->
   config.data.shards_dir = shards
   config.model.feature_dim = config.model.embed_dim = feature_dim
   if _EPOCHS.value:
-    config.train.num_epochs = _EPOCHS.value
-    if config.train.memory_init_epoch >= 0:
-      config.train.memory_init_epoch = _EPOCHS.value * 100 // 180
+    config.train.num_epochs = _EPOCHS.value  # the recipe's epoch events follow (lazily)
   run_dir = os.path.join(workdir, name.replace('+', '_').lower())
   print(f'\n=== {name} ({arg}) -> {run_dir}')
   t0 = time.time()

@@ -23,14 +23,52 @@ def test_thumos14_has_the_paper_hyperparameters():
   assert c.model.brm_reduction == 4  # r
   assert c.loss.theta == 0.2
   assert c.loss.lambda_att == 0.1  # lambda
-  assert c.train.memory_init_epoch == 100
+  # The default recipe is the authors' code: memory at the end of epoch index 1, 9 slots,
+  # merge until epoch 85 (moment_up), 0.8/0.2 pseudo-label, BRM MLPs without biases.
+  assert c.ablation.recipe == 'authors' and c.memory.class_index == 'own'
+  assert (c.train.memory_init_epoch, c.memory.merge_until_epoch) == (1, 85)
+  assert (c.memory.slots, c.memory.update_mode, c.memory.read_empty_slots) == (
+    9,
+    'merge_blend',
+    True,
+  )
+  assert (c.model.pseudo_label_brm_weight, c.model.pseudo_label_dem_weight) == (0.8, 0.2)
+  assert (c.model.brm_mlp_bias, c.model.brm_empty_set, c.model.saliency_min_selected) == (
+    False,
+    'zero',
+    0,
+  )
   assert c.eval.protocol == 'rskp'
   assert c.data.mode == 'thumos'
   assert c.eval.tiou_thresholds == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
   # The default ablation arguments: the full model.
   assert (c.model.use_brm, c.model.use_dem, c.model.brm_variant) == (True, True, 'weighted')
   assert (c.model.saliency_strategy, c.model.saliency_distance) == ('distance', 'l1')
-  assert c.memory.update_mode == 'ours'
+
+
+def test_spec_v1_recipe_keeps_the_earlier_resolutions():
+  c = thumos14.get_config('recipe=spec_v1')
+  assert (c.train.memory_init_epoch, c.memory.slots, c.memory.update_mode) == (100, 5, 'ours')
+  assert (c.model.pseudo_label_brm_weight, c.model.pseudo_label_dem_weight) == (1.0, 1.0)
+  assert (c.model.brm_mlp_bias, c.model.brm_empty_set, c.model.saliency_min_selected) == (
+    True,
+    'renormalize',
+    1,
+  )
+  assert c.memory.read_empty_slots is False
+  assert activitynet13.get_config('recipe=spec_v1').train.memory_init_epoch == 50
+  assert thumos14.get_config('recipe=spec_v1,update=momentum').memory.update_mode == 'momentum'
+  released = thumos14.get_config('memory_class_index=released')
+  assert (released.memory.class_index, released.memory.merge_tie_order) == ('released', 'torch')
+
+
+def test_recipe_epoch_events_follow_num_epochs_overrides():
+  c = synthetic.get_config()
+  c.train.num_epochs = 90  # as --config.train.num_epochs=90 does
+  assert (c.train.memory_init_epoch, c.memory.merge_until_epoch) == (0, 43)
+  c = synthetic.get_config('recipe=spec_v1')
+  c.train.num_epochs = 90
+  assert c.train.memory_init_epoch == 50
 
 
 def test_activitynet13_has_the_paper_hyperparameters():
@@ -43,7 +81,7 @@ def test_activitynet13_has_the_paper_hyperparameters():
   assert c.model.saliency_ratio == 0.9
   assert c.model.brm_reduction == 4
   assert (c.loss.theta, c.loss.lambda_att) == (0.2, 0.1)
-  assert c.train.memory_init_epoch == 50
+  assert c.train.memory_init_epoch == 1  # recipe=authors: ceil(2 * 100 / 180) - 1
   assert c.data.mode == 'activitynet' and c.data.t_s == 75
   assert c.eval.protocol == 'official'
   assert c.eval.tiou_thresholds == pytest.approx([0.5 + 0.05 * i for i in range(10)])

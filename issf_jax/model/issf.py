@@ -47,7 +47,14 @@ class ISSF(nn.Module):
     self.embedding = Embedding(c.embed_dim, c.dropout)
     self.head = ClassificationHead(c.num_classes, c.scale)
     if c.use_brm:
-      self.brm = BoundaryRefinement(c.brm_reduction, c.sigma, c.brm_variant, c.attn_logits)
+      self.brm = BoundaryRefinement(
+        c.brm_reduction,
+        c.sigma,
+        c.brm_variant,
+        c.attn_logits,
+        mlp_bias=c.get('brm_mlp_bias', True),
+        empty_set=c.get('brm_empty_set', 'renormalize'),
+      )
 
   def encode(self, features, mask, *, train: bool, video_keys=None) -> dict:
     """Everything before the memory read.
@@ -81,6 +88,7 @@ class ISSF(nn.Module):
       ratio=c.saliency_ratio,
       key=saliency_keys,
       class_probs=jax.nn.softmax(base['frame_logits'], axis=-1),
+      min_selected=c.get('saliency_min_selected', 1),
     )
     refined = self.brm(embedded, mask, salient)
     out.update(salient=salient, refined=refined, brm=self.head(refined, mask))
@@ -115,19 +123,25 @@ class ISSF(nn.Module):
       return out
     if memory is not None and self.config.use_dem:
       out.update(self.enhance(out['refined'], mask, memory, slot_valid, labels))
-    out['pseudo_logits'] = pseudo_label_logits(out)
+    out['pseudo_logits'] = pseudo_label_logits(out, self.config)
     return out
 
 
-def pseudo_label_logits(outputs: dict) -> jax.Array:
-  """T^p [B, T, C+1] = T~ + T^ (a literal sum of logits, A15), or T~ before the memory exists.
+def pseudo_label_logits(outputs: dict, model_config=None) -> jax.Array:
+  """T^p [B, T, C+1] = w_brm T~ + w_dem T^, or T~ before the memory exists.
 
-  A video with no readable memory slot keeps T~ alone.
+  The weights come from `model_config` (`pseudo_label_brm_weight`, `pseudo_label_dem_weight`):
+  1 and 1 is spec A15's literal sum of logits, 0.8 and 0.2 the authors' code. Without a
+  config, the sum. A video with no readable memory slot keeps T~ alone.
   """
   teacher = outputs['brm']['frame_logits']
   if 'dem' in outputs:
+    get = model_config.get if model_config is not None else (lambda _, default: default)
+    w_brm = get('pseudo_label_brm_weight', 1.0)
+    w_dem = get('pseudo_label_dem_weight', 1.0)
     has = outputs['has_memory'][:, None, None]
-    teacher = teacher + jnp.where(has, outputs['dem']['frame_logits'], 0.0)
+    mixed = w_brm * teacher + w_dem * outputs['dem']['frame_logits']
+    teacher = jnp.where(has, mixed, teacher)
   return teacher
 
 

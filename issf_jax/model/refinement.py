@@ -2,8 +2,10 @@
 
 Static shapes: the salient set F^a = F[b] and the non-salient set F^b = F[~b] are never
 gathered. The channel unit runs on all T rows, and the temporal unit masks its key axis
-to the set (and to the true snippets). An empty set contributes nothing (A4). The two
-temporal units share one T x T logits matrix and one weighted sum (see `__call__`).
+to the set (and to the true snippets). An empty set either drops out with the other term
+taking weight 1 (`empty_set='renormalize'`, spec A4) or contributes a zero term with the
+weights kept (`'zero'`, the authors' code). The two temporal units share one T x T logits
+matrix and one weighted sum (see `__call__`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 from issf_jax.model.heads import l2_normalize
 
 BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
+EMPTY_SET_RULES = ('renormalize', 'zero')
 ATTN_LOGITS = ('dot', 'dot_sqrt_d', 'cosine5')
 
 
@@ -50,16 +53,24 @@ def masked_softmax(logits: jax.Array, key_mask: jax.Array, axis=-1) -> jax.Array
 
 
 class ChannelUnit(nn.Module):
-  """Eq. 4: Fh = softmax_D(MLP(F)) * F + F, with MLP = FC(D -> D/r), ReLU, FC(D/r -> D)."""
+  """Eq. 4: Fh = softmax_D(MLP(F)) * F + F, with MLP = FC(D -> D/r), ReLU, FC(D/r -> D).
+
+  `use_bias=False` is the authors' code (their theta has no biases).
+  """
 
   reduction: int
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, feats: jax.Array) -> jax.Array:
     """[B, T, D] -> [B, T, D]."""
     dim = feats.shape[-1]
     dense = lambda n, name: nn.Dense(
-      n, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros, name=name
+      n,
+      use_bias=self.use_bias,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.zeros,
+      name=name,
     )
     hidden = jax.nn.relu(dense(dim // self.reduction, 'fc1')(feats))
     weights = jax.nn.softmax(dense(dim, 'fc2')(hidden), axis=-1)
@@ -93,6 +104,8 @@ class BoundaryRefinement(nn.Module):
   sigma: float = 0.88
   variant: str = 'weighted'
   attn_logits: str = 'dot'
+  mlp_bias: bool = True
+  empty_set: str = 'renormalize'
 
   @nn.compact
   def __call__(self, feats: jax.Array, mask: jax.Array, salient: jax.Array) -> jax.Array:
@@ -107,9 +120,11 @@ class BoundaryRefinement(nn.Module):
     """
     if self.variant not in BRM_VARIANTS:
       raise ValueError(f'Unknown brm_variant {self.variant!r}; expected one of {BRM_VARIANTS}.')
+    if self.empty_set not in EMPTY_SET_RULES:
+      raise ValueError(f'Unknown brm_empty_set {self.empty_set!r}; expected {EMPTY_SET_RULES}.')
     maskf = mask[..., None].astype(feats.dtype)
     if self.variant == 'self':
-      fh = ChannelUnit(self.reduction, name='salient_unit')(feats)
+      fh = ChannelUnit(self.reduction, self.mlp_bias, name='salient_unit')(feats)
       out = temporal_unit(feats, fh, mask, self.attn_logits)
       return out * maskf
 
@@ -118,8 +133,8 @@ class BoundaryRefinement(nn.Module):
     if self.variant == 'temporal_only':
       fh_a = fh_b = feats
     else:
-      fh_a = ChannelUnit(self.reduction, name='salient_unit')(feats)
-      fh_b = ChannelUnit(self.reduction, name='non_salient_unit')(feats)
+      fh_a = ChannelUnit(self.reduction, self.mlp_bias, name='salient_unit')(feats)
+      fh_b = ChannelUnit(self.reduction, self.mlp_bias, name='non_salient_unit')(feats)
     # The two sets partition the true snippets, so one key matrix holds both (a snippet is a
     # key of its own set only) and Eq. 5-6 take one T x T product each way instead of two:
     # w_a Fh^a and w_b Fh^b equal w_a K and w_b K, as each softmax is 0 outside its set, so
@@ -139,10 +154,16 @@ class BoundaryRefinement(nn.Module):
       w_a, w_b = 1.0, 1.0
     else:
       w_a, w_b = self.sigma, 1.0 - self.sigma
-    # A4: when one set is empty (or unused), the other term stands alone with weight 1.
-    both = has_a & has_b
-    weight_a = jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0))
-    weight_b = jnp.where(both, w_b, jnp.where(has_b, 1.0, 0.0))
+    if self.empty_set == 'zero':
+      # The authors' code: an empty set's softmax has no key, its term is zero, and the
+      # weights stay as they are (a fully non-salient video keeps only (1 - sigma) of F~).
+      weight_a = w_a if use_a else 0.0
+      weight_b = w_b if use_b else 0.0
+    else:
+      # A4: when one set is empty (or unused), the other term stands alone with weight 1.
+      both = has_a & has_b
+      weight_a = jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0))
+      weight_b = jnp.where(both, w_b, jnp.where(has_b, 1.0, 0.0))
     out = jnp.einsum('bqk,bkd->bqd', weight_a * attn_a + weight_b * attn_b, keys)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)

@@ -5,8 +5,9 @@ padding is never salient, and the official code's wrap-around goes to the last T
 
 Modes (A1):
   `official`: the authors' `saliency_infer.py`. tau_0 = distance of snippet 0 to a zero
-    vector, k = int(p * T) - 1 (at least 1), and each selected index i marks i-1 and i
-    (i = 0 wraps to T-1).
+    vector, k = max(int(p * T) - 1, min_selected), and each selected index i marks i-1 and
+    i (i = 0 wraps to T-1). min_selected = 1 is spec A1's guard; the authors' code has
+    none (0): a video with T < 4 then has no salient snippet.
   `paper`: Eq. 1-3 literally. tau_t for t >= 1, K = floor(p * T), the later snippet of
     each selected pair is salient.
 Strategies (Table 3): `distance` (the method; distance `l1`, `l2` or `cosine`), `random`
@@ -82,6 +83,7 @@ def infer_saliency(
   ratio: float = 0.5,
   key: jax.Array | None = None,
   class_probs: jax.Array | None = None,
+  min_selected: int = 1,
 ) -> jax.Array:
   """Salient-snippet mask b.
 
@@ -94,6 +96,7 @@ def infer_saliency(
     ratio: p; K from each video's true length.
     key: [B] typed keys, for strategy 'random'.
     class_probs: [B, T, C+1], for strategy 'classification'.
+    min_selected: the floor of k in `official` mode (1: spec A1; 0: the authors' code).
 
   Returns:
     [B, T] bool, False on padding.
@@ -106,7 +109,7 @@ def infer_saliency(
   tau = jax.lax.stop_gradient(tau)
   positions = jnp.arange(mask.shape[1])[None, :]
   if mode == 'official':
-    k = jnp.maximum(_count(lengths, ratio) - 1, 1)
+    k = jnp.maximum(_count(lengths, ratio) - 1, min_selected)
     selected = _top_k_mask(tau, mask, k)
     # Selecting i marks i-1; index 0 wraps to the last true snippet, never to padding.
     following = jnp.roll(selected, -1, axis=1)

@@ -39,6 +39,15 @@ def lambda_s(config, ready: bool) -> float:
 
 
 def eta(config, step, steps_per_epoch: int):
-  """Momentum coefficient of Eq. 8 at `step` (traced-friendly)."""
+  """The memory update coefficient at `step` (traced-friendly).
+
+  Modes `ours`/`direct`/`momentum`: eta of Eq. 8, the weight of the NEW features.
+  Mode `merge_blend` (the authors' code): the weight m of the OLD row, 0 (a pure sorted
+  merge) up to epoch `merge_until_epoch`, then momentum_scale * ln(exp(e / E) + 1).
+  """
   epoch = epoch_of(jnp.asarray(step), steps_per_epoch)
-  return memory_lib.eta(epoch, config.train.num_epochs, config.memory.eta0)
+  mem = config.memory
+  if mem.update_mode == 'merge_blend':
+    m = memory_lib.authors_momentum(epoch, config.train.num_epochs, mem.momentum_scale)
+    return jnp.where(epoch > mem.merge_until_epoch, m, 0.0)
+  return memory_lib.eta(epoch, config.train.num_epochs, mem.eta0)

@@ -109,8 +109,28 @@ def _masked_mean(values, weights, total):
   return jax.lax.psum((values * weights).sum(), AXIS) / jnp.maximum(total, 1.0)
 
 
+def memory_class_ids(config, class_ids):
+  """The memory rows a video reads and updates, per label slot ([B, L], -1 for none).
+
+  `own`: its classes. `released`: the released code's bug, row 0 once per label.
+  """
+  if config.memory.get('class_index', 'own') == 'released':
+    return jnp.where(class_ids >= 0, 0, -1).astype(class_ids.dtype)
+  return class_ids
+
+
 def _train_body(
-  state: TrainState, batch, base_key_data, *, config, model, optimizer, ready, spe, return_grads
+  state: TrainState,
+  batch,
+  base_key_data,
+  *,
+  config,
+  model,
+  optimizer,
+  ready,
+  spe,
+  return_grads,
+  return_per_video,
 ):
   features, mask, labels = batch['features'], batch['mask'].astype(bool), batch['labels']
   valid = batch['valid'].astype(jnp.float32)
@@ -119,29 +139,42 @@ def _train_body(
   positions = batch['position'] if 'position' in batch else _global_positions(local_batch)
   video_keys = _video_keys(base_key_data, state.step, positions)
   class_ids = memory_lib.label_slots(labels, max_labels(config))
+  memory_ids = memory_class_ids(config, class_ids)
+  include_empty = config.memory.get('read_empty_slots', False)
   eta_value = schedules.eta(config, state.step, spe)
   lam_s = schedules.lambda_s(config, ready)
   use_memory = ready and config.model.use_brm and config.model.use_dem
   update_mode = config.memory.update_mode
+  if update_mode == 'merge_blend' and config.memory.get('merge_tie_order', 'index') == 'torch':
+    update_mode = memory_lib.EXACT_MERGE
 
   def loss_fn(params):
+    traces = {}
     out = model.apply({'params': params}, features, mask, train=True, video_keys=video_keys,
                       method=ISSF.encode)  # fmt: skip
     new_memory = state.memory
     if use_memory:
       probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
-      cand = memory_lib.candidates(
-        out['embedded'], out['salient'], probs, class_ids, config.memory.slots, update_mode
-      )
-      cand_f, cand_s, cand_v, _ = cand
+      if update_mode == memory_lib.EXACT_MERGE:
+        cand_f, cand_s, cand_v = memory_lib.all_salient_candidates(
+          out['embedded'], out['salient'], probs, memory_ids
+        )
+      else:
+        cand = memory_lib.candidates(
+          out['embedded'], out['salient'], probs, memory_ids, config.memory.slots, update_mode
+        )
+        cand_f, cand_s, cand_v, _ = cand
       cand_v = cand_v & (valid > 0)[:, None, None]
       gather = gather_invariant
-      new_memory, rows, readable = memory_lib.scan_updates(
-        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(class_ids),
-        eta_value, update_mode,
+      scanned = memory_lib.scan_updates(
+        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(memory_ids),
+        eta_value, update_mode, include_empty=include_empty, trace=return_per_video,
       )  # fmt: skip
+      new_memory, rows, readable = scanned[:3]
+      if return_per_video:
+        traces['memory_features'], traces['memory_scores'] = scanned[3]
       if config.memory.mode == 'batched':
-        rows, readable = memory_lib.read_rows(state.memory, class_ids)
+        rows, readable = memory_lib.read_rows(state.memory, memory_ids, include_empty)
       else:
         start = jax.lax.axis_index(AXIS) * local_batch
         rows = jax.lax.dynamic_slice_in_dim(rows, start, local_batch)
@@ -150,15 +183,17 @@ def _train_body(
       out.update(model.apply({'params': params}, out['refined'], mask, rows, readable,
                              slot_labels, method=ISSF.enhance))  # fmt: skip
     if 'refined' in out:
-      out['pseudo_logits'] = pseudo_label_logits(out)
+      out['pseudo_logits'] = pseudo_label_logits(out, config.model)
     total, terms = losses.issf_objective(out, labels, mask, lam_s, config.loss)
     local = (total * valid).sum()
     if config.optim.grad_reduction == 'mean':
       local = local / jnp.maximum(jax.lax.psum(valid.sum(), AXIS), 1.0)
     # Differentiate the psum'd loss: under shard_map, grad-then-psum would count N times.
-    return jax.lax.psum(local, AXIS), (terms, new_memory)
+    return jax.lax.psum(local, AXIS), (terms, new_memory, traces)
 
-  (loss, (terms, new_memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (terms, new_memory, traced)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    state.params
+  )
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   num_valid = jax.lax.psum(valid.sum(), AXIS)
@@ -176,6 +211,11 @@ def _train_body(
   )
   if return_grads:
     metrics['grads'] = grads
+  if return_per_video:
+    # [B_global] per-video loss terms in global batch order, and the memory after each
+    # video's update: for parity tests against per-video reference runs.
+    metrics['per_video'] = {name: gather_invariant(value) for name, value in terms.items()}
+    metrics['per_video'].update(traced)
   new_state = state.replace(
     step=state.step + 1, params=params, opt_state=opt_state, memory=new_memory
   )
@@ -189,6 +229,7 @@ def make_train_step(
   memory_ready: bool,
   steps_per_epoch: int,
   return_grads: bool = False,
+  return_per_video: bool = False,
   compiler_options: dict | None = None,
 ) -> Callable:
   """A jitted `train_step(state, batch, base_key_data) -> (state, metrics)`.
@@ -200,6 +241,9 @@ def make_train_step(
     steps_per_epoch: S, for the eta schedule.
     return_grads: also return the global-batch gradient (the sum over its videos, before
       weight decay) as `metrics['grads']`, a params-shaped tree (for tests and debugging).
+    return_per_video: also return `metrics['per_video']`: every loss term per video [B]
+      and, in the memory phase, the memory after each video's update
+      (`memory_features` [B, C, N, D], `memory_scores` [B, C, N]).
     compiler_options: XLA options for this program, e.g. `{'xla_backend_optimization_level':
       0}` to compile faster where the run time does not matter (tests).
   The batch holds `features` [B, T, D], `mask` [B, T], `labels` [B, C] and `valid` [B]
@@ -209,7 +253,7 @@ def make_train_step(
   optimizer = make_optimizer(config.optim)
   body = functools.partial(
     _train_body, config=config, model=model, optimizer=optimizer, ready=memory_ready,
-    spe=steps_per_epoch, return_grads=return_grads,
+    spe=steps_per_epoch, return_grads=return_grads, return_per_video=return_per_video,
   )  # fmt: skip
   sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=(0,), compiler_options=compiler_options)
