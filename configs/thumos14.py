@@ -18,7 +18,8 @@ Train and evaluate:
 Ablations are config arguments (Tables 3-6):
   --config configs/thumos14.py:saliency=l2        --config configs/thumos14.py:modules=base_brm
   --config configs/thumos14.py:brm=add            --config configs/thumos14.py:update=direct
-  --config configs/thumos14.py:recipe=spec_v1     --config configs/thumos14.py:memory_class_index=released
+  --config configs/thumos14.py:recipe=spec_v1
+  --config configs/thumos14.py:memory_class_index=released
 
 Hardware and time: 3,600 optimizer steps of 10 full-length videos; about 10-12 s/step on a
 2-core CPU (~10 h; benchmarks/train_step.py, docs/results.md), far less on one GPU.
