@@ -31,6 +31,9 @@ ANNOTATION_FILES = (
   'segments.npy',
 )
 AMBIGUOUS_FILE = 'Ambiguous_test.txt'
+# Real annotation folders shipped with the package, W-TALC arrays in
+# `data_pipelines/annotations/<name>/` (where each file came from: the folder's README.md).
+PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'annotations')
 
 
 def _load(path: str):
@@ -62,6 +65,18 @@ def locate(src: str, name: str | None = None) -> tuple[str, str, str]:
     f'no W-TALC annotations for {name!r}: looked for classlist.npy in '
     f'{os.path.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
   )
+
+
+def packaged_annotations(name: str) -> str:
+  """The folder of a real annotation set shipped with the package, e.g. 'thumos14'.
+
+  Raises:
+    FileNotFoundError: no such set (or an install without the package data).
+  """
+  path = os.path.join(PACKAGED_DIR, name)
+  if not os.path.isfile(os.path.join(path, 'classlist.npy')):
+    raise FileNotFoundError(f'no packaged W-TALC annotations {name!r}: {path} has no classlist.npy')
+  return path
 
 
 def read_annotations(ann_dir: str) -> dict:

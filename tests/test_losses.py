@@ -1,8 +1,8 @@
 """Losses: the spec's §8 oracles, the full ISSF objective, and parity with RSKP's own values.
 
-The parity goldens (`../shared/golden/rskp_parity/README.md` §2.3) hold RSKP's losses and
+The parity goldens (`tests/testdata/rskp_parity/README.md` §2.3) hold RSKP's losses and
 single-video gradients for the base branch. Every `parity_case*.npz` found in
-`$ISSF_RSKP_PARITY_DIR` (cases kept aside) or in `../shared/golden/rskp_parity` is checked.
+`$ISSF_RSKP_PARITY_DIR` (cases kept aside) or in `tests/testdata/rskp_parity` is checked.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.train import schedules
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_PARITY = REPO.parent / 'shared' / 'golden' / 'rskp_parity'
+REPO_PARITY = REPO / 'tests' / 'testdata' / 'rskp_parity'
 ENV_DIR = 'ISSF_RSKP_PARITY_DIR'
 # Tiny shapes: compile time dominates, and LLVM -O0 halves it.
 fast_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
@@ -34,7 +34,7 @@ def _parity_dirs() -> list[Path]:
   dirs = []
   if os.environ.get(ENV_DIR):
     dirs.append(Path(os.environ[ENV_DIR]))
-  dirs.append(SHARED_PARITY)
+  dirs.append(REPO_PARITY)
   return dirs
 
 
