@@ -1,4 +1,4 @@
-r"""ISSF on THUMOS14 with the paper's hyperparameters (ISSF Table 1; spec §5).
+r"""ISSF on THUMOS14 with the paper's hyperparameters (ISSF Table 1; docs/design.md §8).
 
 180 epochs, lr 5e-5, batch 10 (RSKP's summed accumulation), sigma 0.88, p 0.5, r 4,
 theta 0.2, lambda 0.1; memory built at the end of epoch 100; `rskp` evaluation protocol.

@@ -1,8 +1,9 @@
 """Reader and writer of the W-TALC format (THUMOS14-reduced, ActivityNet 1.3 repackagings).
 
 One `<Name>-I3D-JOINTFeatures.npy` object array (element i: [T_i, D], RGB half then flow half) plus
-annotation arrays aligned by index (spec §1.1): classlist, videoname, subset, duration, labels_all,
-labels, segments, and an optional Ambiguous_test.txt. Two layouts exist in the wild, both accepted:
+annotation arrays aligned by index (docs/design.md §6.1): classlist, videoname, subset, duration,
+labels_all, labels, segments, and an optional Ambiguous_test.txt. Two layouts exist in the wild,
+both accepted:
 
   W-TALC release:  DIR/<Name>-I3D-JOINTFeatures.npy + DIR/<Name>-Annotations/*.npy
   RSKP:            DIR/<Name>-I3D-JOINTFeatures.npy + DIR/*.npy  (annotations beside the features)

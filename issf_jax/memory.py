@@ -1,4 +1,4 @@
-"""The DEM memory bank (paper Eq. 7-9, `reference_spec.md` §4.4, Table 6) as a pytree.
+"""The DEM memory bank (paper Eq. 7-9, `docs/design.md` §4.2, Table 6) as a pytree.
 
 State: features [C, N, D], scores [C, N], filled [C, N] bool, initialized (scalar bool).
 Pure functions act on it:
@@ -167,7 +167,7 @@ def read_rows(memory: MemoryBank, class_ids):
 def scan_updates(
   memory: MemoryBank, cand_feats, cand_scores, cand_valid, class_ids, eta_value, mode
 ):
-  """Sequential updates over a batch in video order (RSKP's per-video order, DESIGN.md §3).
+  """Sequential updates over a batch in video order (RSKP's per-video order, docs/design.md §4.1).
 
   Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]).
   Returns:

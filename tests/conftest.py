@@ -154,7 +154,7 @@ def subprocess_env(cache_dir, num_devices: int | None = None) -> dict:
   xla = ['--xla_backend_optimization_level=0']
   if num_devices:
     xla.append(f'--xla_force_host_platform_device_count={num_devices}')
-  # A collective deadlock (environment notes §2) aborts in seconds instead of hanging.
+  # A collective deadlock (docs/design.md §9) aborts in seconds instead of hanging.
   xla += [
     '--xla_cpu_collective_call_warn_stuck_timeout_seconds=5',
     '--xla_cpu_collective_call_terminate_timeout_seconds=30',

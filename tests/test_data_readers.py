@@ -1,4 +1,5 @@
-"""Readers of the released formats: real annotation oracles (spec §8), layouts, validation errors.
+"""Readers of the released formats: real annotation oracles (docs/design.md §10), layouts,
+validation errors.
 
 No TensorFlow in this module.
 """

@@ -188,8 +188,8 @@ def test_acmnet_conversion(tmp_path):
 
 
 def test_real_structure_through_the_converter(tmp_path):
-  # Features for the real THUMOS14 annotation structure (D = 8), then the spec §8 oracles on the
-  # converter's outputs.
+  # Features for the real THUMOS14 annotation structure (D = 8), then the oracles of
+  # docs/design.md §10 on the converter's outputs.
   real = wtalc.packaged_annotations('thumos14')
   src = synthetic.generate(str(tmp_path / 'src'), real_annotations=real, feature_dim=8)
   m = prepare.convert('wtalc', src, str(tmp_path / 'out'), videos_per_shard=128)

@@ -1,4 +1,5 @@
-"""The `rskp` protocol against RSKP's own outputs (golden/rskp_protocol), plus the §8 oracles.
+"""The `rskp` protocol against RSKP's own outputs (tests/testdata/rskp_protocol), plus the
+hand-computed oracles (docs/design.md §10).
 
 Cases come from $ISSF_RSKP_PROTOCOL_DIR, else tests/testdata/rskp_protocol: every
 `<case>_inputs.npz` found is checked (mAPs, average, classification mAP, the early-return flag,

@@ -1,7 +1,7 @@
 """RSKP weight import and base-branch parity with RSKP's own PyTorch outputs.
 
 Cases come from `$ISSF_RSKP_PARITY_DIR` when set, else `tests/testdata/rskp_parity`
-(README §2.2-2.6 there). Every `parity_case*.npz` found is checked, so the same test also
+(its README.md §2.2-2.6). Every `parity_case*.npz` found is checked, so the same test also
 checks cases kept aside when the variable points to them. Tolerances (README §2.6):
 `embedded` exact; `frm_scr` atol 1e-5; probabilities and attention atol 5e-6; rtol 1e-5.
 """

@@ -1,5 +1,5 @@
 """Gradient accumulation + Adam against RSKP's own 3-step run (`tests/testdata/rskp_parity`,
-README §2.4): 10 videos, base-branch loss with fixed teachers, dropout off, gradients SUMMED
+its README §2.4): 10 videos, base-branch loss with fixed teachers, dropout off, gradients SUMMED
 over the videos, then `torch.optim.Adam(lr=5e-5, betas=(0.9, 0.99), weight_decay=5e-4)`.
 
 Two layouts: d64 (full gradients, params and Adam moments after each of 3 steps) and d2048
@@ -186,7 +186,8 @@ def test_params_and_adam_moments(path):
 
 @pytest.mark.parametrize('path', FILES, ids=[p.stem for p in FILES])
 def test_first_adam_step_is_lr_times_sign(path):
-  """§8: the first step is -lr (g + wd theta) / (|g + wd theta| + 1e-8), g the SUMMED gradient."""
+  """Oracle (docs/design.md §10): the first step is -lr (g + wd theta) / (|g + wd theta| + 1e-8),
+  g the SUMMED gradient."""
   _, params0, history, _ = _run(str(path))
   for name in NAMES:
     theta = _get(params0, name).astype(np.float64)
