@@ -17,6 +17,7 @@ subprocess (constructor + `evaluate()`, `check_status=False`) and its mAPs are c
 """
 
 import argparse
+import gzip
 import json
 import os
 import pathlib
@@ -32,7 +33,9 @@ import numpy as np
 from issf_jax.evaluation import evaluate_official, evaluate_rskp
 
 REPO = pathlib.Path(__file__).parents[1]
-SHARED = REPO / '..' / 'shared'
+TESTDATA = (
+  REPO / 'tests' / 'testdata'
+)  # The goldens, large JSON gzipped (tests/testdata/README.md).
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
 # Run inside the official evaluator's interpreter: build ANETdetection on the two files, evaluate.
@@ -95,6 +98,15 @@ def generate_predictions(gt: dict, subset: str, count: int, seed: int = 0) -> di
   return {'version': 'eval-speed', 'results': results, 'external_data': {}}
 
 
+def plain_json(path: pathlib.Path, folder: str) -> pathlib.Path:
+  """`path`, or its decompressed copy in `folder` when gzipped (what is timed is plain JSON)."""
+  if path.suffix != '.gz':
+    return path
+  out = pathlib.Path(folder) / path.name.removesuffix('.gz')
+  out.write_bytes(gzip.decompress(path.read_bytes()))
+  return out
+
+
 def time_ours(gt_path: pathlib.Path, pred_path: pathlib.Path, subset: str, repeats: int):
   """Load + `evaluate_official` on two files: ({wall_median, wall_min, cpu_median}, result)."""
   wall, cpu, result = [], [], None
@@ -141,7 +153,12 @@ def time_official(args, gt_path, pred_path, subset):
 
 def time_rskp(case_dir: pathlib.Path, case: str, repeats: int):
   """(median, min) seconds of `evaluate_rskp` on a golden case (inputs in memory), snippets."""
-  ref = json.loads((case_dir / 'thumos14_test_gt.json').read_text())
+  gt_path = case_dir / 'thumos14_test_gt.json'
+  if not gt_path.is_file():
+    gt_path = case_dir / 'thumos14_test_gt.json.gz'
+  ref = json.loads(
+    gzip.decompress(gt_path.read_bytes()) if gt_path.suffix == '.gz' else gt_path.read_text()
+  )
   names = ref['class_names']
   database = {
     v['name']: {
@@ -171,22 +188,21 @@ def time_rskp(case_dir: pathlib.Path, case: str, repeats: int):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument(
-    '--ground_truth', default=str(SHARED / 'data/thumos14/actionformer_format/thumos14.json')
-  )
+  p.add_argument('--ground_truth', default=str(TESTDATA / 'official_eval/thumos14.json.gz'))
   p.add_argument('--subset', default='Test')
-  p.add_argument('--predictions', default=str(SHARED / 'golden/official_eval/pred_random.json'))
+  p.add_argument('--predictions', default=str(TESTDATA / 'official_eval/pred_random.json.gz'))
   p.add_argument('--generate', type=int, default=30000, help='size of the generated set (0: none)')
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--official_dir', default=None)
   p.add_argument('--official_python', default=None)
-  p.add_argument('--rskp_dir', default=str(SHARED / 'golden/rskp_protocol'))
+  p.add_argument('--rskp_dir', default=str(TESTDATA / 'rskp_protocol'))
   p.add_argument('--rskp_case', default='case1_oracle')
   args = p.parse_args()
 
-  gt_path = pathlib.Path(args.ground_truth)
-  sets = [(pathlib.Path(args.predictions).name, pathlib.Path(args.predictions))]
   tmp = tempfile.TemporaryDirectory()
+  gt_path = plain_json(pathlib.Path(args.ground_truth), tmp.name)
+  predictions = plain_json(pathlib.Path(args.predictions), tmp.name)
+  sets = [(predictions.name, predictions)]
   if args.generate:
     generated = generate_predictions(json.loads(gt_path.read_text()), args.subset, args.generate)
     path = pathlib.Path(tmp.name) / 'generated.json'

@@ -3,8 +3,8 @@
   python -m benchmarks.train_step [--steps 5] [--batch 10] [--seed 0] [--bucket 64] [--pad batch]
 
 Batches: `--batch` videos, D = 2048, C = 20, lengths T = floor(duration * 25 / 16) drawn from the
-200 THUMOS14 training (`validation`) videos of `../shared/data/thumos14` (a lognormal fitted to
-them if ../shared is absent). `--pad batch` pads each batch to its longest video rounded up to
+200 THUMOS14 training (`validation`) videos of `data_pipelines/annotations/thumos14` (a lognormal
+fitted to them if that is absent). `--pad batch` pads each batch to its longest video rounded up to
 `--bucket`, as the input pipeline does (one compiled program per bucket); `--pad common` pads
 every batch to the largest bucket (one program per phase). For the warm-up phase and the memory
 phase it prints the compile time, the step time (median over `--steps` steps; the first step of
@@ -35,7 +35,7 @@ from issf_jax import defaults
 from issf_jax.train import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-ANNOTATIONS = REPO.parent / 'shared' / 'data' / 'thumos14' / 'wtalc_Thumos14reduced-Annotations'
+ANNOTATIONS = REPO / 'data_pipelines' / 'annotations' / 'thumos14'  # The packaged W-TALC arrays.
 # log(T) of the 200 THUMOS14 training videos: mean 5.384, std 0.920 (T in [13, 2202]).
 LOGNORMAL = (5.384, 0.920)
 SNIPPETS_PER_SECOND = 25.0 / 16.0

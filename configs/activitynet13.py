@@ -1,4 +1,4 @@
-r"""ISSF on ActivityNet v1.3 with the paper's hyperparameters (ISSF Table 2; spec §5, A19).
+r"""ISSF on ActivityNet v1.3 with the paper's hyperparameters (Table 2; docs/design.md §8, A19).
 
 100 epochs, lr 1e-4, batch 32 (real batches), sigma 0.9, p 0.9, r 4, theta 0.2,
 lambda 0.1; T_s = 75 sampled snippets; the `official` ActivityNet protocol at tIoU

@@ -1,4 +1,4 @@
-"""Data for issf-jax: released formats -> validated shards -> numpy batches (DESIGN.md §5).
+"""Data for issf-jax: released formats -> validated shards -> numpy batches (docs/design.md §6).
 
 Modules (only those marked TF import TensorFlow, through `_tf.py`, which hides every GPU from it):
   source.py           the reader-independent view (VideoEntry, SourceDataset), validation errors,

@@ -1,4 +1,4 @@
-"""Reader and writer of the ACM-Net format (spec §1.2; `ispc-lab/ACM-Net`, `boheumd/ASM-Loc`).
+"""Reader and writer of the ACM-Net format (docs/design.md §6.2; ispc-lab/ACM-Net, ASM-Loc).
 
   DIR/gt.json                 {"database": {video_id: {"subset", "duration", "annotations": [
                                 {"segment": [s, e], "label": name}, ...]}}}

@@ -29,7 +29,7 @@ def bucket_length(length: int, bucket_size: int) -> int:
 
 
 def random_bin_indices(num_snippets: int, t_s: int, rng: np.random.Generator) -> np.ndarray:
-  """Training sampling on ActivityNet (spec §1.2): int32 [t_s], non-decreasing.
+  """Training sampling on ActivityNet (docs/design.md §6.2): int32 [t_s], non-decreasing.
 
   T > t_s: split [0, T) into t_s bins [floor(i T / t_s), floor((i+1) T / t_s)) and draw one index
   uniformly in each (the last bin ends at T). ACM-Net's bins also include the next bin's first
@@ -49,7 +49,7 @@ def random_bin_indices(num_snippets: int, t_s: int, rng: np.random.Generator) ->
 
 
 def uniform_indices(num_snippets: int, t_s: int) -> np.ndarray:
-  """Evaluation sampling on ActivityNet (spec §1.2): int32 [min(T, t_s)] or [t_s].
+  """Evaluation sampling on ActivityNet (docs/design.md §6.2): int32 [min(T, t_s)] or [t_s].
 
   1 < T <= t_s: every snippet (the pipeline pads the rest with mask False). Otherwise
   floor(arange(t_s) * T / t_s); for T = 1 that is t_s copies of snippet 0. Sampled position k stands

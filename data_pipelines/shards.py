@@ -1,7 +1,7 @@
 """TFRecord shards: one tf.train.Example per video, written atomically, read by random access.
 
 Example fields (the features are raw little-endian float32 bytes: decoding a 2 MB BytesList is far
-cheaper than a FloatList, see notes/environment.md §5):
+cheaper than a FloatList, see docs/design.md §9):
   features      bytes   [T * D * 4]    row-major [T, D]
   num_snippets  int64   T
   feature_dim   int64   D

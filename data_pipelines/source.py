@@ -4,8 +4,9 @@ A reader (`wtalc.py`, `acmnet.py`) turns files on disk into a `SourceDataset`: o
 metadata per annotated video plus a `load_features(i)` callable, so that a converter can stream
 videos one at a time (ActivityNet is ~15 GB of float32) and validate each as it is loaded.
 
-Time base (spec §1.1): I3D features at 25 fps with non-overlapping 16-frame snippets, so snippet i
-covers [0.64 i, 0.64 (i+1)) s and a video of d seconds has about floor(d * 25 / 16) snippets.
+Time base (docs/design.md §6.1): I3D features at 25 fps with non-overlapping 16-frame snippets, so
+snippet i covers [0.64 i, 0.64 (i+1)) s and a video of d seconds has about floor(d * 25 / 16)
+snippets.
 
 Subset names are normalised to 'train' / 'test' (`normalize_subset`):
 - THUMOS14 W-TALC packages use 'validation' (the train split) and 'test';

@@ -1,14 +1,14 @@
 """A synthetic, THUMOS14-shaped WTAL benchmark written in the W-TALC format (the embedded default).
 
   python -m data_pipelines.synthetic --out DIR --scale tiny|small|full --seed 0
-  python -m data_pipelines.synthetic --out DIR --real_annotations \\
-      ../shared/data/thumos14/wtalc_Thumos14reduced-Annotations --feature_dim 256
+  python -m data_pipelines.synthetic --out DIR --real_annotations thumos14 --feature_dim 256
 
 Two steps: a plan (video ids, subsets, durations, instances, ambiguous stretches, video labels) and
 features rendered from it (`synthetic_features.py`). The plan comes either from a parametric model
 whose constants below were fitted to the real THUMOS14 annotations, or (--real_annotations) from a
-real W-TALC annotation folder, so the features follow the real structure. The output goes through
-the same reader as real data (`wtalc.read_wtalc`). Nothing here reads ../shared at run time.
+real W-TALC annotation folder (or `thumos14`: the real THUMOS14 annotations shipped in
+`data_pipelines/annotations/thumos14/`), so the features follow the real structure. The output goes
+through the same reader as real data (`wtalc.read_wtalc`).
 
 Scales: tiny (tests: D=64, 24+16 videos, lengths / 8), small (demo: D=256, 200+100 videos,
 lengths / 4, at most 320 snippets), full (THUMOS sizes: D=2048, 200+212 videos, real lengths).
@@ -19,6 +19,7 @@ count follows the duration, so the action coverage of a video keeps the real dis
 import argparse
 import dataclasses
 import math
+import os
 import sys
 
 import numpy as np
@@ -26,8 +27,8 @@ import numpy as np
 from data_pipelines import acmnet, class_names, source, wtalc
 from data_pipelines import synthetic_features as sf
 
-# ---- Fitted to ../shared/data/thumos14/stats.json and the W-TALC annotation arrays of
-# ---- ../shared/data/thumos14/wtalc_Thumos14reduced-Annotations (412 videos, subsets pooled).
+# ---- Fitted to the real THUMOS14 W-TALC annotation arrays (data_pipelines/annotations/thumos14,
+# ---- 412 videos, subsets pooled) and summary statistics of them ("stats" below).
 # ln(duration s): mean 4.98, sd 0.878 (median 154.6 s; stats: p5 31-34 s, p95 689-700 s).
 LOG_DURATION = (4.98, 0.878)
 DURATION_RANGE = (8.9, 1673.4)  # stats: min 8.93 s, max 1673.4 s.
@@ -194,11 +195,14 @@ def parametric_plan(scale: Scale, seed: int) -> list[source.VideoEntry]:
 
 
 def real_plan(ann_dir: str, max_videos: int | None = None) -> tuple[list, list[str], list[str]]:
-  """The real annotation structure of a W-TALC annotation folder.
+  """The real annotation structure of a W-TALC annotation folder, or of a packaged set by name
+  (`thumos14`: `wtalc.packaged_annotations`).
 
   Returns:
     (entries, raw subset strings, classes); at most max_videos per subset, in file order.
   """
+  if os.sep not in ann_dir and not os.path.isdir(ann_dir):
+    ann_dir = wtalc.packaged_annotations(ann_dir)
   ann = wtalc.read_annotations(ann_dir)
   has_training = any(s.strip().lower() == 'training' for s in ann['subset'])
   entries, raw, taken = [], [], {}
@@ -236,8 +240,8 @@ def generate(
     layout: W-TALC layout, 'wtalc' (`<Name>-Annotations/`) or 'rskp' (annotations beside).
     out_format: 'wtalc' or 'acmnet'.
     feature_dim, num_train, num_test: override the scale's values.
-    real_annotations: a W-TALC annotation folder; its videos and segments replace the
-      parametric plan (T = floor(duration * 25 / 16)).
+    real_annotations: a W-TALC annotation folder, or 'thumos14' (the packaged one); its videos
+      and segments replace the parametric plan (T = floor(duration * 25 / 16)).
     max_videos: with real_annotations, keep at most this many videos per subset.
   """
   sc = SCALES[scale]
@@ -279,7 +283,9 @@ def run(argv=None) -> int:
   p.add_argument('--feature_dim', type=int, default=None)
   p.add_argument('--num_train', type=int, default=None)
   p.add_argument('--num_test', type=int, default=None)
-  p.add_argument('--real_annotations', default=None, help='W-TALC annotation folder')
+  p.add_argument(
+    '--real_annotations', default=None, help='W-TALC annotation folder, or thumos14 (packaged)'
+  )
   p.add_argument('--max_videos', type=int, default=None, help='per subset, real mode')
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
   out = generate(args.out, **{k: v for k, v in vars(args).items() if k != 'out'})

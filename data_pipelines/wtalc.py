@@ -1,8 +1,9 @@
 """Reader and writer of the W-TALC format (THUMOS14-reduced, ActivityNet 1.3 repackagings).
 
 One `<Name>-I3D-JOINTFeatures.npy` object array (element i: [T_i, D], RGB half then flow half) plus
-annotation arrays aligned by index (spec §1.1): classlist, videoname, subset, duration, labels_all,
-labels, segments, and an optional Ambiguous_test.txt. Two layouts exist in the wild, both accepted:
+annotation arrays aligned by index (docs/design.md §6.1): classlist, videoname, subset, duration,
+labels_all, labels, segments, and an optional Ambiguous_test.txt. Two layouts exist in the wild,
+both accepted:
 
   W-TALC release:  DIR/<Name>-I3D-JOINTFeatures.npy + DIR/<Name>-Annotations/*.npy
   RSKP:            DIR/<Name>-I3D-JOINTFeatures.npy + DIR/*.npy  (annotations beside the features)
@@ -31,6 +32,9 @@ ANNOTATION_FILES = (
   'segments.npy',
 )
 AMBIGUOUS_FILE = 'Ambiguous_test.txt'
+# Real annotation folders shipped with the package, W-TALC arrays in
+# `data_pipelines/annotations/<name>/` (where each file came from: the folder's README.md).
+PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'annotations')
 
 
 def _load(path: str):
@@ -62,6 +66,18 @@ def locate(src: str, name: str | None = None) -> tuple[str, str, str]:
     f'no W-TALC annotations for {name!r}: looked for classlist.npy in '
     f'{os.path.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
   )
+
+
+def packaged_annotations(name: str) -> str:
+  """The folder of a real annotation set shipped with the package, e.g. 'thumos14'.
+
+  Raises:
+    FileNotFoundError: no such set (or an install without the package data).
+  """
+  path = os.path.join(PACKAGED_DIR, name)
+  if not os.path.isfile(os.path.join(path, 'classlist.npy')):
+    raise FileNotFoundError(f'no packaged W-TALC annotations {name!r}: {path} has no classlist.npy')
+  return path
 
 
 def read_annotations(ann_dir: str) -> dict:

@@ -7,7 +7,7 @@ One `CheckpointManager` per run directory (`<workdir>/checkpoints`). Each step h
 Retention keeps the last `keep_last` steps plus the best by the chosen eval metric
 (`preservation_policy`; `best_fn` too, so `best_step()` is meaningful).
 Restores onto whatever devices are present: the target carries the new shardings, so a
-checkpoint saved from 8 devices restores on 1 (environment notes §4).
+checkpoint saved from 8 devices restores on 1 (docs/design.md §9).
 """
 
 from __future__ import annotations

@@ -1,21 +1,22 @@
 """Default config sections shared by every experiment file in `configs/`.
 
-Each function returns an `ml_collections.ConfigDict` holding the spec's defaults
-(`reference_spec.md`); the experiment files override what differs per dataset.
+Each function returns an `ml_collections.ConfigDict` holding the defaults (`docs/design.md`;
+the decisions `A<n>`: the glossary in `docs/fidelity.md`); the experiment files override what
+differs per dataset. Bare `§` numbers below are sections of `docs/design.md`.
 """
 
 import ml_collections
 
 
 def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collections.ConfigDict:
-  """The `model` section: every architectural option of ISSF (spec §2, §4)."""
+  """The `model` section: every architectural option of ISSF (docs/design.md §2)."""
   c = ml_collections.ConfigDict()
   c.num_classes = num_classes  # C; the head has C+1 centres, background last.
   c.feature_dim = feature_dim  # D_in of the I3D features.
   c.embed_dim = feature_dim  # D of the embedded space (RSKP keeps 2048 -> 2048).
   c.scale = 20.0  # Cosine-classifier scale s.
   c.dropout = 0.6  # Embedding dropout (the only dropout, A11).
-  # Saliency inference (Eq. 1-3, §4.2, A1/A2, Table 3).
+  # Saliency inference (Eq. 1-3, §2.2, A1/A2, Table 3).
   c.saliency_mode = 'official'  # 'official' | 'paper'
   c.saliency_distance = 'l1'  # 'l1' | 'l2' | 'cosine'
   c.saliency_strategy = 'distance'  # 'distance' | 'random' | 'classification'
@@ -24,7 +25,7 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
   # k = max(int(p T) - 1, saliency_min_selected) in `official` mode: 1 guards short videos
   # (spec A1); the authors' code has no guard (0: a video with T < 4 has no salient snippet).
   c.saliency_min_selected = 1
-  # Boundary refinement module (Eq. 4-6, §4.3, Table 5).
+  # Boundary refinement module (Eq. 4-6, §2.3, Table 5).
   c.use_brm = True
   c.brm_reduction = 4  # r
   c.brm_variant = 'weighted'  # self | no_salient | no_non_salient | add | weighted | temporal_only
@@ -39,14 +40,14 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
   # Pseudo-label T^p = w_brm T~ + w_dem T^ (A15: a plain sum; the authors' code: 0.8 / 0.2).
   c.pseudo_label_brm_weight = 1.0
   c.pseudo_label_dem_weight = 1.0
-  # Inference fusion (§4.6, A17).
+  # Inference fusion (§2.6, A17).
   c.fusion = 'base_brm'  # 'base_brm' (0.6 base + 0.4 BRM) | 'base'
   c.fusion_base_weight = 0.6
   return c
 
 
 def memory_config() -> ml_collections.ConfigDict:
-  """The `memory` section: DEM memory bank (§4.4, Table 6)."""
+  """The `memory` section: DEM memory bank (§4.2, Table 6)."""
   c = ml_collections.ConfigDict()
   c.slots = 5  # N per class (A5; the authors' code: 9).
   c.eta0 = 0.1  # eta = eta0 * ln(exp(e/E) + 1) (Eq. 8, A6), modes `ours`/`momentum`.
@@ -71,7 +72,7 @@ def memory_config() -> ml_collections.ConfigDict:
 
 
 def loss_config() -> ml_collections.ConfigDict:
-  """The `loss` section: weights of the full objective (§4.5)."""
+  """The `loss` section: weights of the full objective (§2.5)."""
   c = ml_collections.ConfigDict()
   c.theta = 0.2  # weight of L_MIL (RSKP lambda_b).
   c.lambda_att = 0.1  # weight of AttLoss (RSKP lambda_a).
@@ -85,7 +86,7 @@ def loss_config() -> ml_collections.ConfigDict:
 
 
 def optim_config(lr: float) -> ml_collections.ConfigDict:
-  """The `optim` section: Adam with coupled L2 on summed gradients (§5)."""
+  """The `optim` section: Adam with coupled L2 on summed gradients (§4.4)."""
   c = ml_collections.ConfigDict()
   c.lr = lr
   c.weight_decay = 5e-4

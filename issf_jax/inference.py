@@ -3,7 +3,7 @@
 `make_predict_fn(config)` gives a jitted, batched
   predict(params, features [B, T, D], mask [B, T], video_index [B], key_data)
     -> {'video_scores' [B, C+1], 'cas' [B, T, C+1], 'attention' [B, T]}
-with the fusion of spec §4.6 (eval mode: no dropout; DEM is training-only).
+with the fusion of docs/design.md §2.6 (eval mode: no dropout; DEM is training-only).
 """
 
 from __future__ import annotations

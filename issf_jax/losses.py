@@ -1,4 +1,4 @@
-"""Losses (RSKP `model/losses.py`, `reference_spec.md` §3) and ISSF's full objective (§4.5).
+"""Losses (RSKP `model/losses.py`) and ISSF's full objective (`docs/design.md` §2.5).
 
 Every function takes a batch and returns per-video values [B]; the caller decides how
 to reduce over videos (RSKP sums gradients over the global batch, see train/optimizer.py).
@@ -76,7 +76,7 @@ def branch_cls_losses(head_out: dict, labels: jax.Array) -> tuple[jax.Array, jax
 
 
 def issf_objective(outputs: dict, labels, mask, lambda_s, config) -> tuple[jax.Array, dict]:
-  """ISSF's full objective per video (spec §4.5, A8/A16):
+  """ISSF's full objective per video (docs/design.md §2.5, A8/A16):
 
     L_CA  = NCE(base.p_ca,[y,0]) + w_brm NCE(brm.p_ca,[y,0]) + w_dem NCE(dem.p_ca,[y,0])
     L_MIL = same with p_cw and [y,1]

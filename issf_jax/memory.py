@@ -1,4 +1,4 @@
-"""The DEM memory bank (paper Eq. 7-9, `reference_spec.md` §4.4, Table 6) as a pytree.
+"""The DEM memory bank (paper Eq. 7-9, `docs/design.md` §4.2, Table 6) as a pytree.
 
 State: features [C, N, D], scores [C, N], filled [C, N] bool, initialized (scalar bool).
 Pure functions act on it:
@@ -286,7 +286,7 @@ def scan_updates(
   include_empty: bool = False,
   trace: bool = False,
 ):
-  """Sequential updates over a batch in video order (RSKP's per-video order, DESIGN.md §3).
+  """Sequential updates over a batch in video order (RSKP's per-video order, docs/design.md §4.1).
 
   Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]); `include_empty`
     as in `read_rows`; `trace` also returns the memory after each video's update.

@@ -1,7 +1,7 @@
 """Action proposals from a localisation map: RSKP's multi-threshold proposals, NMS, seconds, JSON.
 
 Used by both scoring protocols (`issf_jax.evaluation`) and by inference. The THUMOS14 path
-reproduces RSKP's `getActLoc` (spec §6.2) exactly, float32 quirks included:
+reproduces RSKP's `getActLoc` (docs/design.md §7.2) exactly, float32 quirks included:
 
   * classes with video score >= `class_threshold` (optionally the top-1 class when none passes);
   * for every CAS threshold in `np.arange(start, stop, step)`, runs of `cas > thr` at least
@@ -11,7 +11,7 @@ reproduces RSKP's `getActLoc` (spec §6.2) exactly, float32 quirks included:
     context cas[outer_s:s] ++ cas[e+1:outer_e] (25 % of the run length on each side, the last
     snippet never counted, 0 when empty);
   * NMS per (video, class) over the proposals of all thresholds. 'rskp' normalises the +1 overlap by
-    the *other* segment's length; 'iou' is a plain IoU NMS (ActivityNet, spec §6.3).
+    the *other* segment's length; 'iou' is a plain IoU NMS (ActivityNet, docs/design.md §7.3).
 
 Proposal rows are float64 `[class, start, end_exclusive, score]` in snippet units (of the upsampled
 map when `upsample > 1`); the scores are the float32 values RSKP holds, widened to float64.
@@ -24,7 +24,7 @@ import numpy as np
 
 
 def proposal_config(dataset: str) -> ml_collections.ConfigDict:
-  """The `proposals` config section for 'thumos14' or 'activitynet' (spec §6.2, §6.3)."""
+  """The `proposals` config section for 'thumos14' or 'activitynet' (docs/design.md §7.2, §7.3)."""
   name = dataset.lower().replace('-', '').replace('_', '')
   if name.startswith('thumos'):
     is_anet = False

@@ -1,12 +1,16 @@
-"""Shared test fixtures: paths to `../shared` and its golden data, and small ISSF models.
+"""Shared test fixtures: the in-repository test data, and small ISSF models.
 
-`../shared` (next to the repository) holds read-only reference material. Tests that need it
-skip when it is absent, and fail when a folder named by an environment variable is missing.
+Golden and annotation files live in the repository: `tests/testdata/<name>/` (goldens; each folder's
+README.md says where its files came from) and `data_pipelines/annotations/` (real annotations that
+library code reads too). An environment variable can name another folder of the same layout (e.g.
+cases kept aside); a folder named that way that does not exist fails the test.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from issf_jax import defaults
 from issf_jax.model import build_model, init_params
 
 REPO_DIR = Path(__file__).resolve().parents[1]
-SHARED_DIR = REPO_DIR.parent / 'shared'
+TESTDATA_DIR = REPO_DIR / 'tests' / 'testdata'
 
 # The small test model: D = 64, C = 5 (the D=64 golden weights have the same sizes).
 SMALL_D = 64
@@ -36,10 +40,9 @@ def fast_jit(fun=None, **kwargs):
 
 
 def golden_dir(name: str, env_var: str | None = None) -> Path:
-  """The golden folder `../shared/golden/<name>`, or the folder named by `env_var` when set.
+  """The folder named by `env_var` when set, else the in-repository copy `tests/testdata/<name>`.
 
-  Skips the calling test when the default folder does not exist (no `../shared` checkout);
-  fails when the environment variable names a folder that does not exist.
+  Fails the calling test when the environment variable names a folder that does not exist.
   """
   override = os.environ.get(env_var) if env_var else None
   if override:
@@ -47,18 +50,24 @@ def golden_dir(name: str, env_var: str | None = None) -> Path:
     if not path.is_dir():
       pytest.fail(f'{env_var}={override!r} is not a directory.')
     return path
-  path = SHARED_DIR / 'golden' / name
-  if not path.is_dir():
-    pytest.skip(f'golden data {path} not present')
-  return path
+  return TESTDATA_DIR / name
 
 
-@pytest.fixture(scope='session')
-def shared_dir() -> Path:
-  """`../shared`; skips when it is absent."""
-  if not SHARED_DIR.is_dir():
-    pytest.skip(f'{SHARED_DIR} not present')
-  return SHARED_DIR
+def data_file(folder: Path, name: str) -> Path:
+  """`folder/name`, or its gzip copy `folder/name.gz` (the in-repository copies of large JSON
+  goldens are gzipped; a folder from an environment variable may hold either)."""
+  path = Path(folder) / name
+  if path.is_file() or not path.with_name(path.name + '.gz').is_file():
+    return path
+  return path.with_name(path.name + '.gz')
+
+
+def read_json(path: Path):
+  """json.load of a `.json` or `.json.gz` file."""
+  path = Path(path)
+  opener = gzip.open if path.suffix == '.gz' else open
+  with opener(path, 'rt', encoding='utf-8') as f:
+    return json.load(f)
 
 
 def small_config(**overrides):
@@ -145,7 +154,7 @@ def subprocess_env(cache_dir, num_devices: int | None = None) -> dict:
   xla = ['--xla_backend_optimization_level=0']
   if num_devices:
     xla.append(f'--xla_force_host_platform_device_count={num_devices}')
-  # A collective deadlock (environment notes §2) aborts in seconds instead of hanging.
+  # A collective deadlock (docs/design.md §9) aborts in seconds instead of hanging.
   xla += [
     '--xla_cpu_collective_call_warn_stuck_timeout_seconds=5',
     '--xla_cpu_collective_call_terminate_timeout_seconds=30',

@@ -26,7 +26,7 @@ import time
 import ml_collections
 import numpy as np
 
-# Fail fast instead of hanging if a collective rendezvous is stuck (environment notes §2).
+# Fail fast instead of hanging if a collective rendezvous is stuck (docs/design.md §9).
 COLLECTIVE_FLAGS = (
   '--xla_cpu_collective_call_warn_stuck_timeout_seconds=5',
   '--xla_cpu_collective_call_terminate_timeout_seconds=10',

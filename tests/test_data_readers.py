@@ -1,4 +1,5 @@
-"""Readers of the released formats: real annotation oracles (spec §8), layouts, validation errors.
+"""Readers of the released formats: real annotation oracles (docs/design.md §10), layouts,
+validation errors.
 
 No TensorFlow in this module.
 """
@@ -8,6 +9,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import tarfile
 import warnings
 
 import numpy as np
@@ -15,11 +17,19 @@ import pytest
 
 from data_pipelines import acmnet, source, wtalc
 
-SHARED = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared'
-THUMOS_ANN = SHARED / 'data' / 'thumos14' / 'wtalc_Thumos14reduced-Annotations'
-ANET_ANN = SHARED / 'data' / 'activitynet13' / 'wtalc_format_ActivityNet1.3-Annotations'
-needs_thumos = pytest.mark.skipif(not THUMOS_ANN.is_dir(), reason='../shared/data absent')
-needs_anet = pytest.mark.skipif(not ANET_ANN.is_dir(), reason='../shared/data absent')
+THUMOS_ANN = pathlib.Path(wtalc.packaged_annotations('thumos14'))
+# The ActivityNet 1.3 W-TALC arrays, packed (tests/testdata/activitynet13/README.md).
+ANET_TAR = pathlib.Path(__file__).parent / 'testdata' / 'activitynet13' / 'wtalc_annotations.tar.xz'
+
+
+@pytest.fixture(scope='module')
+def anet_annotations(tmp_path_factory) -> pathlib.Path:
+  folder = tmp_path_factory.mktemp('anet_annotations')
+  with tarfile.open(ANET_TAR) as tar:
+    for member in tar.getmembers():  # Seven flat .npy files.
+      (folder / pathlib.PurePath(member.name).name).write_bytes(tar.extractfile(member).read())
+  return folder
+
 
 CLASSES = ('Alpha', 'Beta', 'Gamma')
 D = 8
@@ -49,7 +59,6 @@ def _write(tmp_path, *, layout='wtalc', videos=None, features=None, classes=CLAS
   return videos, features
 
 
-@needs_thumos
 def test_real_thumos_annotations_match_the_spec_oracles():
   ann = wtalc.read_annotations(str(THUMOS_ANN))
   assert len(ann['videoname']) == 412
@@ -77,16 +86,14 @@ def test_real_thumos_annotations_match_the_spec_oracles():
     assert 'CliffDiving' not in la or 'Diving' in la
 
 
-@needs_thumos
 def test_real_thumos_subset_rule():
   ann = wtalc.read_annotations(str(THUMOS_ANN))
   subsets = [source.normalize_subset(s, has_training=False) for s in ann['subset']]
   assert collections.Counter(subsets) == {'train': 200, 'test': 212}
 
 
-@needs_anet
-def test_real_activitynet_wtalc_subset_rule():
-  ann = wtalc.read_annotations(str(ANET_ANN))
+def test_real_activitynet_wtalc_subset_rule(anet_annotations):
+  ann = wtalc.read_annotations(str(anet_annotations))
   assert len(ann['classes']) == 200 and ann['ambiguous'] == {}
   has_training = 'training' in ann['subset']
   subsets = [source.normalize_subset(s, has_training) for s in ann['subset']]

@@ -187,15 +187,11 @@ def test_acmnet_conversion(tmp_path):
     assert json.load(f)['classes'] == list(ds.classes)
 
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared')
-SHARED_THUMOS = os.path.join(SHARED, 'data', 'thumos14', 'wtalc_Thumos14reduced-Annotations')
-
-
-@pytest.mark.skipif(not os.path.isdir(SHARED_THUMOS), reason='../shared/data absent')
 def test_real_structure_through_the_converter(tmp_path):
-  # Features for the real THUMOS14 annotation structure (D = 8), then the spec §8 oracles on the
-  # converter's outputs.
-  src = synthetic.generate(str(tmp_path / 'src'), real_annotations=SHARED_THUMOS, feature_dim=8)
+  # Features for the real THUMOS14 annotation structure (D = 8), then the oracles of
+  # docs/design.md §10 on the converter's outputs.
+  real = wtalc.packaged_annotations('thumos14')
+  src = synthetic.generate(str(tmp_path / 'src'), real_annotations=real, feature_dim=8)
   m = prepare.convert('wtalc', src, str(tmp_path / 'out'), videos_per_shard=128)
   assert m['counts'] == {'train': 200, 'test': 212} and m['length_mismatches'] == []
   gt = input_pipeline.load_ground_truth(str(tmp_path / 'out'))['database']

@@ -7,15 +7,13 @@ evaluators live elsewhere and are not a dependency of the data tests).
 import collections
 import filecmp
 import os
-import pathlib
 
 import numpy as np
 import pytest
 
 from data_pipelines import class_names, source, synthetic, wtalc
 
-SHARED = pathlib.Path(__file__).resolve().parents[1] / '..' / 'shared'
-THUMOS_ANN = SHARED / 'data' / 'thumos14' / 'wtalc_Thumos14reduced-Annotations'
+THUMOS_ANN = wtalc.packaged_annotations('thumos14')
 SNIPPET = 16 / 25
 
 
@@ -168,13 +166,12 @@ def test_difficulty_on_the_small_scale(tmp_path):
   assert supervised >= naive + 0.2, (naive, supervised)
 
 
-@pytest.mark.skipif(not THUMOS_ANN.is_dir(), reason='../shared/data absent')
 def test_real_annotation_structure_mode(tmp_path):
   out = synthetic.generate(
-    str(tmp_path), real_annotations=str(THUMOS_ANN), feature_dim=16, max_videos=4, layout='rskp'
+    str(tmp_path), real_annotations=THUMOS_ANN, feature_dim=16, max_videos=4, layout='rskp'
   )
   ds = wtalc.read_wtalc(out)
-  real = wtalc.read_annotations(str(THUMOS_ANN))
+  real = wtalc.read_annotations(THUMOS_ANN)
   train_ids = [v for v, s in zip(real['videoname'], real['subset'], strict=True) if s != 'test']
   test_ids = [v for v, s in zip(real['videoname'], real['subset'], strict=True) if s == 'test']
   assert [v.video_id for v in ds.videos] == train_ids[:4] + test_ids[:4]

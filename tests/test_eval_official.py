@@ -1,34 +1,36 @@
 """The `official` protocol against the official ActivityNet evaluator's goldens, plus its rules.
 
-Cases come from $ISSF_OFFICIAL_GOLDEN_DIR, else ../shared/golden/official_eval: every `pred_*.json`
-and `handmade/pred_*.json` found is checked against `expected.json`; finding none is a failure.
+Cases come from $ISSF_OFFICIAL_GOLDEN_DIR, else tests/testdata/official_eval: every `pred_*.json`
+and `handmade/pred_*.json` found (or its gzipped `.json.gz`) is checked against `expected.json`;
+finding none is a failure.
 """
 
-import json
-import os
+import gzip
+import hashlib
 import pathlib
 
 import numpy as np
 import pytest
 
 from issf_jax.evaluation import FormatError, evaluate_official
+from tests.conftest import golden_dir as _golden_dir
+from tests.conftest import read_json
 
-SHARED = pathlib.Path(__file__).parents[1] / '..' / 'shared'
 THUMOS_TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 
 
 def golden_dir() -> pathlib.Path:
-  env = os.environ.get('ISSF_OFFICIAL_GOLDEN_DIR')
-  return pathlib.Path(env) if env else SHARED / 'golden' / 'official_eval'
+  return _golden_dir('official_eval', 'ISSF_OFFICIAL_GOLDEN_DIR')
 
 
 def _cases():
   """(prediction file, expected entry, GT file, subset) for every prediction file found."""
   root = golden_dir()
-  files = sorted(root.glob('pred_*.json')) + sorted(root.glob('handmade/pred_*.json'))
+  files = [f for p in ('pred_*.json', 'pred_*.json.gz') for f in root.glob(p)]
+  files += [f for p in ('pred_*.json', 'pred_*.json.gz') for f in root.glob('handmade/' + p)]
   if not files:
     return []
-  expected = json.loads((root / 'expected.json').read_text())
+  expected = read_json(root / 'expected.json')
   by_file = {}
   for case in expected['cases'].values():
     gt = expected['ground_truth']
@@ -36,18 +38,24 @@ def _cases():
   for case in expected.get('handmade_cases', {}).values():
     by_file[case['prediction_file']] = (case, case['ground_truth_file'], case['subset'])
   out = []
-  for f in files:
+  for f in sorted(files):
     rel = f.relative_to(root).as_posix()
-    case, gt_file, subset = by_file.get(rel, (None, None, None))
+    case, gt_file, subset = by_file.get(rel.removesuffix('.gz'), (None, None, None))
     out.append((rel, case, gt_file, subset))
   return out
 
 
 def _resolve_gt(gt_file: str) -> pathlib.Path:
-  # Paths in expected.json are relative to the golden folder (handmade) or to shared/ (thumos14).
-  for base in (golden_dir(), SHARED):
-    if (base / gt_file).is_file():
-      return base / gt_file
+  """The GT file named in expected.json: relative to the golden folder, or (the layout the goldens
+  were made in, `<root>/golden/official_eval`) to the folder two levels up; plain or gzipped; in
+  the in-repository copy, `thumos14.json.gz` in the golden folder."""
+  root = golden_dir()
+  name = pathlib.PurePath(gt_file).name
+  up_two = [base / gt_file for base in root.resolve().parents[1:2]]
+  for path in (root / gt_file, *up_two, root / name):
+    for candidate in (path, path.with_name(path.name + '.gz')):
+      if candidate.is_file():
+        return candidate
   raise FileNotFoundError(gt_file)
 
 
@@ -56,7 +64,7 @@ _GT_CACHE = {}
 
 def _load_gt(path: pathlib.Path):
   if path not in _GT_CACHE:
-    _GT_CACHE[path] = json.loads(path.read_text())
+    _GT_CACHE[path] = read_json(path)
   return _GT_CACHE[path]
 
 
@@ -69,8 +77,8 @@ def test_official_goldens(case):
   rel, expected, gt_file, subset = case
   assert expected is not None, f'{rel} has no entry in expected.json'
   gt = _load_gt(_resolve_gt(gt_file))
-  pred = json.loads((golden_dir() / rel).read_text())
-  tiou = json.loads((golden_dir() / 'expected.json').read_text())['tiou_thresholds']
+  pred = read_json(golden_dir() / rel)
+  tiou = read_json(golden_dir() / 'expected.json')['tiou_thresholds']
   got = evaluate_official(gt, pred, subset=subset, tiou_thresholds=tiou)
   np.testing.assert_allclose(got['mAP'], expected['mAP'], rtol=0, atol=1e-9)
   assert abs(got['average_mAP'] - expected['average_mAP']) <= 1e-9
@@ -80,6 +88,15 @@ def test_official_goldens(case):
   if 'num_predictions' in expected:
     assert got['num_predictions'] == expected['num_predictions']
   assert got['protocol'] == 'official' and got['tiou_thresholds'] == tiou
+
+
+def test_thumos_ground_truth_is_the_one_the_goldens_were_made_with():
+  expected = read_json(golden_dir() / 'expected.json')['ground_truth']
+  path = _resolve_gt(expected['file'])
+  raw = path.read_bytes()
+  if path.suffix == '.gz':
+    raw = gzip.decompress(raw)
+  assert hashlib.md5(raw).hexdigest() == expected['md5'], path
 
 
 def _gt(*segments, subset='test'):

@@ -1,30 +1,32 @@
-"""The `rskp` protocol against RSKP's own outputs (golden/rskp_protocol), plus the §8 oracles.
+"""The `rskp` protocol against RSKP's own outputs (tests/testdata/rskp_protocol), plus the
+hand-computed oracles (docs/design.md §10).
 
-Cases come from $ISSF_RSKP_PROTOCOL_DIR, else ../shared/golden/rskp_protocol: every
+Cases come from $ISSF_RSKP_PROTOCOL_DIR, else tests/testdata/rskp_protocol: every
 `<case>_inputs.npz` found is checked (mAPs, average, classification mAP, the early-return flag,
 per-class and natural APs, and RSKP's final and pre-filter proposal lists with their GT matches);
 finding none is a failure. The ground truth is given to the evaluator in the ActivityNet format it
-takes in general, built from the folder's `thumos14_test_gt.json` and the real Ambiguous_test.txt.
+takes in general, built from the folder's `thumos14_test_gt.json` (or `.json.gz`) and the real
+Ambiguous_test.txt (the packaged THUMOS14 annotations).
 """
 
 import json
-import os
 import pathlib
 import warnings
 
 import numpy as np
 import pytest
 
+from data_pipelines import wtalc
 from issf_jax.evaluation import classification_map, evaluate_rskp, read_ambiguous_txt
 from issf_jax.evaluation import rskp as rskp_lib
+from tests.conftest import data_file, read_json
+from tests.conftest import golden_dir as _golden_dir
 
-SHARED = pathlib.Path(__file__).parents[1] / '..' / 'shared'
-AMBIGUOUS_TXT = SHARED / 'data/thumos14/wtalc_Thumos14reduced-Annotations/Ambiguous_test.txt'
+AMBIGUOUS_TXT = pathlib.Path(wtalc.packaged_annotations('thumos14')) / 'Ambiguous_test.txt'
 
 
 def golden_dir() -> pathlib.Path:
-  env = os.environ.get('ISSF_RSKP_PROTOCOL_DIR')
-  return pathlib.Path(env) if env else SHARED / 'golden' / 'rskp_protocol'
+  return _golden_dir('rskp_protocol', 'ISSF_RSKP_PROTOCOL_DIR')
 
 
 CASES = sorted(p.name[: -len('_inputs.npz')] for p in golden_dir().glob('*_inputs.npz'))
@@ -35,7 +37,7 @@ def golden_gt():
   """(ActivityNet-format GT, class names, video ids in test order) from thumos14_test_gt.json."""
   if not CASES:
     pytest.fail(f'no <case>_inputs.npz found in {golden_dir()}')
-  ref = json.loads((golden_dir() / 'thumos14_test_gt.json').read_text())
+  ref = read_json(data_file(golden_dir(), 'thumos14_test_gt.json'))
   ambiguous = read_ambiguous_txt(AMBIGUOUS_TXT)
   names = ref['class_names']
   database = {}

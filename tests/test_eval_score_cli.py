@@ -1,5 +1,6 @@
 """`issf-eval score` end to end (launch/score.py), --tiou parsing and the results table."""
 
+import gzip
 import json
 import os
 import pathlib
@@ -10,11 +11,11 @@ import pytest
 
 from issf_jax.evaluation import format_results_table, range_averages
 from launch import score
+from tests.conftest import data_file
 
 REPO = pathlib.Path(__file__).parents[1]
-SHARED = REPO / '..' / 'shared'
-GOLDEN = pathlib.Path(os.environ.get('ISSF_OFFICIAL_GOLDEN_DIR') or SHARED / 'golden/official_eval')
-THUMOS_GT = SHARED / 'data/thumos14/actionformer_format/thumos14.json'
+REPO_GOLDEN = REPO / 'tests' / 'testdata' / 'official_eval'
+GOLDEN = pathlib.Path(os.environ.get('ISSF_OFFICIAL_GOLDEN_DIR') or REPO_GOLDEN)
 KEYS = {
   'protocol',
   'subset',
@@ -40,14 +41,24 @@ def _run(capsys, **flags):
   return rc, out, err
 
 
+def _plain_copy(path: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+  """`path` itself, or a decompressed copy in tmp_path when it is gzipped (the CLI reads JSON)."""
+  if path.suffix != '.gz':
+    return path
+  out = tmp_path / path.name.removesuffix('.gz')
+  out.write_bytes(gzip.decompress(path.read_bytes()))
+  return out
+
+
 def test_score_reproduces_the_official_golden(tmp_path, capsys):
   expected = json.loads((GOLDEN / 'expected.json').read_text())
   case = expected['cases']['shifted']
+  gt_name = pathlib.PurePath(expected['ground_truth']['file']).name
   out_json = tmp_path / 'out.json'
   rc, out, err = _run(
     capsys,
-    predictions=GOLDEN / case['prediction_file'],
-    ground_truth=THUMOS_GT,
+    predictions=_plain_copy(data_file(GOLDEN, case['prediction_file']), tmp_path),
+    ground_truth=_plain_copy(data_file(REPO_GOLDEN, gt_name), tmp_path),
     subset='Test',
     protocol='official',
     tiou='0.1:0.7:0.1',

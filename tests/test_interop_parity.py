@@ -1,7 +1,7 @@
 """RSKP weight import and base-branch parity with RSKP's own PyTorch outputs.
 
-Cases come from `$ISSF_RSKP_PARITY_DIR` when set, else `../shared/golden/rskp_parity`
-(README §2.2-2.6 there). Every `parity_case*.npz` found is checked, so the same test also
+Cases come from `$ISSF_RSKP_PARITY_DIR` when set, else `tests/testdata/rskp_parity`
+(its README.md §2.2-2.6). Every `parity_case*.npz` found is checked, so the same test also
 checks cases kept aside when the variable points to them. Tolerances (README §2.6):
 `embedded` exact; `frm_scr` atol 1e-5; probabilities and attention atol 5e-6; rtol 1e-5.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from issf_jax import defaults, interop
 from issf_jax.model import build_model, init_params
-from tests.conftest import SHARED_DIR, SMALL_C, SMALL_D, fast_jit, small_config
+from tests.conftest import SMALL_C, SMALL_D, TESTDATA_DIR, fast_jit, small_config
 
 ENV_VAR = 'ISSF_RSKP_PARITY_DIR'
 WEIGHTS_BY_DIM = {2048: 'weights_d2048_c20.npz', 64: 'weights_d64_c5.npz'}
@@ -31,25 +31,20 @@ COMPARED = {
 }
 
 
-def _parity_dir() -> Path | None:
+def _parity_dir() -> Path:
   override = os.environ.get(ENV_VAR)
-  if override:
-    return Path(override)
-  path = SHARED_DIR / 'golden' / 'rskp_parity'
-  return path if path.is_dir() else None
+  return Path(override) if override else TESTDATA_DIR / 'rskp_parity'
 
 
 def _case_files() -> list[Path]:
   folder = _parity_dir()
-  if folder is None or not folder.is_dir():
+  if not folder.is_dir():
     return []
   return sorted(folder.glob('parity_case*.npz'))
 
 
 def test_parity_cases_are_found():
   folder = _parity_dir()
-  if folder is None:
-    pytest.skip('../shared/golden/rskp_parity not present')
   assert folder.is_dir(), f'{ENV_VAR}={folder} is not a directory'
   assert _case_files(), f'no parity_case*.npz in {folder}'
 
@@ -144,10 +139,9 @@ def test_round_trip(small_params):
 
 
 def test_round_trip_of_the_golden_weights(small_params):
-  folder = _parity_dir()
-  path = folder / WEIGHTS_BY_DIM[SMALL_D] if folder else None
-  if path is None or not path.is_file():
-    pytest.skip('weights_d64_c5.npz not present')
+  path = _parity_dir() / WEIGHTS_BY_DIM[SMALL_D]
+  if not path.is_file() and os.environ.get(ENV_VAR):
+    pytest.skip(f'{ENV_VAR} names a folder without {path.name}')
   with np.load(path) as weights:
     state = dict(weights)
   assert state['ac_center'].shape == (SMALL_C + 1, SMALL_D)

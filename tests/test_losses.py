@@ -1,8 +1,9 @@
-"""Losses: the spec's §8 oracles, the full ISSF objective, and parity with RSKP's own values.
+"""Losses: the hand-computed oracles (docs/design.md §10), the full ISSF objective, and parity
+with RSKP's own values.
 
-The parity goldens (`../shared/golden/rskp_parity/README.md` §2.3) hold RSKP's losses and
+The parity goldens (`tests/testdata/rskp_parity/README.md` §2.3) hold RSKP's losses and
 single-video gradients for the base branch. Every `parity_case*.npz` found in
-`$ISSF_RSKP_PARITY_DIR` (cases kept aside) or in `../shared/golden/rskp_parity` is checked.
+`$ISSF_RSKP_PARITY_DIR` (cases kept aside) or in `tests/testdata/rskp_parity` is checked.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.train import schedules
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_PARITY = REPO.parent / 'shared' / 'golden' / 'rskp_parity'
+REPO_PARITY = REPO / 'tests' / 'testdata' / 'rskp_parity'
 ENV_DIR = 'ISSF_RSKP_PARITY_DIR'
 # Tiny shapes: compile time dominates, and LLVM -O0 halves it.
 fast_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
@@ -34,7 +35,7 @@ def _parity_dirs() -> list[Path]:
   dirs = []
   if os.environ.get(ENV_DIR):
     dirs.append(Path(os.environ[ENV_DIR]))
-  dirs.append(SHARED_PARITY)
+  dirs.append(REPO_PARITY)
   return dirs
 
 
@@ -74,7 +75,7 @@ def _config(num_classes=5, dim=32, use_brm=True):
   return c
 
 
-# ----------------------------------------------------------------------------- §8 oracles
+# ----------------------------------------------------------------------------- oracles
 
 
 def test_nce_oracle():
@@ -349,7 +350,7 @@ def test_rskp_parity(case_path):
   tol = dict(rtol=1e-4, atol=1e-5)
   g_head, g_emb = grads['head'], grads['embedding']['dense']
   np.testing.assert_allclose(g_head['ac_center'], d['grad/ac_center'], **tol)
-  if num_snippets == 1:  # ~1e-15 in RSKP: numerically zero (README §2.6), atol only
+  if num_snippets == 1:  # ~1e-15 in RSKP: numerically zero (parity README §2.6), atol only
     np.testing.assert_allclose(g_head['fg_center'], d['grad/fg_center'], rtol=0, atol=1e-5)
   else:
     np.testing.assert_allclose(g_head['fg_center'], d['grad/fg_center'], **tol)

@@ -1,5 +1,5 @@
-"""The DEM memory bank: the spec's §8 oracles, initialisation against a brute force, the
-update modes, and the rows a video may touch."""
+"""The DEM memory bank: the hand-computed oracles (docs/design.md §10), initialisation against a
+brute force, the update modes, and the rows a video may touch."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _candidates(seed=1, scores=None, valid=None):
   return feats, np.asarray(scores, np.float32)[None], valid[None]
 
 
-# ----------------------------------------------------------------------------- §8 oracles
+# ----------------------------------------------------------------------------- oracles
 
 
 def test_read_of_equal_slots_gives_that_slot():

@@ -1,4 +1,4 @@
-"""Boundary refinement module (Eq. 4-6, reference_spec.md §4.3 and the §8 BRM oracles).
+"""Boundary refinement module (Eq. 4-6, docs/design.md §2.3, and the BRM oracles of §10).
 
 One jitted program applies every variant (and every attention-logit kind) to one [5, 12, 64]
 batch.

@@ -1,4 +1,4 @@
-"""The DEM read (Eq. 9, reference_spec.md §4.4 and the §8 DEM read oracles)."""
+"""The DEM read (Eq. 9, docs/design.md §2.4, and the DEM read oracles of §10)."""
 
 import math
 

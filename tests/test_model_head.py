@@ -1,4 +1,4 @@
-"""The classification head (RSKP PredictionModule): the oracles of reference_spec.md §8 (Head).
+"""The classification head (RSKP PredictionModule): the oracles of docs/design.md §10 (Head).
 
 Every call uses one jitted head at one shape, [B, T, D] = [4, 16, 64], padded per video.
 """
@@ -36,7 +36,7 @@ def _n(v):
 
 
 def _reference(params, feats, length):
-  """reference_spec.md §2 in float64 for one unpadded video."""
+  """docs/design.md §2.1 in float64 for one unpadded video."""
   f = np.asarray(feats[:length], np.float64)
   ac = np.asarray(params['ac_center'], np.float64)
   fg = np.asarray(params['fg_center'], np.float64)

@@ -1,4 +1,4 @@
-"""Saliency inference (Eq. 1-3, reference_spec.md §4.2 and the §8 oracles)."""
+"""Saliency inference (Eq. 1-3, docs/design.md §2.2, and the oracles of §10)."""
 
 import fractions
 

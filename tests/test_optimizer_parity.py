@@ -1,10 +1,10 @@
-"""Gradient accumulation + Adam against RSKP's own 3-step run (`../shared/golden/rskp_parity`,
-README §2.4): 10 videos, base-branch loss with fixed teachers, dropout off, gradients SUMMED
+"""Gradient accumulation + Adam against RSKP's own 3-step run (`tests/testdata/rskp_parity`,
+its README §2.4): 10 videos, base-branch loss with fixed teachers, dropout off, gradients SUMMED
 over the videos, then `torch.optim.Adam(lr=5e-5, betas=(0.9, 0.99), weight_decay=5e-4)`.
 
 Two layouts: d64 (full gradients, params and Adam moments after each of 3 steps) and d2048
 (kept aside; rows of W and full-matrix checksums). Every `optim_*.npz` found in
-`$ISSF_RSKP_PARITY_DIR` or `../shared/golden/rskp_parity` is checked.
+`$ISSF_RSKP_PARITY_DIR` or `tests/testdata/rskp_parity` is checked.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.train.optimizer import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_PARITY = REPO.parent / 'shared' / 'golden' / 'rskp_parity'
+REPO_PARITY = REPO / 'tests' / 'testdata' / 'rskp_parity'
 ENV_DIR = 'ISSF_RSKP_PARITY_DIR'
 fast_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 LR = 5e-5
@@ -40,7 +40,7 @@ NAMES = {
 
 
 def _dirs() -> list[Path]:
-  return ([Path(os.environ[ENV_DIR])] if os.environ.get(ENV_DIR) else []) + [SHARED_PARITY]
+  return ([Path(os.environ[ENV_DIR])] if os.environ.get(ENV_DIR) else []) + [REPO_PARITY]
 
 
 def _find() -> list[Path]:
@@ -186,7 +186,8 @@ def test_params_and_adam_moments(path):
 
 @pytest.mark.parametrize('path', FILES, ids=[p.stem for p in FILES])
 def test_first_adam_step_is_lr_times_sign(path):
-  """§8: the first step is -lr (g + wd theta) / (|g + wd theta| + 1e-8), g the SUMMED gradient."""
+  """Oracle (docs/design.md §10): the first step is -lr (g + wd theta) / (|g + wd theta| + 1e-8),
+  g the SUMMED gradient."""
   _, params0, history, _ = _run(str(path))
   for name in NAMES:
     theta = _get(params0, name).astype(np.float64)

@@ -1,7 +1,7 @@
 """Proposals (RSKP multi-threshold + contrast + NMS), seconds conversion and the detections JSON.
 
-Oracles from reference_spec.md §8 and golden/rskp_parity/oracles.json; the bit-exact comparison
-with RSKP's own proposal lists is in test_eval_rskp.py.
+Oracles from docs/design.md §10 and tests/testdata/rskp_parity/oracles.json; the bit-exact
+comparison with RSKP's own proposal lists is in test_eval_rskp.py.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""The data-parallel train step (DESIGN.md §3).
+"""The data-parallel train step (docs/design.md §4).
 
 * Sequential mode equals a plain Python loop over the videos, one at a time, with the same pure
   functions, the same per-video keys, the memory updated after each video, the gradients summed

@@ -1,4 +1,4 @@
-"""Classification mAP over videos (spec §6.1), with RSKP's `getClassificationMAP` semantics.
+"""Classification mAP over videos (docs/design.md §7.1), RSKP's `getClassificationMAP` semantics.
 
 Per class column (background and any extra score columns ignored): the videos are sorted by
 descending score with numpy's default argsort, and AP = sum_i label_i * prec@i / n_pos, the

@@ -1,4 +1,4 @@
-"""The `official` protocol: ActivityNet detection mAP in seconds (spec §6.3), vectorised.
+"""The `official` protocol: ActivityNet detection mAP in seconds (docs/design.md §7.3), vectorised.
 
 Reproduces `ANETdetection` (activitynet/ActivityNet `Evaluation/eval_detection.py`) with
 `check_status=False`:

@@ -1,6 +1,6 @@
 """The `rskp` protocol: RSKP's THUMOS14 evaluator (`evaluation/detectionMAP.py`), quirks included.
 
-Spec §6.2 and `golden/rskp_protocol/README.md` §3. What is reproduced on purpose:
+`docs/design.md` §7.2 and `tests/testdata/rskp_parity/README.md` §3. What is reproduced on purpose:
 
   * proposals from the localisation map (`issf_jax.proposals`, with RSKP's float32 scores and NMS);
   * per class, the NMS survivors of all videos ranked with RSKP's own `np.argsort(-score)` (twice:

@@ -1,4 +1,4 @@
-"""Discrimination enhancement module, DEM read (paper Eq. 9, `reference_spec.md` §4.4).
+"""Discrimination enhancement module, DEM read (paper Eq. 9, `docs/design.md` §2.4).
 
 F_hat = softmax(F~ . M_[c]^T) . M_[c], where M_[c] concatenates the memory slots of the
 video's ground-truth classes and one softmax runs over all of them (A12). There is no

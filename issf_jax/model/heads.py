@@ -2,7 +2,7 @@
 
 Shapes: B videos, T snippets (padded; `mask` [B, T] marks the true ones), D_in input
 width, D embedded width, C action classes (C+1 centres, background last).
-Reference: `reference_spec.md` §2 (RSKP `model/main_branch.py`).
+Reference: `docs/design.md` §2.1 (RSKP `model/main_branch.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def dropout(x: jax.Array, rate: float, keys: jax.Array | None) -> jax.Array:
 
 
 class Embedding(nn.Module):
-  """Linear(D_in -> D), ReLU, Dropout: the embedded snippet features F (spec §2)."""
+  """Linear(D_in -> D), ReLU, Dropout: the embedded snippet features F (docs/design.md §2.1)."""
 
   embed_dim: int
   dropout_rate: float

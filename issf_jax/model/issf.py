@@ -1,4 +1,4 @@
-"""ISSF: the composed forward (spec §4.1) and the inference fusion (spec §4.6).
+"""ISSF: the composed forward (docs/design.md §2) and the inference fusion (§2.6).
 
 Pure Flax (linen) used functionally: `model.init` / `model.apply` with explicit params.
 Randomness is explicit too: each video carries its own PRNG key (`video_keys` [B]), from
@@ -6,7 +6,7 @@ which its dropout mask and its random-saliency draw are derived. A video therefo
 the same randomness whichever device or batch slot it lands on.
 
 The forward is split in two stages because the DEM read depends on the memory state that
-the train step computes between them (DESIGN.md §3):
+the train step computes between them (docs/design.md §4.1):
   `encode`:  F = embed(X); base = Head(F); b = Saliency(F); F~ = BRM(F, b); brm = Head(F~)
   `enhance`: F_hat = DEM(F~, M); dem = Head(F_hat)
 `__call__` runs both and returns every branch plus the pseudo-label logits T^p.
@@ -146,7 +146,7 @@ def pseudo_label_logits(outputs: dict, model_config=None) -> jax.Array:
 
 
 def fuse_predictions(outputs: dict, mask, config) -> tuple[jax.Array, jax.Array]:
-  """Inference fusion (spec §4.6): video scores [B, C+1] and localisation map [B, T, C+1].
+  """Inference fusion (docs/design.md §2.6): video scores [B, C+1] and localisation map [B, T, C+1].
 
   `base_brm`: vid = w * base.p_ca + (1-w) * brm.p_ca,
               cas = (w * softmax(base.S) + (1-w) * softmax(brm.S)) * base.a.

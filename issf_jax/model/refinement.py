@@ -1,4 +1,4 @@
-"""Boundary refinement module, BRM (paper Eq. 4-6, `reference_spec.md` §4.3, Table 5).
+"""Boundary refinement module, BRM (paper Eq. 4-6, `docs/design.md` §2.3, Table 5).
 
 Static shapes: the salient set F^a = F[b] and the non-salient set F^b = F[~b] are never
 gathered. The channel unit runs on all T rows, and the temporal unit masks its key axis

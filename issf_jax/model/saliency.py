@@ -1,4 +1,4 @@
-"""Saliency inference (paper Eq. 1-3, `reference_spec.md` §4.2): which snippets are salient.
+"""Saliency inference (paper Eq. 1-3, `docs/design.md` §2.2): which snippets are salient.
 
 Parameter-free. Every reduction respects the mask: K comes from each video's true length,
 padding is never salient, and the official code's wrap-around goes to the last TRUE snippet.

@@ -2,7 +2,7 @@
 
 One host or a pod: each process reads its slice of every global batch, the mesh spans every
 device of every process, and the state is replicated. The loop keeps at most two steps in
-flight (XLA:CPU collectives deadlock with more, environment notes §2).
+flight (XLA:CPU collectives deadlock with more, docs/design.md §9).
 
 Per epoch end: the memory initialisation pass (once, at the end of `memory_init_epoch`), the
 periodic evaluation, and the checkpoint (state + iterator position + eval metrics).

@@ -2,7 +2,7 @@
 
 RSKP accumulates gradients over 10 videos by SUMMING them (one `backward()` per video, one
 `step()` every 10), then adds the L2 term once to the summed gradient. The train step
-therefore hands this optimizer the global-batch SUM of per-video gradients (spec §5).
+therefore hands this optimizer the global-batch SUM of per-video gradients (docs/design.md §4.4).
 """
 
 from __future__ import annotations

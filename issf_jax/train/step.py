@@ -1,4 +1,4 @@
-"""The data-parallel train step and the memory-initialisation step (DESIGN.md §3).
+"""The data-parallel train step and the memory-initialisation step (docs/design.md §4).
 
 `train_step(state, batch, base_key) -> (state, metrics)` is one pure function, jitted, with
 the per-device program written with `jax.shard_map` over a `data` mesh axis (the modern form
