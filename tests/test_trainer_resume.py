@@ -133,7 +133,8 @@ def test_resume_with_another_embed_dim_fails_clearly(tmp_path, tiny_shards, tiny
     before = f.read()
   config = synthetic_config(tiny_shards, {**TINY_TRAIN_OVERRIDES, 'model.embed_dim': 32})
   with pytest.raises(checkpointing.CheckpointMismatchError, match='embed_dim') as err:
-    loop.train_and_evaluate(config, str(workdir))
+    # allow_config_change: past the config check, which would refuse the change first.
+    loop.train_and_evaluate(config, str(workdir), allow_config_change=True)
   assert 'checkpoint 64 vs config 32' in str(err.value)
   with open(workdir / 'config.json') as f:
     assert f.read() == before
