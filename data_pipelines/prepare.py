@@ -103,14 +103,14 @@ def convert(
     num_shards: shards per subset (capped at the subset's size).
     length_abs_tol, length_rel_tol: T vs floor(duration*25/16) warning tolerance.
   """
-  # Import here: TF costs ~2 s and the CLI should fail fast on bad flags.
-  from data_pipelines import shards
-
   kwargs = dict(feature_dim=feature_dim, length_abs_tol=length_abs_tol)
   kwargs.update(length_rel_tol=length_rel_tol, classes=classes)
   if name is not None:
     kwargs['name'] = name
   dataset = read_source(fmt, src, **kwargs)
+  # Import here: TF costs ~2 s (more on a loaded machine); bad flags and a bad --src fail first.
+  from data_pipelines import shards
+
   if os.path.abspath(out) == os.path.abspath(src):
     raise errors.InputError(f'--out {out}: must differ from --src')
   os.makedirs(out, exist_ok=True)

@@ -166,3 +166,21 @@ def test_a_bug_keeps_its_traceback(tmp_path):
   proc = run([sys.executable, script])
   assert proc.returncode == 1
   assert 'Traceback' in proc.stderr and 'RuntimeError: a bug' in proc.stderr
+
+
+def test_no_tpu_backend_line(tmp_path):
+  """JAX logs the backends it could not start (TPU, on every CPU machine) at INFO; the
+  commands drop that line. JAX_PLATFORMS unset, as a user runs them."""
+  script = tmp_path / 'devices.py'
+  script.write_text(
+    'import sys\nfrom launch import cli\n'
+    'def main(argv):\n  import jax\n  print(jax.devices())\n'
+    "cli.run_absl(main, sys.modules['__main__'], 'devices')\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+  env['PYTHONPATH'] = str(REPO_DIR)
+  proc = subprocess.run([sys.executable, script, '--verbosity=0'], cwd=REPO_DIR, env=env,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+  assert proc.returncode == 0, proc.stderr
+  assert 'Device' in proc.stdout
+  assert 'tpu' not in proc.stderr.lower(), proc.stderr

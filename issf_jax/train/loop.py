@@ -55,16 +55,14 @@ class Trainer:
   """Holds what the loop needs: mesh, compiled steps, iterators, checkpoints, writers."""
 
   def __init__(self, config, workdir: str, reporter: reporting.Reporter | None = None):
-    from data_pipelines import input_pipeline  # TF only on the data path
-    from data_pipelines import manifest as manifest_lib
+    from data_pipelines import manifest as manifest_lib  # no TF: bad input fails fast
 
     self.config, self.workdir = config, workdir
     self.reporter = reporter or reporting.Reporter()
-    self.input_pipeline = input_pipeline
     if not config.data.shards_dir:
       raise errors.ConfigError('config.data.shards_dir is empty; run issf-prepare and set it.')
     self.shards_dir = config.data.shards_dir
-    manifest = input_pipeline.load_manifest(self.shards_dir)
+    manifest = manifest_lib.load_manifest(self.shards_dir)
     if manifest['feature_dim'] != config.model.feature_dim:
       raise errors.ConfigError(
         f'{self.shards_dir} holds {manifest["feature_dim"]}-d features but model.feature_dim is '
@@ -83,7 +81,10 @@ class Trainer:
           f'{self.shards_dir} has no {subset!r} split (has {sorted(manifest["shards"])})'
         )
       manifest_lib.verify_shards(self.shards_dir, manifest, subset)
-    input_pipeline.load_ground_truth(self.shards_dir, verify=True)
+    manifest_lib.load_ground_truth(self.shards_dir, verify=True)
+    from data_pipelines import input_pipeline  # TF only on the data path
+
+    self.input_pipeline = input_pipeline
     self.num_train = manifest['counts']['train']
     self.steps_per_epoch = self.num_train // config.train.batch_size
     if self.steps_per_epoch == 0:

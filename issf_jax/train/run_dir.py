@@ -46,7 +46,7 @@ def flatten(tree: dict, prefix: str = '') -> dict:
   """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
   out = {}
   for key, value in tree.items():
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):
       out.update(flatten(value, f'{prefix}{key}.'))
     else:
       out[f'{prefix}{key}'] = value
