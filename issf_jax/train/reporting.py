@@ -4,6 +4,11 @@ The trainer calls a `Reporter` on process 0 only. This default one writes throug
 (the library prints nothing); `launch/reporting.py` prints the same to the console for the
 commands. Epochs are counted from 1 in both lines: a step of epoch e and the evaluation at the
 end of epoch e both say "epoch e".
+
+clu's `periodic_actions.ReportProgress` (clu 0.0.12 works with our jax 0.10.2) is not used: the
+trainer reports at its log steps and epoch ends, which it knows, so steps/s and the ETA are one
+division here; `Profile` has no use on the CPU machines this is developed on, and
+`jax.profiler.trace` is one line where it is wanted.
 """
 
 from __future__ import annotations
