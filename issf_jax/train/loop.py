@@ -162,7 +162,7 @@ class Trainer:
   def evaluate(self, state, step: int) -> dict:
     result = self.evaluator(state.params, step, sharding.host_value(self.key_data))
     if self.is_chief:
-      epoch = step // self.steps_per_epoch
+      epoch = (step - 1) // self.steps_per_epoch + 1  # the epoch of the last step, from 1
       self.reporter.evaluation(step, epoch, evaluator.format_result(result))
     summary = evaluator.summary_metrics(result)
     self.writer.write(step, {f'eval/{k}': v for k, v in summary.items()})
