@@ -83,8 +83,9 @@ def main(argv):
   results = {n: train_variant(n, VARIANTS[n], shards, workdir, _SCALE.value) for n in names}
   table = comparison_table(results)
   print('\nSynthetic benchmark, last epoch, rskp protocol (mAP %, test split):\n' + table)
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  from issf_jax.train import evaluator
+
+  evaluator.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
   with open(os.path.join(workdir, 'results.txt'), 'w') as f:
     f.write(table + '\n')
 

@@ -176,3 +176,17 @@ def test_evaluate_reports_both_protocols(tiny_run, tmp_path, capsys):
   summary = evaluator.summary_metrics(result)
   assert summary['official/average_mAP'] == pytest.approx(official['average_mAP'])
   assert summary['average_mAP'] == pytest.approx(result['average_mAP'])
+
+
+def test_evaluate_with_a_config_of_another_shape_is_one_line(run_copy, tiny_shards, jax_cache_dir):
+  """A checkpoint that does not match the config: exit 2, one line naming the field."""
+  workdir, _ = run_copy
+  proc = run_python(
+    ['-m', 'launch.evaluate', '--workdir', workdir, '--config', 'configs/synthetic.py',
+     f'--config.data.shards_dir={tiny_shards}', '--config.model.feature_dim=64',
+     '--config.model.embed_dim=32'],
+    subprocess_env(jax_cache_dir), check=False,
+  )  # fmt: skip
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  [line] = [line for line in proc.stderr.splitlines() if 'error:' in line]
+  assert line.startswith('issf-eval: error: ') and 'embed_dim: checkpoint 64 vs config 32' in line
