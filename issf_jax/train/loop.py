@@ -14,7 +14,7 @@ the metric records of the steps it redoes are dropped first.
 Metrics come to the host at log steps only (every `train.log_every_steps` and each epoch end,
 which is also where non-finite losses are caught, before any checkpoint). Dispatch runs ahead
 of the devices by at most `max_in_flight` steps: 2 where multi-device XLA:CPU collectives
-deadlock with more (environment notes, hazard 1), and 8 elsewhere, which only bounds the input
+deadlock with more (docs/design.md §9), and 8 elsewhere, which only bounds the input
 batches held on the devices.
 """
 
