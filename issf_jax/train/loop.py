@@ -54,7 +54,8 @@ def max_in_flight(mesh) -> int:
 class Trainer:
   """Holds what the loop needs: mesh, compiled steps, iterators, checkpoints, writers."""
 
-  def __init__(self, config, workdir: str, reporter: reporting.Reporter | None = None):
+  def __init__(self, config, workdir: str, reporter: reporting.Reporter | None = None,
+               allow_config_change: bool = False):  # fmt: skip
     from data_pipelines import manifest as manifest_lib  # no TF: bad input fails fast
 
     self.config, self.workdir = config, workdir
@@ -82,9 +83,6 @@ class Trainer:
         )
       manifest_lib.verify_shards(self.shards_dir, manifest, subset)
     manifest_lib.load_ground_truth(self.shards_dir, verify=True)
-    from data_pipelines import input_pipeline  # TF only on the data path
-
-    self.input_pipeline = input_pipeline
     self.num_train = manifest['counts']['train']
     self.steps_per_epoch = self.num_train // config.train.batch_size
     if self.steps_per_epoch == 0:
@@ -94,15 +92,33 @@ class Trainer:
     self.total_steps = config.train.num_epochs * self.steps_per_epoch
     if config.train.max_steps:
       self.total_steps = min(self.total_steps, config.train.max_steps)
+    self.checkpointer = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
+      best_metric=config.train.best_metric or None,
+    )  # fmt: skip
+    try:
+      # A resume with a config that changes the training is refused before anything is built.
+      latest = self.checkpointer.latest_step()
+      self.config_changes = {}
+      if latest is not None:
+        self.config_changes = run_dir.check_resume_config(
+          config, workdir, latest, allow_config_change
+        )
+      self._build(config, workdir)
+    except BaseException:
+      self.checkpointer.close()
+      raise
+
+  def _build(self, config, workdir: str) -> None:
+    """The devices, the compiled-step cache, the evaluator (after the checks of __init__)."""
+    from data_pipelines import input_pipeline  # TF only on the data path
+
+    self.input_pipeline = input_pipeline
     self.mesh = sharding.make_mesh(config.train.num_devices or None)
     self.key_data = sharding.replicate(
       jax.random.key_data(jax.random.key(config.train.seed)), self.mesh
     )
     self.train_steps = {}
-    self.checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
-      best_metric=config.train.best_metric or None,
-    )  # fmt: skip
     self.signature = checkpointing.model_signature(config)
     self.evaluator = evaluator.Evaluator(config, workdir, self.shards_dir)
     self.is_chief = jax.process_index() == 0
@@ -168,22 +184,18 @@ class Trainer:
     self.writer.write(step, {f'eval/{k}': v for k, v in summary.items()})
     return summary
 
-  def run(self, allow_config_change: bool = False) -> dict:
+  def run(self) -> dict:
     """Trains to the last step; the checkpoints and the writer are closed however it ends."""
     try:
-      return self._run(allow_config_change)
+      return self._run()
     finally:
       self.checkpointer.close()  # waits for the last asynchronous save
       if self.writer is not None:
         self.writer.close()
 
-  def _run(self, allow_config_change: bool) -> dict:
+  def _run(self) -> dict:
     cfg = self.config
-    # Before anything is computed: a resume with a config that changes the training is refused.
-    latest = self.checkpointer.latest_step()
-    changes = {}
-    if latest is not None:
-      changes = run_dir.check_resume_config(cfg, self.workdir, latest, allow_config_change)
+    changes = self.config_changes
     state, position = self.restore_or_init()
     start = int(sharding.host_value(state.step))
     # Only after the restore: a resume refused (model shape or config) must leave the run's
@@ -266,4 +278,4 @@ def train_and_evaluate(config, workdir: str, *, reporter: reporting.Reporter | N
     {'state': the final TrainState, 'eval': the last evaluation's summary metrics,
      'steps_per_epoch'}.
   """
-  return Trainer(config, workdir, reporter).run(allow_config_change)
+  return Trainer(config, workdir, reporter, allow_config_change).run()
