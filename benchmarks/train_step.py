@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from issf_jax import defaults
+from issf_jax import defaults, sharding
 from issf_jax.train import step as step_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -188,12 +188,12 @@ def main(argv=None) -> dict:
   if args.pad == 'common':
     buckets = [max(buckets)] * num_batches
   c = make_config(args.classes, args.dim)
-  mesh = step_lib.make_mesh(1)
+  mesh = sharding.make_mesh(1)
   host = [
     make_batch(rng, x, t, args.dim, args.classes, i * args.batch)
     for i, (x, t) in enumerate(zip(lengths, buckets, strict=True))
   ]
-  batches = [step_lib.shard_batch(step_lib.pad_batch(b, 1), mesh) for b in host]
+  batches = [sharding.shard_batch(sharding.pad_batch(b, 1), mesh) for b in host]
   true_snippets = [int(x.sum()) for x in lengths]
   load_before = os.getloadavg()
   print(f'{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, load {load_before}')
@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
   )
 
   key_data = jax.random.key_data(jax.random.key(args.seed))
-  state = step_lib.replicate(
+  state = sharding.replicate(
     jax.jit(lambda k: step_lib.create_train_state(c, k))(jax.random.key(args.seed)), mesh
   )
   flop_args = dict(
@@ -217,18 +217,18 @@ def main(argv=None) -> dict:
     if ready:  # the memory: an init pass over the batches (eval mode), as after warm-up
       init = step_lib.make_memory_init_step(c, mesh)
       common = max(buckets)
-      memory, ids = state.memory, step_lib.replicate(step_lib.initial_snippet_ids(c), mesh)
+      memory, ids = state.memory, sharding.replicate(step_lib.initial_snippet_ids(c), mesh)
       t0 = time.perf_counter()
       for b in host:
         padded = dict(b)
         extra = common - b['mask'].shape[1]
         padded['features'] = np.pad(b['features'], ((0, 0), (0, extra), (0, 0)))
         padded['mask'] = np.pad(b['mask'], ((0, 0), (0, extra)))
-        batch = step_lib.shard_batch(step_lib.pad_batch(padded, 1), mesh)
+        batch = sharding.shard_batch(sharding.pad_batch(padded, 1), mesh)
         memory, ids = init(state.params, memory, ids, batch, key_data)
         jax.block_until_ready(memory)
       init_s = time.perf_counter() - t0
-      initialized = step_lib.replicate(jnp.ones((), bool), mesh)
+      initialized = sharding.replicate(jnp.ones((), bool), mesh)
       state = state.replace(memory=memory.replace(initialized=initialized))
       print(f'memory init pass over {num_batches * args.batch} videos at T={common}: '
             f'{init_s:.1f} s (compile included)')  # fmt: skip

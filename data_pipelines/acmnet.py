@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipelines import source
+from issf_jax import errors
 
 AMBIGUOUS_LABEL = 'Ambiguous'
 SPLITS = (('train', 'split_train.txt', 'train'), ('test', 'split_test.txt', 'test'))
@@ -27,7 +28,7 @@ SPLITS = (('train', 'split_train.txt', 'train'), ('test', 'split_test.txt', 'tes
 
 def _read_split(path: str) -> list[str]:
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'ACM-Net split file {path} not found')
+    raise errors.MissingFileError(f'ACM-Net split file {path} not found')
   with open(path) as f:
     return [line.strip() for line in f if line.strip()]
 
@@ -54,7 +55,7 @@ def read_acmnet(
   src = os.path.abspath(src)
   gt_path = os.path.join(src, 'gt.json')
   if not os.path.isfile(gt_path):
-    raise FileNotFoundError(f'ACM-Net ground truth {gt_path} not found')
+    raise errors.MissingFileError(f'ACM-Net ground truth {gt_path} not found')
   with open(gt_path) as f:
     database = json.load(f)['database']
   splits = {subset: _read_split(os.path.join(src, fname)) for subset, fname, _ in SPLITS}

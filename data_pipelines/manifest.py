@@ -20,6 +20,7 @@ import os
 import re
 
 from data_pipelines import source
+from issf_jax import errors
 
 MANIFEST = 'manifest.json'
 GROUND_TRUTH = 'ground_truth.json'
@@ -86,7 +87,7 @@ def load_manifest(shards_dir: str) -> dict:
   """Reads manifest.json; a directory without one is an incomplete or failed conversion."""
   path = os.path.join(shards_dir, MANIFEST)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
       f'{path} not found: {shards_dir} is not a complete shard directory '
       '(run `python -m data_pipelines.prepare`)'
     )
@@ -134,7 +135,7 @@ def verify_shards(shards_dir: str, manifest: dict, subset: str) -> None:
   for shard in manifest['shards'][subset]:
     path = os.path.abspath(os.path.join(shards_dir, shard['file']))
     if not os.path.isfile(path):
-      raise FileNotFoundError(f'shard {path} listed in the manifest is missing')
+      raise errors.MissingFileError(f'shard {path} listed in the manifest is missing')
     st = os.stat(path)
     key = (path, st.st_size, st.st_mtime_ns, shard['sha256'])
     if key not in _VERIFIED:

@@ -1,4 +1,8 @@
-"""Converter: released features (W-TALC or ACM-Net format) -> validated TFRecord shards + manifest.
+"""Converts released I3D features (the W-TALC or the ACM-Net format) into the shard folder that
+issf-train and issf-eval read: validated TFRecord shards per subset, the ground truth in the
+ActivityNet format, and a manifest with the checksums of every file. A video that cannot be used
+(wrong width, NaN/Inf, no snippets, an unknown label) stops the conversion with one line naming
+the video and the file.
 
   python -m data_pipelines.prepare --format wtalc --src DIR --out SHARDS_DIR
   issf-prepare --format acmnet --src DIR --out SHARDS_DIR --classes activitynet13
@@ -22,12 +26,14 @@ from absl import logging
 
 from data_pipelines import acmnet, class_names, source, wtalc
 from data_pipelines import manifest as manifest_lib
+from issf_jax import errors
 
 SUBSET_RULE = (
   "W-TALC: 'training' -> train, 'test' -> test, 'validation' -> train (THUMOS14) or test "
   "(packages that also have 'training', i.e. ActivityNet); other subsets skipped. "
   'ACM-Net: split_train.txt -> train, split_test.txt -> test.'
 )
+EXIT_BAD_INPUT = 2
 NAMED_CLASS_LISTS = {'thumos14': class_names.THUMOS14, 'activitynet13': class_names.ACTIVITYNET13}
 
 
@@ -37,11 +43,17 @@ def resolve_classes(spec: str | None) -> tuple[str, ...] | None:
     return None
   if spec in NAMED_CLASS_LISTS:
     return NAMED_CLASS_LISTS[spec]
+  if not os.path.isfile(spec):
+    raise errors.MissingFileError(
+      f'--classes {spec}: neither {sorted(NAMED_CLASS_LISTS)} nor a class-list file'
+    )
   with open(spec) as f:
     return tuple(line.strip() for line in f if line.strip())
 
 
 def read_source(fmt: str, src: str, **kwargs) -> source.SourceDataset:
+  if not os.path.isdir(src):
+    raise errors.MissingFileError(f'--src {src}: no such folder')
   if fmt == 'wtalc':
     classes = kwargs.pop('classes', None)
     dataset = wtalc.read_wtalc(src, **kwargs)
@@ -91,16 +103,16 @@ def convert(
     num_shards: shards per subset (capped at the subset's size).
     length_abs_tol, length_rel_tol: T vs floor(duration*25/16) warning tolerance.
   """
-  # Import here: TF costs ~2 s and the CLI should fail fast on bad flags.
-  from data_pipelines import shards
-
   kwargs = dict(feature_dim=feature_dim, length_abs_tol=length_abs_tol)
   kwargs.update(length_rel_tol=length_rel_tol, classes=classes)
   if name is not None:
     kwargs['name'] = name
   dataset = read_source(fmt, src, **kwargs)
+  # Import here: TF costs ~2 s (more on a loaded machine); bad flags and a bad --src fail first.
+  from data_pipelines import shards
+
   if os.path.abspath(out) == os.path.abspath(src):
-    raise ValueError('--out must differ from --src')
+    raise errors.InputError(f'--out {out}: must differ from --src')
   os.makedirs(out, exist_ok=True)
   _clean(out)
 
@@ -193,7 +205,8 @@ def convert(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='issf-prepare', description=__doc__.splitlines()[0])
+  description = __doc__.split('\n\n', 1)[0]
+  p = argparse.ArgumentParser(prog='issf-prepare', description=description)
   p.add_argument('--format', required=True, choices=('wtalc', 'acmnet'))
   p.add_argument('--src', required=True, help='released dataset folder')
   p.add_argument('--out', required=True, help='shard directory to write')
@@ -210,10 +223,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-  """Console-script entry point (`issf-prepare`)."""
+  """Console-script entry point (`issf-prepare`); returns the exit status (2: bad input)."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.INFO)
-  manifest = convert(
+  try:
+    manifest = _convert(args)
+  except errors.InputError as err:
+    # One line naming the file or video, no traceback (as every issf-* command).
+    print(f'issf-prepare: error: {" ".join(str(err).split())}', file=sys.stderr)
+    return EXIT_BAD_INPUT
+  print(
+    f'{args.out}: {manifest["counts"]}, D={manifest["feature_dim"]}, '
+    f'{len(manifest["missing_videos"])} missing, '
+    f'{len(manifest["length_mismatches"])} length warnings'
+  )
+  return 0
+
+
+def _convert(args: argparse.Namespace) -> dict:
+  return convert(
     args.format,
     args.src,
     args.out,
@@ -225,12 +253,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     length_abs_tol=args.length_tolerance,
     length_rel_tol=args.length_rel_tolerance,
   )
-  print(
-    f'{args.out}: {manifest["counts"]}, D={manifest["feature_dim"]}, '
-    f'{len(manifest["missing_videos"])} missing, '
-    f'{len(manifest["length_mismatches"])} length warnings'
-  )
-  return 0
 
 
 if __name__ == '__main__':

@@ -23,12 +23,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from issf_jax import errors
+
 FPS = 25.0
 STRIDE = 16
 SUBSETS = ('train', 'test')
 
 
-class DataValidationError(ValueError):
+class DataValidationError(errors.InputError, ValueError):
   """A released file is unusable. The message names the video and the file."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipelines import source
+from issf_jax import errors
 
 FEATURES_SUFFIX = '-I3D-JOINTFeatures.npy'
 ANNOTATION_FILES = (
@@ -51,18 +52,18 @@ def locate(src: str, name: str | None = None) -> tuple[str, str, str]:
   if name is None:
     found = sorted(glob.glob(os.path.join(glob.escape(src), '*' + FEATURES_SUFFIX)))
     if len(found) != 1:
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
         f'expected exactly one *{FEATURES_SUFFIX} in {src}, found {len(found)}: '
         f'{[os.path.basename(f) for f in found]} (pass name= to choose)'
       )
     name = os.path.basename(found[0])[: -len(FEATURES_SUFFIX)]
   features_path = os.path.join(src, name + FEATURES_SUFFIX)
   if not os.path.isfile(features_path):
-    raise FileNotFoundError(f'features file {features_path} not found')
+    raise errors.MissingFileError(f'features file {features_path} not found')
   for ann_dir in (os.path.join(src, name + '-Annotations'), src):  # W-TALC layout, then RSKP.
     if os.path.isfile(os.path.join(ann_dir, 'classlist.npy')):
       return name, features_path, ann_dir
-  raise FileNotFoundError(
+  raise errors.MissingFileError(
     f'no W-TALC annotations for {name!r}: looked for classlist.npy in '
     f'{os.path.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
   )
@@ -91,7 +92,7 @@ def read_annotations(ann_dir: str) -> dict:
   paths = {f[: -len('.npy')]: os.path.join(ann_dir, f) for f in ANNOTATION_FILES}
   for key, path in paths.items():
     if not os.path.isfile(path):
-      raise FileNotFoundError(f'W-TALC annotation file {path} not found ({key})')
+      raise errors.MissingFileError(f'W-TALC annotation file {path} not found ({key})')
   a = {key: _load(path) for key, path in paths.items()}
   n = len(a['videoname'])
   for key in ('subset', 'duration', 'labels_all', 'labels', 'segments'):

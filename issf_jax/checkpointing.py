@@ -12,17 +12,21 @@ checkpoint saved from 8 devices restores on 1 (docs/design.md §9).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from issf_jax import errors
+
 _SHAPE_FIELDS = ('num_classes', 'feature_dim', 'embed_dim', 'use_brm', 'brm_variant',
                  'brm_reduction')  # fmt: skip
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.ConfigError):
   """The checkpoint was written by a model of another shape."""
 
 
@@ -62,7 +66,16 @@ class Checkpointer:
 
   def save(self, step: int, state, data_position: dict, signature: dict,
            metrics: dict | None = None) -> None:  # fmt: skip
-    """Saves asynchronously; `wait()` or `close()` before the process exits."""
+    """Saves asynchronously; `close()` before the process exits.
+
+    `metrics` (the eval summary) is None on steps without an evaluation: such a checkpoint is
+    kept by recency only, which is intended, so Orbax's warning about it is dropped.
+    """
+    quiet = _drop_untracked_metric_warning() if metrics is None else contextlib.nullcontext()
+    with quiet:
+      self._save(step, state, data_position, signature, metrics)
+
+  def _save(self, step, state, data_position, signature, metrics) -> None:
     self._manager.save(
       int(step),
       args=ocp.args.Composite(
@@ -87,17 +100,24 @@ class Checkpointer:
     """'latest' (default), 'best' or a step number -> a step that exists."""
     steps = self.all_steps()
     if not steps:
-      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
+      raise errors.MissingFileError(f'No checkpoint in {self.directory}.')
     if which in (None, 'latest'):
       return self.latest_step()
     if which == 'best':
       best = self.best_step()
       if best is None:
-        raise FileNotFoundError(f'No checkpoint with eval metrics in {self.directory}.')
+        raise errors.MissingFileError(f'No checkpoint with eval metrics in {self.directory}.')
       return best
-    step = int(which)
+    try:
+      step = int(which)
+    except ValueError:
+      raise errors.InputError(
+        f"--checkpoint {which!r}: expected 'latest', 'best' or a step number"
+      ) from None
     if step not in steps:
-      raise FileNotFoundError(f'No checkpoint for step {step} in {self.directory}; have {steps}.')
+      raise errors.MissingFileError(
+        f'No checkpoint for step {step} in {self.directory}; have {steps}.'
+      )
     return step
 
   def restore(self, abstract_state, signature: dict, which: str | int | None = None):
@@ -129,18 +149,25 @@ class Checkpointer:
     )
     return restored['state'], dict(restored['data']), step
 
-  def metrics(self, step: int) -> dict | None:
-    for info in self._manager._checkpoints:  # noqa: SLF001  (no public per-step metrics API)
-      if info.step == step:
-        return info.metrics
-    return None
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
-
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+class _UntrackedMetricFilter(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'did not provide metrics' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _drop_untracked_metric_warning():
+  """Orbax warns on every save without metrics when a best metric is tracked (absl logger)."""
+  logger, drop = logging.getLogger('absl'), _UntrackedMetricFilter()
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
 
 
 def abstract_like(tree: Any, sharding) -> Any:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from issf_jax import recipes
+from issf_jax import errors, recipes
 
 _ARG_DEFAULTS = dict(
   saliency='l1',
@@ -50,12 +50,12 @@ def parse_arg(arg: str | None, **extra_defaults) -> ml_collections.ConfigDict:
     return out
   for item in arg.split(','):
     if '=' not in item:
-      raise ValueError(f'Config argument {item!r} is not key=value (in {arg!r}).')
+      raise errors.ConfigError(f'Config argument {item!r} is not key=value (in {arg!r}).')
     key, value = item.split('=', 1)
     if key not in defaults:
-      raise ValueError(f'Unknown config argument {key!r}; known: {sorted(defaults)}.')
+      raise errors.ConfigError(f'Unknown config argument {key!r}; known: {sorted(defaults)}.')
     if key in _CHOICES and value not in _CHOICES[key]:
-      raise ValueError(f'Config argument {key}={value!r}; choose from {_CHOICES[key]}.')
+      raise errors.ConfigError(f'Config argument {key}={value!r}; choose from {_CHOICES[key]}.')
     default = defaults[key]
     out[key] = type(default)(value) if not isinstance(default, str) else value
   return out

@@ -48,6 +48,9 @@ def base_config(
 
   config.eval = ml_collections.ConfigDict()
   config.eval.protocol = 'rskp'  # 'rskp' (RSKP's THUMOS14 evaluator) | 'official' (ActivityNet)
+  # Also reported (tables, eval/step_N.json under 'extra', metrics as 'official/...'), e.g.
+  # ('official',) on THUMOS14; the best checkpoint follows `protocol` only.
+  config.eval.extra_protocols = ()
   config.eval.tiou_thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
   config.eval.proposals = proposal_config(dataset)
   return config

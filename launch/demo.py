@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where data and runs go.')
 _SCALE = flags.DEFINE_enum('scale', 'small', ['tiny', 'small', 'full'], 'Synthetic scale.')
@@ -32,7 +35,7 @@ def prepare_data(workdir: str, scale: str, seed: int) -> str:
   if not os.path.exists(os.path.join(shards, 'manifest.json')):
     t0 = time.time()
     synthetic.generate(raw, scale=scale, seed=seed)
-    prepare.run(['--format', 'wtalc', '--src', raw, '--out', shards])
+    prepare.convert('wtalc', raw, shards)
     print(f'synthetic benchmark ({scale}, seed {seed}) -> {shards} in {time.time() - t0:.0f}s')
   return shards
 
@@ -40,6 +43,7 @@ def prepare_data(workdir: str, scale: str, seed: int) -> str:
 def train_variant(name: str, arg: str, shards: str, workdir: str, scale: str) -> dict:
   from configs import synthetic as synthetic_config
   from issf_jax.train import loop
+  from launch import reporting
 
   with open(os.path.join(shards, 'manifest.json')) as f:
     feature_dim = json.load(f)['feature_dim']
@@ -51,7 +55,7 @@ def train_variant(name: str, arg: str, shards: str, workdir: str, scale: str) ->
   run_dir = os.path.join(workdir, name.replace('+', '_').lower())
   print(f'\n=== {name} ({arg}) -> {run_dir}')
   t0 = time.time()
-  out = loop.train_and_evaluate(config, run_dir)
+  out = loop.train_and_evaluate(config, run_dir, reporter=reporting.ConsoleReporter())
   return {'eval': out['eval'], 'minutes': (time.time() - t0) / 60}
 
 
@@ -70,9 +74,6 @@ def comparison_table(results: dict) -> str:
 
 def main(argv):
   del argv
-  from issf_jax.train.logs import quiet_libraries
-
-  quiet_libraries()
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
   shards = prepare_data(workdir, _SCALE.value, _SEED.value)
@@ -80,11 +81,12 @@ def main(argv):
   results = {n: train_variant(n, VARIANTS[n], shards, workdir, _SCALE.value) for n in names}
   table = comparison_table(results)
   print('\nSynthetic benchmark, last epoch, rskp protocol (mAP %, test split):\n' + table)
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  from issf_jax.train import evaluator
+
+  evaluator.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
   with open(os.path.join(workdir, 'results.txt'), 'w') as f:
     f.write(table + '\n')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run_absl(main, sys.modules[__name__], 'python -m launch.demo')

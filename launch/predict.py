@@ -1,12 +1,13 @@
-r"""Single-video prediction from a trained checkpoint.
+r"""Detects the actions in one video with a trained run. It restores a checkpoint of the run
+folder (--workdir; --checkpoint latest, best or a step number), reads the video's [T, D]
+snippet features (a .npy file), prints the detections (label, score, start and end in seconds)
+and writes them as JSON; --plot draws the fused localisation map of the top classes, the
+attention, the detections and, with --ground_truth, the annotated segments.
 
-  issf-predict --checkpoint runs/thumos14 --features video.npy [--fps 25 --stride 16] \
-    [--output dets.json] [--plot out.png] [--ground_truth GT.json --video_id ID]
-
---checkpoint is a run directory (with config.json and checkpoints/); --step picks the
-checkpoint (latest, best or a number). Prints the detections (label, score, start and end in
-seconds) and writes them as JSON; --plot draws the fused localisation map of the top
-classes, the attention, the detections and the ground truth.
+usage:
+  issf-predict --workdir runs/thumos14 --features video.npy [--checkpoint latest|best|STEP] \
+    [--fps 25 --stride 16] [--output dets.json] [--plot out.png] \
+    [--ground_truth GT.json --video_id ID]
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Run directory of issf-train.')
-_STEP = flags.DEFINE_string('step', 'latest', "'latest', 'best' or a step number.")
+from launch import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by issf-train.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
 _FEATURES = flags.DEFINE_string('features', None, '[T, D] float .npy of one video.')
 _FPS = flags.DEFINE_float('fps', 25.0, 'Frame rate the features were extracted at.')
 _STRIDE = flags.DEFINE_integer('stride', 16, 'Frames per snippet.')
@@ -32,14 +35,20 @@ _TOP_K = flags.DEFINE_integer('top_k', 3, 'Classes drawn in the plot.')
 def load_features(path: str, feature_dim: int):
   import numpy as np
 
+  from issf_jax import errors
+
   try:
     x = np.load(path, allow_pickle=False)
+  except FileNotFoundError:
+    raise errors.MissingFileError(f'features file {path}: not found') from None
   except (OSError, ValueError) as e:
-    raise SystemExit(f'{path}: cannot read features ({e}).') from None
+    raise errors.InputError(f'features file {path}: cannot be read as .npy ({e})') from None
   if x.ndim != 2 or x.shape[1] != feature_dim or x.shape[0] == 0:
-    raise SystemExit(f'{path}: features must be [T>0, {feature_dim}], got {list(x.shape)}.')
+    raise errors.InputError(
+      f'features file {path}: features must be [T>0, {feature_dim}], got {list(x.shape)}'
+    )
   if not np.isfinite(x).all():
-    raise SystemExit(f'{path}: features contain NaN or Inf.')
+    raise errors.InputError(f'features file {path}: features contain NaN or Inf')
   return x.astype(np.float32)
 
 
@@ -80,20 +89,24 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv
   import numpy as np
 
+  from issf_jax import errors
   from issf_jax.train import restore
-  from issf_jax.train.logs import quiet_libraries
 
-  quiet_libraries()
-  run_dir = _CHECKPOINT.value.rstrip('/')
+  if os.path.sep in _CHECKPOINT.value or os.path.isdir(_CHECKPOINT.value):
+    raise errors.InputError(
+      f'--checkpoint {_CHECKPOINT.value}: expected latest, best or a step number; the run '
+      'folder is --workdir'
+    )
+  run_dir = _WORKDIR.value.rstrip('/')
   if os.path.basename(run_dir) == 'checkpoints':
     run_dir = os.path.dirname(run_dir)
   config = restore.load_config(run_dir)
-  state, step = restore.restore_state(config, os.path.join(run_dir, 'checkpoints'), _STEP.value)
   features = load_features(_FEATURES.value, config.model.feature_dim)
+  checkpoints = os.path.join(run_dir, 'checkpoints')
+  state, step = restore.restore_state(config, checkpoints, _CHECKPOINT.value)
   pred = predict_video(config, state.params, features, fps=_FPS.value, stride=_STRIDE.value)
   names = class_names_for(config)
   dets = [
@@ -120,8 +133,9 @@ def main(argv):
 
     gt = []
     if _GROUND_TRUTH.value:
-      with open(_GROUND_TRUTH.value) as f:
-        database = json.load(f).get('database', {})
+      from launch import score
+
+      database = score.load_json(_GROUND_TRUTH.value, 'ground truth').get('database', {})
       entry = database.get(video)
       if entry is None:
         print(f'warning: {video} is not in {_GROUND_TRUTH.value}; no ground truth drawn.',
@@ -138,8 +152,8 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['checkpoint', 'features'])
-  app.run(main)
+  flags.mark_flags_as_required(['workdir', 'features'])
+  cli.run_absl(main, sys.modules[__name__], 'issf-predict')
 
 
 if __name__ == '__main__':

@@ -1,13 +1,18 @@
-"""`issf-eval score`: score an ActivityNet-format predictions file, like the official evaluator.
+"""Scores an ActivityNet-format predictions file against an ActivityNet-format ground truth, the
+way the official ActivityNet evaluator does (detection mAP at each tIoU, in seconds), prints the
+results table in percent and writes the result as JSON (fractions). Predictions on videos that
+are not in the ground-truth subset count as false positives, as officially, with a warning that
+gives their number.
 
   issf-eval score --predictions PRED.json --ground_truth GT.json --subset Test \
     --protocol official --tiou 0.1:0.7:0.1 --output_json OUT.json
 
-Also runs standalone: `python -m launch.score ...`. Prints the results table (percentages) and
-writes OUT.json with fractions: {"protocol", "subset", "tiou_thresholds", "mAP", "average_mAP",
-"per_class_ap", "num_videos", "num_instances", ...}. Bad input (missing or malformed file, a label
-outside the ground truth's classes, a bad --tiou) prints one error line and exits with status 2.
-Only the `official` protocol can score a file: `rskp` needs the localisation maps (run `evaluate`).
+Also runs standalone: `python -m launch.score ...`. OUT.json holds {"protocol", "subset",
+"tiou_thresholds", "mAP", "average_mAP", "per_class_ap", "num_videos", "num_instances", ...}.
+Bad input (a missing or malformed file, a segment with start > end or a negative time, a label
+outside the ground truth's classes, a bad --tiou) prints one error line naming the file and the
+video, and exits with status 2. Only the `official` protocol can score a file: the `rskp`
+protocol needs the model's localisation maps, so it runs on a checkpoint (`issf-eval --workdir`).
 """
 
 import argparse
@@ -15,14 +20,11 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 
-from issf_jax import evaluation
+from issf_jax import errors, evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
 
 EXIT_BAD_INPUT = 2
-
-
-class InputError(Exception):
-  """A user-facing error: printed as one line, no traceback."""
+InputError = errors.InputError
 
 
 def parse_tiou(text: str) -> list[float]:
@@ -63,13 +65,13 @@ def load_json(path: str, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-    prog='issf-eval score', description='Score an ActivityNet-format predictions file.'
-  )
+  p = argparse.ArgumentParser(prog='issf-eval score', description=__doc__.split('\n\n', 1)[0])
   p.add_argument('--predictions', required=True, help='predictions JSON ({"results": ...})')
   p.add_argument('--ground_truth', required=True, help='ground-truth JSON ({"database": ...})')
   p.add_argument('--subset', required=True, help='GT subset, e.g. Test, test, validation')
-  p.add_argument('--protocol', default='official', help='only "official" scores a file')
+  p.add_argument(
+    '--protocol', default='official', help='official (the only one that scores a file) | rskp'
+  )
   p.add_argument('--tiou', default='0.5:0.95:0.05', help='start:stop:step (inclusive) or a,b,c')
   p.add_argument('--output_json', default=None, help='where to write the result (fractions)')
   return p
@@ -80,7 +82,8 @@ def score(args: argparse.Namespace) -> dict:
   if args.protocol != 'official':
     raise InputError(
       f'--protocol {args.protocol!r}: only "official" can score a predictions file; the rskp '
-      'protocol needs the localisation maps (use `issf-eval evaluate`)'
+      'protocol needs the localisation maps, so it scores a checkpoint: '
+      '`issf-eval --workdir RUN [--checkpoint latest|best|STEP]` (config.eval.protocol=rskp)'
     )
   thresholds = parse_tiou(args.tiou)
   gt = load_json(args.ground_truth, 'ground truth')
@@ -113,9 +116,16 @@ def main(argv=None) -> int:
       except OSError as err:
         raise InputError(f'output file {args.output_json}: cannot be written ({err})') from None
   except InputError as err:
-    print(f'issf-eval score: error: {err}', file=sys.stderr)
+    print(f'issf-eval score: error: {" ".join(str(err).split())}', file=sys.stderr)
     return EXIT_BAD_INPUT
   print(evaluation.format_results_table(result))
+  if result.get('num_predictions_outside_subset'):
+    print(
+      f'warning: {result["num_predictions_outside_subset"]} predictions on '
+      f'{result["videos_outside_subset"]} videos that are not in the ground truth subset '
+      f'{args.subset!r} count as false positives',
+      file=sys.stderr,
+    )
   if result.get('classes_without_predictions'):
     print(f'classes without predictions (AP 0): {result["classes_without_predictions"]}')
   return 0

@@ -1,21 +1,30 @@
-r"""Trains ISSF: one host or a multi-host pod.
+r"""Trains ISSF on a shard folder written by issf-prepare, on one host or a multi-host pod.
+The run folder (--workdir) receives the config (config.json), the checkpoints, metrics.jsonl,
+TensorBoard logs, and the predictions/ and eval/ of every periodic evaluation. Started again
+with the same --workdir, it resumes from the latest checkpoint; a config that would change the
+training (any key but the evaluation and logging settings) is refused unless
+--allow_config_change is given.
 
+usage:
   issf-train --config configs/thumos14.py --workdir runs/thumos14 \
     --config.data.shards_dir=data/thumos14_shards [--config.train.batch_size=10 ...]
 
-On a pod, run the same command on every host with `--distributed` (or ISSF_DISTRIBUTED=1):
-it calls `jax.distributed.initialize()` (coordinator from the cluster environment, or
---coordinator_address/--num_processes/--process_id), and each host reads its own slice of
-every global batch. The data-parallel step is `jax.jit(jax.shard_map(...))`, the modern form
-of pmap.
+--config FILE[:ARGS] picks the experiment file (ablations as ARGS, e.g. saliency=l2) and every
+--config.a.b=value overrides one field. On a pod, run the same command on every host with
+--distributed (or ISSF_DISTRIBUTED=1): it calls jax.distributed.initialize() (coordinator from
+the cluster environment, or --coordinator_address/--num_processes/--process_id), and each host
+reads its own slice of every global batch.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
+
+from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)  # fmt: skip
@@ -27,6 +36,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+  'allow_config_change', False,
+  'Resume even though the config differs from the run\'s config.json in keys that change the '
+  'training (the old config.json is kept as config.before_step_N.json).',
+)  # fmt: skip
 
 
 def initialize_distributed(coordinator=None, num_processes=None, process_id=None) -> None:
@@ -46,22 +60,22 @@ def initialize_distributed(coordinator=None, num_processes=None, process_id=None
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv
   config = _CONFIG.value
-  from issf_jax.train.logs import quiet_libraries
-
-  quiet_libraries()
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop
+  from launch import reporting
 
-  loop.train_and_evaluate(config, _WORKDIR.value)
+  loop.train_and_evaluate(
+    config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
+    allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+  )  # fmt: skip
 
 
 def run():
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  cli.run_absl(main, sys.modules[__name__], 'issf-train')
 
 
 if __name__ == '__main__':

@@ -214,5 +214,8 @@ def tiny_run(tmp_path_factory, tiny_shards, jax_cache_dir) -> Path:
   """The workdir of one uninterrupted tiny run (1 device, 24 steps; checkpoints at 6, 12, 18
   and 24, evaluated at 12 and 24). Tests that write into a run copy it first."""
   workdir = tmp_path_factory.mktemp('tiny_run') / 'run'
-  run_python(train_args(workdir, tiny_shards), subprocess_env(jax_cache_dir))
+  proc = run_python(train_args(workdir, tiny_shards), subprocess_env(jax_cache_dir))
+  # What the user saw, beside the run folder (tests of the console output read it).
+  (workdir.parent / 'stdout.txt').write_text(proc.stdout)
+  (workdir.parent / 'stderr.txt').write_text(proc.stderr)
   return workdir

@@ -94,13 +94,14 @@ def programs(devices: int, steps_per_epoch: int = 2, memory_mode: str = 'sequent
   """
   import jax
 
+  from issf_jax import sharding
   from issf_jax.train import step as step_lib
 
   if len(jax.devices()) < devices:
     raise SystemExit(f'{len(jax.devices())} devices, asked for {devices}')
   c = make_config()
   c.memory.mode = memory_mode
-  mesh = step_lib.make_mesh(devices)
+  mesh = sharding.make_mesh(devices)
   create = jax.jit(lambda key: step_lib.create_train_state(c, key), compiler_options=FAST_COMPILE)
   train_steps = {
     ready: step_lib.make_train_step(
@@ -120,30 +121,31 @@ def programs(devices: int, steps_per_epoch: int = 2, memory_mode: str = 'sequent
 def run(devices: int, videos: int, steps: int, seed: int) -> dict:
   import jax
 
+  from issf_jax import sharding
   from issf_jax.train import schedules
   from issf_jax.train import step as step_lib
 
   steps_per_epoch = 2
   c, mesh, create, train_steps, init_step = programs(devices, steps_per_epoch)
   data = make_dataset(steps_per_epoch * videos, seed)
-  state = step_lib.replicate(create(jax.random.key(seed)), mesh)
+  state = sharding.replicate(create(jax.random.key(seed)), mesh)
   key_data = jax.random.key_data(jax.random.key(seed + 1))
 
   def batch_of(index):
     take = np.arange(index * videos, (index + 1) * videos) % len(data['features'])
-    host = step_lib.pad_batch({k: v[take] for k, v in data.items()}, devices)
-    return step_lib.shard_batch(host, mesh)
+    host = sharding.pad_batch({k: v[take] for k, v in data.items()}, devices)
+    return sharding.shard_batch(host, mesh)
 
   init_at = schedules.memory_init_step(c, steps_per_epoch)
   losses, shards_equal, t0 = [], [], time.time()
   metrics = None
   for k in range(steps):
     if k == init_at:
-      memory, ids = state.memory, step_lib.replicate(step_lib.initial_snippet_ids(c), mesh)
+      memory, ids = state.memory, sharding.replicate(step_lib.initial_snippet_ids(c), mesh)
       for b in range(steps_per_epoch):  # every training video, eval mode
         memory, ids = init_step(state.params, memory, ids, batch_of(b), key_data)
         jax.block_until_ready(memory)
-      initialized = step_lib.replicate(np.ones((), bool), mesh)
+      initialized = sharding.replicate(np.ones((), bool), mesh)
       state = state.replace(memory=memory.replace(initialized=initialized))
       shards_equal.append(_same_on_every_device(state.memory))
     ready = schedules.memory_ready(c, k, steps_per_epoch)

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from issf_jax import defaults, experiment, interop, recipes
+from issf_jax import defaults, experiment, interop, recipes, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.model import build_model, init_params
 from issf_jax.train import schedules
@@ -198,11 +198,11 @@ def _run(case: str, name: str):
   steps_per_epoch = num_videos // batch_size
   num_steps = meta['epochs'] * steps_per_epoch
 
-  mesh = step_lib.make_mesh(1)
+  mesh = sharding.make_mesh(1)
   state = step_lib.create_train_state(config, jax.random.key(0))
   state = state.replace(params=_params_from(config, _state_dict(golden, 'init/')))
   state = state.replace(opt_state=step_lib.make_optimizer(config.optim).init(state.params))
-  state = step_lib.replicate(state, mesh)
+  state = sharding.replicate(state, mesh)
   key_data = jax.random.key_data(jax.random.key(0))
   make = functools.partial(
     step_lib.make_train_step, config, mesh, steps_per_epoch=steps_per_epoch,
@@ -221,15 +221,15 @@ def _run(case: str, name: str):
         chunk = list(range(start, start + batch_size))
         batch = _batch([videos[i] for i in chunk], [labels[i] for i in chunk], meta['C'])
         batch['video_index'] = np.asarray(chunk, np.int32)
-        batch = step_lib.shard_batch(step_lib.pad_batch(batch, 1), mesh)
+        batch = sharding.shard_batch(sharding.pad_batch(batch, 1), mesh)
         memory, ids = init_step(state.params, memory, ids, batch, key_data)
       memory = memory.replace(initialized=jnp.ones((), bool))
       memory_init = jax.device_get(memory)
-      state = state.replace(memory=step_lib.replicate(memory, mesh))
+      state = state.replace(memory=sharding.replicate(memory, mesh))
     first = (step * batch_size) % num_videos
     chunk = list(range(first, first + batch_size))
     batch = _batch([videos[i] for i in chunk], [labels[i] for i in chunk], meta['C'])
-    batch = step_lib.shard_batch(step_lib.pad_batch(batch, 1), mesh)
+    batch = sharding.shard_batch(sharding.pad_batch(batch, 1), mesh)
     ready = schedules.memory_ready(config, step, steps_per_epoch)
     state, metrics = steps[ready](state, batch, key_data)
     params.append(jax.device_get(state.params))

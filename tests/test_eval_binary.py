@@ -142,3 +142,51 @@ def test_score_dispatch_on_written_predictions(run_copy, tiny_shards, jax_cache_
   np.testing.assert_allclose(scored['mAP'], expected['mAP'], rtol=0, atol=1e-12)
   assert scored['average_mAP'] == pytest.approx(expected['average_mAP'], abs=1e-12)
   assert 0 < scored['average_mAP'] <= 1  # the model found something (not all zero)
+
+
+def test_evaluate_reports_both_protocols(tiny_run, tmp_path, capsys):
+  """One Evaluator for the trainer and issf-eval: with eval.extra_protocols, the rskp result
+  of a THUMOS-style run carries the official one, both are printed once, and eval/step_N.json
+  holds both; the official numbers are those of scoring the written predictions file."""
+  from issf_jax.train import evaluator
+  from launch import evaluate
+
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  config = restore.load_config(str(workdir))
+  config.eval.extra_protocols = ('official',)
+  result = evaluate.evaluate_checkpoint(config, str(workdir), '24')
+  out = capsys.readouterr().out
+  assert out.count('protocol: rskp') == 1 and out.count('protocol: official') == 1, out
+  assert result['protocol'] == 'rskp' and result['extra']['official']['protocol'] == 'official'
+
+  with open(workdir / 'predictions' / 'step_24.json') as f:
+    predictions = json.load(f)
+  with open(config.data.shards_dir + '/ground_truth.json') as f:
+    gt = json.load(f)
+  with pytest.warns(UserWarning, match='not scored'):
+    expected = evaluation.evaluate_official(gt, predictions, subset='test', tiou_thresholds=TIOU)
+  official = result['extra']['official']
+  np.testing.assert_allclose(official['mAP'], expected['mAP'], rtol=0, atol=1e-12)
+
+  with open(workdir / 'eval' / 'step_24.json') as f:
+    written = json.load(f)
+  assert written['extra']['official']['mAP'] == pytest.approx(official['mAP'], abs=1e-12)
+  assert written['average_mAP'] == pytest.approx(result['average_mAP'], abs=1e-12)
+  summary = evaluator.summary_metrics(result)
+  assert summary['official/average_mAP'] == pytest.approx(official['average_mAP'])
+  assert summary['average_mAP'] == pytest.approx(result['average_mAP'])
+
+
+def test_evaluate_with_a_config_of_another_shape_is_one_line(run_copy, tiny_shards, jax_cache_dir):
+  """A checkpoint that does not match the config: exit 2, one line naming the field."""
+  workdir, _ = run_copy
+  proc = run_python(
+    ['-m', 'launch.evaluate', '--workdir', workdir, '--config', 'configs/synthetic.py',
+     f'--config.data.shards_dir={tiny_shards}', '--config.model.feature_dim=64',
+     '--config.model.embed_dim=32'],
+    subprocess_env(jax_cache_dir), check=False,
+  )  # fmt: skip
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  [line] = [line for line in proc.stderr.splitlines() if 'error:' in line]
+  assert line.startswith('issf-eval: error: ') and 'embed_dim: checkpoint 64 vs config 32' in line

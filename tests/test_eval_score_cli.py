@@ -192,3 +192,38 @@ def test_results_table_activitynet_average():
   }
   text = format_results_table(result)
   assert '0.5:0.95 50.00' in text and '0.1:0.5' not in text and '0.55' in text
+
+
+@pytest.mark.parametrize(
+  'segment, shown',
+  [([5.0, 2.0], '[5, 2]'), ([-1.0, 2.0], '[-1, 2]'), ([0.0, float('inf')], '[0, inf]')],
+)
+def test_invalid_segment_is_rejected_naming_the_video(tmp_path, capsys, segment, shown):
+  """start > end (tIoU 0/0 = NaN, which matched like a true segment), a negative or an infinite
+  time: exit 2 and one line naming the file and the video."""
+  results = {
+    'v': [{'label': 'A', 'score': 0.9, 'segment': [0.0, 10.0]}],
+    'w_bad': [{'label': 'A', 'score': 0.5, 'segment': segment}],
+  }
+  pred = _write(tmp_path / 'pred.json', json.dumps({'results': results}))
+  rc, out, err = _run(capsys, predictions=pred, ground_truth=_tiny_gt(tmp_path), subset='test')
+  assert rc == 2 and out == ''
+  assert err.count('\n') == 1 and 'Traceback' not in err
+  assert 'pred.json' in err and "video 'w_bad'" in err and shown in err
+
+
+def test_predictions_outside_the_subset_count_as_false_positives(tmp_path, capsys):
+  """As officially: scored as false positives, with a warning that gives their number."""
+  hit = {'label': 'A', 'score': 0.5, 'segment': [0.0, 10.0]}
+  above = {'label': 'A', 'score': 0.9, 'segment': [0.0, 10.0]}
+  gt = _tiny_gt(tmp_path)
+  pred = _write(tmp_path / 'p.json', {'results': {'v': [hit], 'x': [above], 'y': [above]}})
+  out_json = tmp_path / 'out.json'
+  rc, _, err = _run(capsys, predictions=pred, ground_truth=gt, subset='test',
+                    tiou='0.5', output_json=out_json)  # fmt: skip
+  assert rc == 0, err
+  assert 'warning: 2 predictions on 2 videos that are not in the ground truth subset' in err
+  result = json.loads(out_json.read_text())
+  # Two false positives ranked above the one true positive: precision 1/3 at recall 1.
+  assert result['mAP'] == [pytest.approx(1 / 3)]
+  assert result['num_predictions_outside_subset'] == 2 and result['videos_outside_subset'] == 2

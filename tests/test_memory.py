@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from issf_jax import defaults
+from issf_jax import defaults, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.model.enhancement import read_memory
@@ -266,7 +266,7 @@ def _init_setup():
   for v, classes in enumerate([[0], [0, 2], [2], [1], [0], [1, 2], [0], [2]]):
     labels[v, classes] = 1.0  # class 3 and 4: in no video; video 1 (T=3) holds few salient
   data = dict(features=feats, mask=mask, labels=labels, video_index=np.arange(IV, dtype=np.int32))
-  mesh = step_lib.make_mesh(1)
+  mesh = sharding.make_mesh(1)
   init = step_lib.make_memory_init_step(
     c, mesh, compiler_options={'xla_backend_optimization_level': 0}
   )
@@ -280,8 +280,8 @@ def _run_init(order, batch_size):
   ids = step_lib.initial_snippet_ids(c)
   for start in range(0, len(order), batch_size):
     take = order[start : start + batch_size]
-    batch = step_lib.pad_batch({k: v[take] for k, v in data.items()}, 1)
-    memory, ids = init(params, memory, ids, step_lib.shard_batch(batch, mesh), key)
+    batch = sharding.pad_batch({k: v[take] for k, v in data.items()}, 1)
+    memory, ids = init(params, memory, ids, sharding.shard_batch(batch, mesh), key)
   return memory.replace(initialized=True), np.asarray(ids)
 
 

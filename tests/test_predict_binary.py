@@ -29,7 +29,7 @@ def test_predict_writes_detections_and_plot(tiny_run, tiny_shards, jax_cache_dir
   np.save(path, features)
   out, plot = tmp_path / 'dets.json', tmp_path / 'timeline.png'
   proc = run_python(
-    ['-m', 'launch.predict', '--checkpoint', tiny_run, '--features', path, '--output', out,
+    ['-m', 'launch.predict', '--workdir', tiny_run, '--features', path, '--output', out,
      '--plot', plot, '--ground_truth', tiny_shards / 'ground_truth.json'],
     subprocess_env(jax_cache_dir),
   )  # fmt: skip
@@ -51,8 +51,9 @@ def test_predict_rejects_features_of_the_wrong_width(tiny_run, jax_cache_dir, tm
   path = tmp_path / 'bad.npy'
   np.save(path, np.zeros((10, 7), np.float32))
   proc = run_python(
-    ['-m', 'launch.predict', '--checkpoint', tiny_run, '--features', path],
+    ['-m', 'launch.predict', '--workdir', tiny_run, '--checkpoint', '12', '--features', path],
     subprocess_env(jax_cache_dir), check=False,
   )  # fmt: skip
-  assert proc.returncode != 0
-  assert 'bad.npy' in proc.stdout + proc.stderr and '[T>0, 64]' in proc.stdout + proc.stderr
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  [line] = [line for line in proc.stderr.splitlines() if 'error:' in line]
+  assert line.startswith('issf-predict: error: ') and 'bad.npy' in line and '[T>0, 64]' in line

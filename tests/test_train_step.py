@@ -26,11 +26,10 @@ import numpy as np
 import optax
 import pytest
 
-from issf_jax import losses
+from issf_jax import losses, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.model import ISSF, build_model, pseudo_label_logits
 from issf_jax.train import schedules
-from issf_jax.train import step as step_lib
 from issf_jax.train.loop import check_finite
 from issf_jax.train.optimizer import make_optimizer
 from tests import multidevice_check as md
@@ -66,7 +65,7 @@ def _fresh_state(mode='sequential'):
   c, mesh, create, _, _ = md.programs(1)  # the same initial state for either mode
   state = create(jax.random.key(0))
   state = state.replace(step=jnp.asarray(STEP, jnp.int32), memory=_hand_memory(c))
-  return step_lib.replicate(state, mesh)
+  return sharding.replicate(state, mesh)
 
 
 def _host(tree):
@@ -145,7 +144,7 @@ def _step_and_reference(mode):
   batch = _batch()
   reference = _reference_step(_host(_fresh_state(mode)), batch, batched=mode == 'batched')
   state, metrics = steps[True](
-    _fresh_state(mode), step_lib.shard_batch(step_lib.pad_batch(batch, 1), mesh), KEY
+    _fresh_state(mode), sharding.shard_batch(sharding.pad_batch(batch, 1), mesh), KEY
   )
   return _host(state), _host(metrics), reference
 
@@ -275,12 +274,12 @@ def test_no_retrace_across_steps_and_one_more_for_a_new_length():
   np.testing.assert_array_equal(run['cache_sizes'], [1, 1, 1])
   c, mesh, create, steps, _ = md.programs(1)
   warm = steps[False]
-  state = step_lib.replicate(create(jax.random.key(0)), mesh)
-  batch = step_lib.shard_batch(step_lib.pad_batch(_batch(), 1), mesh)
+  state = sharding.replicate(create(jax.random.key(0)), mesh)
+  batch = sharding.shard_batch(sharding.pad_batch(_batch(), 1), mesh)
   for _ in range(3):  # the state a step returns goes back in: same types, same shardings
     state, _ = warm(state, batch, KEY)
   assert warm._cache_size() == 1
-  longer = step_lib.shard_batch(step_lib.pad_batch(_batch(snippets=24), 1), mesh)
+  longer = sharding.shard_batch(sharding.pad_batch(_batch(snippets=24), 1), mesh)
   state, metrics = warm(state, longer, KEY)
   state, metrics = warm(state, longer, KEY)
   jax.block_until_ready(metrics)
@@ -291,13 +290,13 @@ def test_non_finite_loss_raises_on_the_host():
   _, mesh, _, steps, _ = md.programs(1)
   batch = _batch()
   _, metrics = steps[True](
-    _fresh_state(), step_lib.shard_batch(step_lib.pad_batch(batch, 1), mesh), KEY
+    _fresh_state(), sharding.shard_batch(sharding.pad_batch(batch, 1), mesh), KEY
   )
   host = {k: v for k, v in jax.device_get(metrics).items() if k != 'grads'}
   check_finite(host, STEP)  # finite: no error
   batch['features'][3, 1] = np.nan
   _, metrics = steps[True](
-    _fresh_state(), step_lib.shard_batch(step_lib.pad_batch(batch, 1), mesh), KEY
+    _fresh_state(), sharding.shard_batch(sharding.pad_batch(batch, 1), mesh), KEY
   )
   host = {k: v for k, v in jax.device_get(metrics).items() if k != 'grads'}
   with pytest.raises(FloatingPointError, match=f'step {STEP}') as err:

@@ -1,9 +1,11 @@
-"""Exact resume after a real SIGKILL, and the model-shape guard on resume (issue 6).
+"""Exact resume after a real SIGKILL, and the guards on resume (issues 6 and 10).
 
 The reference is `tiny_run` (conftest): 2k = 24 steps uninterrupted, memory built at step 12.
-The interrupted run is the same command, SIGKILLed once its step-k (k = 12) checkpoint is on
-disk, then started again with the same workdir. Every checkpoint both runs hold (all of them:
-keep_last = 10) must restore to bitwise the same TrainState: params, opt_state, memory, step.
+The interrupted run is the same command, SIGKILLed once it has logged step 18 (after its step-k,
+k = 12, checkpoint is on disk; the step-18 checkpoint may or may not be final), then started
+again with the same workdir. Every checkpoint both runs hold (all of them: keep_last = 10) must
+restore to bitwise the same TrainState: params, opt_state, memory, step; and metrics.jsonl and
+TensorBoard must hold each logged step once, as the uninterrupted run's do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 
 from issf_jax import checkpointing
-from issf_jax.train import restore
+from issf_jax.train import restore, run_dir
 from tests.conftest import (
   REPO_DIR,
   TINY_STEPS_PER_EPOCH,
@@ -62,21 +64,57 @@ def assert_states_bitwise_equal(a: dict, b: dict, what: str) -> None:
     assert np.array_equal(a[key], b[key]), f'{what}: {key} differs'
 
 
-def _kill_after_checkpoint(workdir, shards, env, log_path, k: int) -> list[int]:
-  """Starts the trainer, SIGKILLs it once the step-k checkpoint is final; returns the final
-  checkpoint steps left on disk."""
+def read_metrics(workdir) -> list[dict]:
+  """metrics.jsonl, parsed strictly (a bare NaN or Infinity is not JSON)."""
+
+  def refuse(token):
+    raise ValueError(f'non-strict JSON token {token}')
+
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line, parse_constant=refuse) for line in f]
+
+
+def logged_steps(workdir) -> set[int]:
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return set()
+  steps = set()
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # being written
+      if any(k.startswith('train/') for k in record):
+        steps.add(record['step'])
+  return steps
+
+
+def tensorboard_points(workdir) -> list[tuple[str, int]]:
+  """Every (tag, step) scalar written to the run's TensorBoard event files."""
+  from data_pipelines._tf import tf
+
+  points = []
+  for path in sorted((workdir / 'tensorboard').glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      points += [(v.tag, event.step) for v in event.summary.value]
+  return points
+
+
+def _kill_after_log(workdir, shards, env, log_path, step: int) -> list[int]:
+  """Starts the trainer, SIGKILLs it once it has logged `step`'s train metrics; returns the
+  final checkpoint steps left on disk."""
   args = [sys.executable, *map(str, train_args(workdir, shards))]
   with open(log_path, 'w') as log:
     proc = subprocess.Popen(args, cwd=REPO_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
   try:
-    target = os.path.join(workdir, 'checkpoints', str(k))
     deadline = time.monotonic() + 480
-    while not os.path.isdir(target):
+    while step not in logged_steps(workdir):
       if proc.poll() is not None:
-        pytest.fail(f'trainer exited ({proc.returncode}) before checkpoint {k}:\n'
+        pytest.fail(f'trainer exited ({proc.returncode}) before logging step {step}:\n'
                     f'{open(log_path).read()[-4000:]}')  # fmt: skip
       if time.monotonic() > deadline:
-        pytest.fail(f'no checkpoint {k} after 480 s:\n{open(log_path).read()[-4000:]}')
+        pytest.fail(f'step {step} not logged after 480 s:\n{open(log_path).read()[-4000:]}')
       time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
@@ -84,8 +122,8 @@ def _kill_after_checkpoint(workdir, shards, env, log_path, k: int) -> list[int]:
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-  # After step k the run still has to load the memory-phase step, take 12 steps, save twice
-  # and evaluate: far longer than the 20 ms poll, so the kill lands mid-run.
+  # After the step-18 log the run still has to save, take 6 steps, evaluate and save: far
+  # longer than the 20 ms poll, so the kill lands mid-run.
   assert proc.returncode == -signal.SIGKILL, (
     f'the trainer finished before the kill (rc {proc.returncode}); nothing was interrupted'
   )
@@ -95,10 +133,13 @@ def _kill_after_checkpoint(workdir, shards, env, log_path, k: int) -> list[int]:
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, tiny_shards, tiny_run, jax_cache_dir):
   env = subprocess_env(jax_cache_dir)
   workdir = tmp_path / 'killed'
-  left = _kill_after_checkpoint(workdir, tiny_shards, env, tmp_path / 'first.log', K)
+  left = _kill_after_log(workdir, tiny_shards, env, tmp_path / 'first.log', K + 6)
   resume_from = max(left)
   print(f'killed with checkpoints {left} on disk; resuming from {resume_from}')
   assert K <= resume_from < TOTAL, left  # the kill interrupted the run after the memory init
+  # What a kill in the middle of a write leaves: a torn last line.
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 19, "train/lo')
 
   second = run_python(train_args(workdir, tiny_shards), env)
   assert f'Resumed from step {resume_from} ' in second.stderr, second.stderr[-3000:]
@@ -121,6 +162,77 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, tiny_shards, tiny_ru
     with open(tiny_run / name) as f, open(workdir / name) as g:
       assert json.load(f) == json.load(g)
 
+  # One record per logged step (train at each epoch end, eval at 12 and 24), with the
+  # uninterrupted run's values: the records of the redone steps were dropped, not repeated.
+  records, expected = read_metrics(workdir), read_metrics(tiny_run)
+  kinds = [(r['step'], next(k for k in r if k != 'step').split('/')[0]) for r in records]
+  assert kinds == [(6, 'train'), (12, 'train'), (12, 'eval'), (18, 'train'), (24, 'train'),
+                   (24, 'eval')], kinds  # fmt: skip
+  assert records == expected
+  points = tensorboard_points(workdir)
+  assert len(points) == len(set(points))  # each (tag, step) once
+  assert set(points) == {(k, r['step']) for r in records for k in r if k != 'step'}
+
+
+def test_resume_with_a_changed_learning_rate_is_refused(tmp_path, tiny_shards, tiny_run,
+                                                       jax_cache_dir):  # fmt: skip
+  """A resume whose config changes the training stops with one line naming the keys, and
+  leaves the run as it was; --allow_config_change resumes, keeping the old config.json."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  before = (workdir / 'config.json').read_text()
+  metrics_before = (workdir / 'metrics.jsonl').read_text()
+  env = subprocess_env(jax_cache_dir)
+  args = train_args(workdir, tiny_shards, {'optim.lr': 0.001, 'train.log_every_steps': 3})
+  proc = run_python(args, env, check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  [line] = [line for line in proc.stderr.splitlines() if 'error:' in line]
+  assert line.startswith('issf-train: error: ') and 'config.json' in line, line
+  assert 'optim.lr 0.0001 -> 0.001' in line and 'log_every_steps' not in line  # a safe key
+  assert '--allow_config_change' in line
+  assert (workdir / 'config.json').read_text() == before
+  assert (workdir / 'metrics.jsonl').read_text() == metrics_before
+  assert finalized_steps(workdir) == [6, 12, 18, 24]
+
+  proc = run_python(args + ['--allow_config_change'], env)
+  assert (workdir / f'config.before_step_{TOTAL}.json').read_text() == before
+  with open(workdir / 'config.json') as f:
+    assert json.load(f)['optim']['lr'] == 0.001
+  assert 'optim.lr' in proc.stderr  # said, not silent
+  assert (workdir / 'metrics.jsonl').read_text() == metrics_before  # nothing left to train
+
+
+def test_config_check_keys():
+  stored = {'optim': {'lr': 1e-4}, 'train': {'seed': 2, 'log_every_steps': 20}, 'eval': {}}
+  same = run_dir.config_changes(stored, stored)
+  assert same == {}
+  current = {'optim': {'lr': 1e-4}, 'train': {'seed': 3, 'log_every_steps': 5},
+             'eval': {'extra_protocols': ['official']}}  # fmt: skip
+  changes = run_dir.config_changes(stored, current)
+  assert changes == {
+    'eval.extra_protocols': ('<absent>', ['official']),
+    'train.log_every_steps': (20, 5),
+    'train.seed': (2, 3),
+  }
+  assert [k for k in changes if not run_dir.is_safe(k)] == ['train.seed']
+
+
+def test_every_split_is_verified_before_the_first_step(tmp_path, tiny_shards):
+  """A corrupted eval shard stops the trainer before it builds anything, naming the shard."""
+  from data_pipelines import source
+  from issf_jax.train import loop
+
+  shards = tmp_path / 'shards'
+  shutil.copytree(tiny_shards, shards)
+  [test_shard] = shards.glob('test-*.tfrecord')
+  data = bytearray(test_shard.read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  test_shard.write_bytes(bytes(data))
+  config = synthetic_config(shards, TINY_TRAIN_OVERRIDES)
+  with pytest.raises(source.ChecksumError, match=test_shard.name):
+    loop.Trainer(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
 
 def test_resume_with_another_embed_dim_fails_clearly(tmp_path, tiny_shards, tiny_run):
   """launch.train's resume path (train_and_evaluate) refuses a checkpoint of another shape,
@@ -133,7 +245,8 @@ def test_resume_with_another_embed_dim_fails_clearly(tmp_path, tiny_shards, tiny
     before = f.read()
   config = synthetic_config(tiny_shards, {**TINY_TRAIN_OVERRIDES, 'model.embed_dim': 32})
   with pytest.raises(checkpointing.CheckpointMismatchError, match='embed_dim') as err:
-    loop.train_and_evaluate(config, str(workdir))
+    # allow_config_change: past the config check, which would refuse the change first.
+    loop.train_and_evaluate(config, str(workdir), allow_config_change=True)
   assert 'checkpoint 64 vs config 32' in str(err.value)
   with open(workdir / 'config.json') as f:
     assert f.read() == before

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from issf_jax import errors
+
 _SUBSET_ALIASES = {
   'testing': 'test',
   'val': 'validation',
@@ -26,7 +28,7 @@ _SUBSET_ALIASES = {
 }
 
 
-class FormatError(ValueError):
+class FormatError(errors.InputError, ValueError):
   """A ground-truth or prediction dict that does not have the expected structure."""
 
 

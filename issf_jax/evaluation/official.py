@@ -88,6 +88,7 @@ def evaluate_official(
   if gt.num_instances == 0:
     raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
   pred = gt_lib.parse_predictions(predictions)
+  _check_segments(pred)
   class_index = {name: i for i, name in enumerate(gt.class_names)}
   pred_label = np.fromiter((class_index.get(x, -1) for x in pred.label), np.int64, len(pred.label))
   ignored = 0
@@ -111,6 +112,7 @@ def evaluate_official(
   pred_video = np.fromiter(
     (video_code.setdefault(v, len(video_code)) for v in pred.video), np.int64, len(pred.video)
   )
+  outside = pred_video >= len(gt.videos)
   num_classes = len(gt.class_names)
   ap = np.zeros((len(thresholds), num_classes))
   gt_by_class = np.argsort(gt.label, kind='stable')
@@ -146,4 +148,19 @@ def evaluate_official(
     'num_instances': gt.num_instances,
     'num_predictions': len(pred.score) - ignored,
     'classes_without_predictions': empty,
+    # Predictions on videos outside the GT subset: scored as false positives (as officially).
+    'num_predictions_outside_subset': int(outside.sum()),
+    'videos_outside_subset': len(video_code) - len(gt.videos),
   }
+
+
+def _check_segments(pred: gt_lib.Predictions) -> None:
+  """Rejects a segment with start > end, a negative time or an infinite one (its tIoU would be
+  NaN or negative, and a NaN tIoU would match), naming the video. Vectorised: [P] checks."""
+  bad = (pred.start > pred.end) | (pred.start < 0) | ~np.isfinite(pred.start + pred.end)
+  if bad.any():
+    i = int(np.flatnonzero(bad)[0])
+    raise gt_lib.FormatError(
+      f'video {pred.video[i]!r}: prediction segment [{pred.start[i]:g}, {pred.end[i]:g}] is '
+      f'invalid (start > end, a negative or an infinite time); {int(bad.sum())} such segments'
+    )

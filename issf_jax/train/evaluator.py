@@ -1,87 +1,133 @@
-"""Scores parameters on the eval split: predict, detections, and the configured protocol.
+"""The one evaluator of the trainer and of `issf-eval`: predict, detect, score, write.
 
-Used by the trainer's periodic evaluation and by the offline eval binary. Every process
-scores the whole eval split on its own devices (the model is small; this keeps the
-evaluators single-process and exact); only process 0 writes files.
+`Evaluator(config, workdir)(params, step)` scores parameters on `config.data.eval_subset` with
+`config.eval.protocol`, and with each protocol of `config.eval.extra_protocols` (a THUMOS run can
+report `rskp` and `official` side by side), then writes, on process 0:
+  <workdir>/predictions/step_N.json   ActivityNet-format detections of every eval video
+  <workdir>/eval/step_N.json          the result (strict JSON: a NaN is written as null)
+Both the periodic evaluation of `issf-train` and `issf-eval` go through it, so the two write
+the same files the same way. Every process scores the whole eval split on its own devices (the
+model is small; this keeps the evaluators single-process and exact).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 
 import jax
 import numpy as np
 
-from issf_jax import evaluation, inference
+from issf_jax import errors, evaluation, inference, proposals, sharding
+
+PROTOCOLS = ('rskp', 'official')
 
 
-def _video_table(manifest: dict, subset: str) -> list[dict]:
-  return manifest['videos'][subset]
-
-
-def evaluate_params(config, params, shards_dir: str, key_data, *, predict_fn=None) -> dict:
-  """Evaluates `params` on `config.data.eval_subset` of `shards_dir`.
-
-  Returns:
-    {'result': the protocol's result dict (plus 'classification_mAP'), 'predictions':
-     ActivityNet-format detections, 'per_video': the raw per-video predictions}.
-  """
-  from data_pipelines import input_pipeline  # TF stays out of the model's import graph
-
-  subset = config.data.eval_subset
-  manifest = input_pipeline.load_manifest(shards_dir)
-  ground_truth = input_pipeline.load_ground_truth(shards_dir)
-  class_names = list(manifest['classes'])
-  table = _video_table(manifest, subset)
-  batches = input_pipeline.create_eval_iterator(
-    shards_dir, subset=subset, batch_size=config.data.eval_batch_size, mode=config.data.mode,
-    bucket_size=config.data.bucket_size, t_s=config.data.t_s, process_index=0, process_count=1,
-  )  # fmt: skip
-  predict = predict_fn or inference.make_predict_fn(config)
-  local_params = jax.tree.map(_local_copy, params)
-  preds = inference.predict_batches(predict, local_params, batches, key_data)
-  video_ids = [table[p['video_index']]['video_id'] for p in preds]
-  t_s = config.data.t_s if config.data.mode == 'activitynet' else None
-  detections = {
-    vid: inference.video_detections(p, config.eval.proposals, t_s=t_s)
-    for vid, p in zip(video_ids, preds, strict=True)
-  }
-  predictions = _detections_json(detections, class_names)
-  labels = np.stack([p['labels'] for p in preds])
-  scores = np.stack([p['video_scores'][: len(class_names)] for p in preds])
-  if config.eval.protocol == 'rskp':
-    result = evaluation.evaluate_rskp(
-      [p['video_scores'] for p in preds], [p['cas'] for p in preds], video_ids, ground_truth,
-      class_names, subset=subset, config=config.eval.proposals, video_labels=labels,
-      iou_thresholds=tuple(config.eval.tiou_thresholds),
-    )  # fmt: skip
-  elif config.eval.protocol == 'official':
-    result = evaluation.evaluate_official(
-      ground_truth, predictions, subset=subset, tiou_thresholds=config.eval.tiou_thresholds
+def protocols(config) -> list[str]:
+  """The primary protocol, then the extra ones (without repeats)."""
+  names = [config.eval.protocol, *config.eval.get('extra_protocols', ())]
+  unknown = [p for p in names if p not in PROTOCOLS]
+  if unknown:
+    raise errors.ConfigError(
+      f'eval.protocol / eval.extra_protocols {unknown}: choose from {list(PROTOCOLS)}'
     )
-    result['classification_mAP'] = evaluation.classification_map(scores, labels) / 100.0
-  else:
-    raise ValueError(f"Unknown eval.protocol {config.eval.protocol!r}; 'rskp' or 'official'.")
-  result['num_videos'] = result.get('num_videos', len(preds))
-  return {'result': result, 'predictions': predictions, 'per_video': preds}
+  return list(dict.fromkeys(names))
 
 
-def _local_copy(x):
-  """A host copy of a (possibly multi-process, replicated) array."""
-  if isinstance(x, jax.Array) and not x.is_fully_addressable:
-    return np.asarray(x.addressable_shards[0].data)
-  return np.asarray(x)
+class Evaluator:
+  """Evaluates parameters on the eval split and writes predictions/ and eval/ (process 0)."""
 
+  def __init__(self, config, workdir: str | None, shards_dir: str | None = None):
+    from data_pipelines import input_pipeline  # TF stays out of the model's import graph
 
-def _detections_json(detections: dict, class_names) -> dict:
-  from issf_jax import proposals
+    self.config, self.workdir = config, workdir
+    self.shards_dir = shards_dir or config.data.shards_dir
+    self.protocols = protocols(config)
+    self._input_pipeline = input_pipeline
+    self._predict = inference.make_predict_fn(config)  # compiled once, reused every evaluation
 
-  return proposals.detections_json(detections, class_names)
+  def predict(self, params, key_data) -> dict:
+    """{'predictions': ActivityNet-format detections, 'per_video': raw predictions, ...}."""
+    config, pipeline = self.config, self._input_pipeline
+    subset = config.data.eval_subset
+    manifest = pipeline.load_manifest(self.shards_dir)
+    batches = pipeline.create_eval_iterator(
+      self.shards_dir, subset=subset, batch_size=config.data.eval_batch_size,
+      mode=config.data.mode, bucket_size=config.data.bucket_size, t_s=config.data.t_s,
+      process_index=0, process_count=1,
+    )  # fmt: skip
+    local_params = sharding.host_value(params)
+    preds = inference.predict_batches(self._predict, local_params, batches, key_data)
+    table = manifest['videos'][subset]
+    video_ids = [table[p['video_index']]['video_id'] for p in preds]
+    t_s = config.data.t_s if config.data.mode == 'activitynet' else None
+    detections = {
+      vid: inference.video_detections(p, config.eval.proposals, t_s=t_s)
+      for vid, p in zip(video_ids, preds, strict=True)
+    }
+    class_names = list(manifest['classes'])
+    return {
+      'predictions': proposals.detections_json(detections, class_names),
+      'per_video': preds,
+      'video_ids': video_ids,
+      'class_names': class_names,
+    }
+
+  def score(self, predicted: dict) -> dict:
+    """The primary protocol's result, with `result['extra'][name]` for each extra protocol."""
+    results = {name: self._score(name, predicted) for name in self.protocols}
+    result = results.pop(self.protocols[0])
+    if results:
+      result['extra'] = results
+    return result
+
+  def _score(self, protocol: str, predicted: dict) -> dict:
+    config, subset = self.config, self.config.data.eval_subset
+    ground_truth = self._input_pipeline.load_ground_truth(self.shards_dir)
+    preds, class_names = predicted['per_video'], predicted['class_names']
+    labels = np.stack([p['labels'] for p in preds])
+    scores = np.stack([p['video_scores'][: len(class_names)] for p in preds])
+    if protocol == 'rskp':
+      with warnings.catch_warnings():
+        # The result carries the classes without proposals, and the table prints them.
+        warnings.filterwarnings('ignore', message=r'rskp: classes .* have no proposal')
+        result = evaluation.evaluate_rskp(
+          [p['video_scores'] for p in preds], [p['cas'] for p in preds], predicted['video_ids'],
+          ground_truth, class_names, subset=subset, config=config.eval.proposals,
+          video_labels=labels, iou_thresholds=tuple(config.eval.tiou_thresholds),
+        )  # fmt: skip
+    else:
+      result = evaluation.evaluate_official(
+        ground_truth, predicted['predictions'], subset=subset,
+        tiou_thresholds=config.eval.tiou_thresholds,
+      )  # fmt: skip
+      if protocol == self.protocols[0]:  # (rskp computes it too: once per evaluation)
+        result['classification_mAP'] = evaluation.classification_map(scores, labels) / 100.0
+    result['num_videos'] = result.get('num_videos', len(preds))
+    return result
+
+  def __call__(self, params, step: int, key_data, *, checkpoint: dict | None = None) -> dict:
+    """Predicts, scores and (process 0, with a workdir) writes the files of `step`.
+
+    Returns:
+      The result dict (see `score`), plus `checkpoint` when given.
+    """
+    predicted = self.predict(params, key_data)
+    result = self.score(predicted)
+    if checkpoint is not None:
+      result['checkpoint'] = dict(checkpoint)
+    if self.workdir and jax.process_index() == 0:
+      write_json(os.path.join(self.workdir, 'predictions', f'step_{step}.json'),
+                 predicted['predictions'], indent=None)  # fmt: skip
+      write_json(os.path.join(self.workdir, 'eval', f'step_{step}.json'), result)
+    return result
 
 
 def summary_metrics(result: dict) -> dict:
-  """Flat scalar metrics of a result (for logs and best-checkpoint selection)."""
+  """Flat scalar metrics of a result (logs, best-checkpoint selection); extra protocols are
+  prefixed with their name ('official/average_mAP')."""
   out = {'average_mAP': float(result['average_mAP'])}
   for thr, value in zip(result['tiou_thresholds'], result['mAP'], strict=True):
     out[f'mAP@{thr:g}'] = float(value)
@@ -89,14 +135,38 @@ def summary_metrics(result: dict) -> dict:
     out[name] = float(value)
   if 'classification_mAP' in result:
     out['classification_mAP'] = float(result['classification_mAP'])
+  for name, extra in result.get('extra', {}).items():
+    out.update({f'{name}/{k}': v for k, v in summary_metrics(extra).items()})
   return out
 
 
-def write_predictions(workdir: str, step: int, predictions: dict) -> str:
-  path = os.path.join(workdir, 'predictions', f'step_{step}.json')
+def format_result(result: dict) -> str:
+  """The results table of each protocol of `result`."""
+  tables = [evaluation.format_results_table(result)]
+  tables += [evaluation.format_results_table(r) for r in result.get('extra', {}).values()]
+  return '\n'.join(tables)
+
+
+def strict_json(x):
+  """`x` with numpy values as Python ones and non-finite floats as None (strict JSON)."""
+  if isinstance(x, dict):
+    return {str(k): strict_json(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return [strict_json(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return strict_json(x.tolist())
+  if isinstance(x, np.generic):
+    x = x.item()
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  return x
+
+
+def write_json(path: str, payload, indent: int | None = 2) -> str:
+  """Writes `payload` as strict JSON, atomically (a reader sees the old file or the new one)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
-    json.dump(predictions, f)
+    json.dump(strict_json(payload), f, indent=indent, allow_nan=False)
   os.replace(tmp, path)
   return path

@@ -7,7 +7,7 @@ import os
 
 import jax
 
-from issf_jax import checkpointing
+from issf_jax import checkpointing, errors, sharding
 from issf_jax.train import step as step_lib
 
 
@@ -17,7 +17,7 @@ def load_config(workdir: str):
 
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} does not exist: is {workdir} a run directory?')
+    raise errors.MissingFileError(f'{path} does not exist: is {workdir} a run directory?')
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -25,9 +25,9 @@ def load_config(workdir: str):
 def restore_state(config, checkpoint_dir: str, which='latest', mesh=None):
   """(TrainState, step) from `checkpoint_dir`, placed replicated on `mesh` (default: all
   local devices). A checkpoint written from 8 devices restores onto 1."""
-  mesh = mesh or step_lib.make_mesh(jax.local_device_count())
+  mesh = mesh or sharding.make_mesh(jax.local_device_count())
   abstract = jax.eval_shape(lambda k: step_lib.create_train_state(config, k), jax.random.key(0))
-  target = checkpointing.abstract_like(abstract, step_lib.NamedSharding(mesh, step_lib.P()))
+  target = checkpointing.abstract_like(abstract, sharding.replicated(mesh))
   ckpt = checkpointing.Checkpointer(
     checkpoint_dir, keep_last=config.train.keep_last,
     best_metric=config.train.get('best_metric') or None, create=False,

@@ -27,18 +27,15 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from issf_jax import losses
 from issf_jax import memory as memory_lib
 from issf_jax.model import ISSF, build_model, init_params, pseudo_label_logits
+from issf_jax.sharding import AXIS
 from issf_jax.train import schedules
 from issf_jax.train.optimizer import make_optimizer
-
-AXIS = 'data'
 
 
 @flax.struct.dataclass
@@ -60,16 +57,6 @@ def create_train_state(config, rng: jax.Array) -> TrainState:
     opt_state=optimizer.init(params),
     memory=memory_lib.empty(config.model.num_classes, config.memory.slots, config.model.embed_dim),
   )
-
-
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D `data` mesh over the first `num_devices` devices (all by default)."""
-  devices = jax.devices()
-  if num_devices:
-    if num_devices > len(devices):
-      raise ValueError(f'Asked for {num_devices} devices; only {len(devices)} are present.')
-    devices = devices[:num_devices]
-  return jax.sharding.Mesh(np.asarray(devices), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def max_labels(config) -> int:
@@ -302,58 +289,3 @@ def make_memory_init_step(config, mesh, compiler_options: dict | None = None) ->
 def initial_snippet_ids(config) -> jax.Array:
   shape = (config.model.num_classes, config.memory.slots)
   return jnp.full(shape, jnp.iinfo(jnp.int32).max, jnp.int32)
-
-
-def shard_batch(batch: dict, mesh) -> dict:
-  """Places a host-local numpy batch on the mesh, split over `data` (multi-host safe)."""
-  sharding = NamedSharding(mesh, P(AXIS))
-  return {
-    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
-  }
-
-
-def replicate(tree, mesh):
-  """Places a pytree on every device of the mesh."""
-  if jax.process_count() > 1:
-    # jax 0.10.2: device_put of a jax.Array onto devices of other processes builds a broken
-    # array ("input arrays must have one shard each"); from host numpy it works.
-    tree = jax.device_get(tree)
-  return jax.device_put(tree, NamedSharding(mesh, P()))
-
-
-def pad_batch(batch: dict, multiple: int, offset: int = 0) -> dict:
-  """Adds `valid` and `position`, and pads the video axis to a multiple of `multiple`.
-
-  Args:
-    batch: a host-local numpy batch.
-    multiple: the local device count (each device takes the same number of videos).
-    offset: this host's first position in the global batch (process_index * host batch).
-  Padding videos are all-zero with `valid` 0, `position` and `video_index` -1; they change
-  neither the loss, the gradient nor the memory.
-  """
-  size = len(batch['features'])
-  batch = dict(batch)
-  batch.setdefault('valid', np.ones(size, np.float32))
-  batch.setdefault('position', np.arange(offset, offset + size, dtype=np.int32))
-  batch.pop('length', None)
-  extra = (-size) % multiple
-  if not extra:
-    return batch
-  padded = {}
-  for k, v in batch.items():
-    v = np.asarray(v)
-    fill = -1 if k in ('video_index', 'position') else 0
-    pad = np.full((extra,) + v.shape[1:], fill, v.dtype)
-    padded[k] = np.concatenate([v, pad])
-  return padded
-
-
-def host_value(tree):
-  """Host numpy copies of (replicated, possibly multi-process) arrays."""
-
-  def one(x):
-    if isinstance(x, jax.Array):
-      return np.asarray(x.addressable_shards[0].data)
-    return np.asarray(x)
-
-  return jax.tree.map(one, tree)

@@ -1,0 +1,177 @@
+"""What every command shares: `--help`, one-line user errors with exit status 2, quiet libraries.
+
+`run_absl(main, module, prog)` runs an absl `main` the way `app.run` does, with three changes:
+  * `--help` (`-h`, `--helpshort`) prints the module's docstring and the module's own flags and
+    exits 0. absl's own short help lists the flags of `sys.argv[0]`'s module, which for a
+    console script (`.venv/bin/issf-train`, a generated wrapper) is no module at all, so it
+    printed only "USAGE: ... [flags]". `--helpfull` still lists every flag (absl's).
+  * a bad flag, a config file that does not load, or a `--config.a.b=v` override naming no
+    config field prints one line and exits 2 (absl: a multi-line "FATAL Flags parsing error" and
+    exit 1, or a traceback for config overrides);
+  * an `errors.InputError` raised by `main` prints one line and exits 2. Other exceptions are
+    bugs and keep their traceback.
+`user_errors(prog)` gives the argparse commands (`issf-prepare`, `issf-eval score`) the same
+error behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import NoReturn
+
+from absl import app, flags
+
+from issf_jax import errors
+
+EXIT_USER_ERROR = 2
+HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
+
+
+def fail(prog: str, message) -> NoReturn:
+  """Prints `<prog>: error: <message>` as one line on stderr and exits with status 2."""
+  text = ' '.join(str(message).split())
+  print(f'{prog}: error: {text}', file=sys.stderr, flush=True)
+  sys.exit(EXIT_USER_ERROR)
+
+
+@contextlib.contextmanager
+def user_errors(prog: str) -> Iterator[None]:
+  """Turns an `errors.InputError` raised inside the block into `fail(prog, ...)`."""
+  try:
+    yield
+  except errors.InputError as err:
+    fail(prog, err)
+
+
+class _DropLibraryInfo(logging.Filter):
+  """Orbax/tensorstore INFO records, and JAX's "Unable to initialize backend 'tpu'" line."""
+
+  _NOISY_PATHS = ('/orbax/', '/tensorstore/', '/etils/')
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.WARNING:
+      return True
+    if record.name.startswith('jax._src.xla_bridge'):
+      return False
+    return not any(n in record.pathname for n in self._NOISY_PATHS)
+
+
+def quiet_libraries() -> None:
+  """Drops the libraries' INFO records that every command would print; warnings stay."""
+  logging.getLogger('absl').addFilter(_DropLibraryInfo())
+  # JAX logs the backends it could not start (TPU on every CPU machine) at INFO on its own
+  # logger, which absl's handler on the root logger prints.
+  logging.getLogger('jax._src.xla_bridge').setLevel(logging.WARNING)
+
+
+def module_flags_help(module: ModuleType) -> str:
+  """The help text of the flags that `module` defines (absl's per-module listing)."""
+  key = sys.argv[0] if module.__name__ == '__main__' else module.__name__
+  return flags.FLAGS.module_help(key)
+
+
+def help_text(module: ModuleType, prog: str) -> str:
+  """The module's docstring (description, then usage) and its flags."""
+  doc = (module.__doc__ or '').strip('\n')
+  return f'{doc}\n\nflags:\n{module_flags_help(module)}\n\nTry --helpfull for every flag.'
+
+
+def _exception_chain(err: BaseException) -> Iterator[BaseException]:
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    yield err
+    err = err.__cause__ or err.__context__
+
+
+def _argv_value(argv, name: str) -> str | None:
+  """The value of `--name V` or `--name=V` in argv (the last one)."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg in (f'--{name}', f'-{name}') and i + 1 < len(argv):
+      value = argv[i + 1]
+    elif arg.startswith((f'--{name}=', f'-{name}=')):
+      value = arg.split('=', 1)[1]
+  return value
+
+
+def flag_error_message(err: BaseException, argv) -> str | None:
+  """A one-line message for an error raised while parsing flags, or None (a bug)."""
+  chain = list(_exception_chain(err))
+  inputs = [e for e in chain if isinstance(e, errors.InputError)]
+  if inputs:
+    # The deepest one: ml_collections re-raises a config file's error as the same type, with
+    # the traceback in its message.
+    config = _argv_value(argv, 'config')
+    return f'--config {config}: {inputs[-1]}' if config else str(inputs[-1])
+  if isinstance(err, flags.Error):
+    return str(err).split('\n', 1)[0]
+  missing_fields = [e for e in chain if isinstance(e, KeyError)]
+  if isinstance(err, AttributeError | KeyError) and missing_fields:
+    # ml_collections: an override --config.a.b=v whose path names no field (a locked config).
+    # Its KeyError message is "'b'", optionally followed by a "Did you mean" line.
+    message = str(missing_fields[-1].args[0]) if missing_fields[-1].args else ''
+    field, _, hint = message.partition('\n')
+    field = field.strip('\'"')
+    overrides = [a for a in argv if a.startswith('--config.')]
+    named = [a for a in overrides if f'.{field}=' in a or a.endswith(f'.{field}')] or overrides
+    where = named[0].split('=', 1)[0] if named else '--config.*'
+    return f'{where}: the config has no field {field!r}. {hint.strip()}'.strip()
+  if isinstance(err, OSError):
+    config = _argv_value(argv, 'config')
+    if config is not None:
+      return f'--config {config}: the config file cannot be loaded (no such file?)'
+  return None
+
+
+def unloadable_config_message(name: str) -> str | None:
+  """A one-line message when config flag `name` names a file that did not load, else None.
+
+  ml_collections defers that error to the first use of the config (a traceback in `main`).
+  """
+  if name not in flags.FLAGS:
+    return None
+  value = flags.FLAGS[name].value
+  if type(value).__name__ != '_ErrorConfig':
+    return None
+  error = str(object.__getattribute__(value, '_error'))
+  reasons = [line.strip() for line in error.splitlines() if 'Errno' in line]
+  reason = reasons[-1] if reasons else error.splitlines()[0]
+  return f'--{name} {flags.FLAGS[name].config_filename}: cannot load the config file ({reason})'
+
+
+def _parse_flags(module: ModuleType, prog: str) -> Callable:
+  def parse(argv):
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+      print(help_text(module, prog))
+      sys.exit(0)
+    try:
+      rest = flags.FLAGS(argv)
+    except Exception as err:  # noqa: BLE001  (decided by flag_error_message)
+      message = flag_error_message(err, argv)
+      if message is None:
+        raise
+      fail(prog, message)
+    message = unloadable_config_message('config')
+    if message:
+      fail(prog, message)
+    return rest
+
+  return parse
+
+
+def run_absl(main: Callable, module: ModuleType, prog: str) -> None:
+  """`app.run(main)` with the module's own --help and one-line user errors (module doc)."""
+
+  def guarded(argv):
+    quiet_libraries()
+    if len(argv) > 1:
+      fail(prog, f'unexpected arguments {argv[1:]} (flags are --name=value; see --help)')
+    with user_errors(prog):
+      return main(argv)
+
+  app.run(guarded, flags_parser=_parse_flags(module, prog))
