@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 from issf_jax import evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
+from issf_jax.evaluation import prediction_file
 
 EXIT_BAD_INPUT = 2
 
@@ -49,9 +50,11 @@ def parse_tiou(text: str) -> list[float]:
   return values
 
 
-def load_json(path: str, what: str):
-  """Reads a JSON file, turning every failure into a one-line InputError naming the file."""
+def load_json(path: str, what: str, loader=None):
+  """Reads a JSON file (with `loader(path)` if given), every failure a one-line InputError."""
   try:
+    if loader is not None:
+      return loader(path)
     with open(path) as f:
       return json.load(f)
   except FileNotFoundError:
@@ -84,7 +87,7 @@ def score(args: argparse.Namespace) -> dict:
     )
   thresholds = parse_tiou(args.tiou)
   gt = load_json(args.ground_truth, 'ground truth')
-  pred = load_json(args.predictions, 'predictions')
+  pred = load_json(args.predictions, 'predictions', prediction_file.load_predictions)
   try:
     parsed = gt_lib.parse_ground_truth(gt, args.subset)
   except gt_lib.FormatError as err:

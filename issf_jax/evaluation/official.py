@@ -74,7 +74,8 @@ def evaluate_official(
 
   Args:
     ground_truth: ActivityNet-format GT dict (needs only "database").
-    predictions: ActivityNet-format predictions (the full dict or its "results" object).
+    predictions: ActivityNet-format predictions (the full dict or its "results" object), or
+      `ground_truth.Predictions` already flattened.
     subset: the GT subset to score ('Test', 'test', 'validation', ...; case-insensitive).
     tiou_thresholds: [K] tIoU thresholds.
 
@@ -87,19 +88,26 @@ def evaluate_official(
   gt = gt_lib.parse_ground_truth(ground_truth, subset)
   if gt.num_instances == 0:
     raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
-  pred = gt_lib.parse_predictions(predictions)
+  if isinstance(predictions, gt_lib.Predictions):
+    pred = predictions  # Already flattened (`prediction_file.load_predictions`).
+  else:
+    pred = gt_lib.parse_predictions(predictions)
+  # Labels and videos are coded per distinct value, then looked up for all predictions at once.
   class_index = {name: i for i, name in enumerate(gt.class_names)}
-  pred_label = np.fromiter((class_index.get(x, -1) for x in pred.label), np.int64, len(pred.label))
+  label_lut = np.array([class_index.get(x, -1) for x in pred.labels] + [-1], np.int64)
+  pred_label = label_lut[pred.label_index]
   ignored = 0
   if np.any(pred_label < 0):
     # The class set is the GT's taxonomy when it has one, else the labels of the subset. A taxonomy
     # class without GT in this subset is not scored (the official code would raise a KeyError).
     taxonomy = set(gt_lib.taxonomy_names(ground_truth))
-    for i in np.flatnonzero(pred_label < 0):
-      if pred.label[i] not in taxonomy:
+    for j in np.flatnonzero(label_lut[:-1] < 0):
+      label = pred.labels[j]
+      if label not in taxonomy:
+        i = np.argmax(pred.label_index == j)  # Its first prediction, for the message.
         raise gt_lib.FormatError(
-          f'prediction label {pred.label[i]!r} (video {pred.video[i]!r}) is not a class of the '
-          f'ground truth subset {subset!r}; its classes are {sorted(gt.class_names)}'
+          f'prediction label {label!r} (video {pred.videos[pred.video_index[i]]!r}) is not a '
+          f'class of the ground truth subset {subset!r}; its classes are {sorted(gt.class_names)}'
         )
     ignored = int(np.sum(pred_label < 0))
     warnings.warn(
@@ -108,9 +116,8 @@ def evaluate_official(
     )
   # Video codes: GT videos first, then videos that only have predictions (always false positives).
   video_code = {v: i for i, v in enumerate(gt.videos)}
-  pred_video = np.fromiter(
-    (video_code.setdefault(v, len(video_code)) for v in pred.video), np.int64, len(pred.video)
-  )
+  video_lut = np.array([video_code.setdefault(v, len(video_code)) for v in pred.videos] + [-1])
+  pred_video = video_lut[pred.video_index].astype(np.int64)
   num_classes = len(gt.class_names)
   ap = np.zeros((len(thresholds), num_classes))
   gt_by_class = np.argsort(gt.label, kind='stable')
@@ -144,6 +151,6 @@ def evaluate_official(
     'per_class_ap': {name: ap[:, c].tolist() for c, name in enumerate(gt.class_names)},
     'num_videos': len(gt.videos),
     'num_instances': gt.num_instances,
-    'num_predictions': len(pred.score) - ignored,
+    'num_predictions': len(pred) - ignored,
     'classes_without_predictions': empty,
   }
