@@ -243,9 +243,17 @@ class Trainer:
       )
 
 
+def matmul_precision(config) -> str | None:
+  """`config.train.matmul_precision` for `jax.default_matmul_precision` ('default' -> None)."""
+  value = config.train.get('matmul_precision', 'default')
+  return None if value in (None, '', 'default') else str(value)
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains ISSF as `config` says, evaluating and checkpointing into `workdir`."""
-  return Trainer(config, workdir).run()
+  # Every program of the run (train steps, memory init, evaluation) is traced inside this scope.
+  with jax.default_matmul_precision(matmul_precision(config)):
+    return Trainer(config, workdir).run()
 
 
 def results_json(workdir: str, payload: dict) -> None:
