@@ -1,4 +1,4 @@
-"""benchmarks/gpu_recipe.py at tiny scale on the CPU: it runs, and its table and JSON are complete."""
+"""benchmarks/gpu_recipe.py at tiny scale on the CPU: it runs; its table and JSON are complete."""
 
 from __future__ import annotations
 
