@@ -67,6 +67,42 @@ def class_average_precision(
   return matching.interpolated_ap(matched >= 0, len(gt_video))
 
 
+def all_classes_average_precision(
+  gt, pred_video, pred_label, pred_start, pred_end, pred_score, thresholds, num_classes
+) -> np.ndarray:
+  """`class_average_precision` of every class in one pass. Prediction arrays [P] (label -1: not
+  scored), GT from `parse_ground_truth` -> [K, C].
+
+  Each class's predictions are ranked by the official call on that class's scores in file order
+  (one argsort per class, for its tie-breaking); the ranked classes are then laid side by side
+  and paired, matched and accumulated together: a GT belongs to one class, so the greedy
+  matching of the classes stays independent, and `interpolated_ap_segments` gives each class's AP
+  bit for bit.
+  """
+  k = len(thresholds)
+  pred_by_class = np.argsort(pred_label, kind='stable')  # File order within a class.
+  bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
+  ranked = np.empty(bounds[-1] - bounds[0], np.int64)
+  for c in range(num_classes):  # Label -1 (not scored) sorts first, before bounds[0].
+    p = pred_by_class[bounds[c] : bounds[c + 1]]
+    ranked[bounds[c] - bounds[0] : bounds[c + 1] - bounds[0]] = p[np.argsort(pred_score[p])[::-1]]
+  bounds = bounds - bounds[0]
+  gt_by_class = np.argsort(gt.label, kind='stable')  # Database order within a class.
+  if not len(ranked):
+    return np.zeros((k, num_classes))
+  # Videos of (class, video) blocks: a prediction pairs with the GT of its class in its video.
+  num_videos = int(max(pred_video.max(initial=0), gt.video.max(initial=0))) + 1
+  rank_block = pred_label[ranked] * num_videos + pred_video[ranked]
+  gt_block = gt.label[gt_by_class] * num_videos + gt.video[gt_by_class]
+  pair_pred, pair_gt = _pairs_same_video(rank_block, gt_block)
+  g = gt_by_class[pair_gt]
+  r = ranked[pair_pred]
+  iou = segment_iou(pred_start[r], pred_end[r], gt.start[g], gt.end[g])
+  matched = matching.match_pairs(pair_pred, pair_gt, iou, len(ranked), thresholds, 'last')
+  num_positives = np.bincount(gt.label, minlength=num_classes)
+  return matching.interpolated_ap_segments(matched >= 0, bounds, num_positives)
+
+
 def evaluate_official(
   ground_truth: dict, predictions: dict, *, subset: str, tiou_thresholds=ACTIVITYNET_TIOU
 ) -> dict:
@@ -119,28 +155,11 @@ def evaluate_official(
   video_lut = np.array([video_code.setdefault(v, len(video_code)) for v in pred.videos] + [-1])
   pred_video = video_lut[pred.video_index].astype(np.int64)
   num_classes = len(gt.class_names)
-  ap = np.zeros((len(thresholds), num_classes))
-  gt_by_class = np.argsort(gt.label, kind='stable')
-  gt_bounds = np.searchsorted(gt.label[gt_by_class], np.arange(num_classes + 1))
-  pred_by_class = np.argsort(pred_label, kind='stable')  # Keeps file order within a class.
-  pred_bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
-  pred_bounds[0] = ignored  # Label -1 sorts first: skip it.
-  empty = []
-  for c in range(num_classes):
-    g = gt_by_class[gt_bounds[c] : gt_bounds[c + 1]]
-    p = pred_by_class[pred_bounds[c] : pred_bounds[c + 1]]
-    if len(p) == 0:
-      empty.append(gt.class_names[c])
-    ap[:, c] = class_average_precision(
-      gt.video[g],
-      gt.start[g],
-      gt.end[g],
-      pred_video[p],
-      pred.start[p],
-      pred.end[p],
-      pred.score[p],
-      thresholds,
-    )
+  ap = all_classes_average_precision(
+    gt, pred_video, pred_label, pred.start, pred.end, pred.score, thresholds, num_classes
+  )
+  counts = np.bincount(pred_label[pred_label >= 0], minlength=num_classes)
+  empty = [gt.class_names[c] for c in np.flatnonzero(counts == 0)]
   m_ap = ap.mean(axis=1)
   return {
     'protocol': 'official',
