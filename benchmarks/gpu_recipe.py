@@ -17,7 +17,8 @@ memory init, evaluations, checkpoints) and the JAX compile time (jax.monitoring'
 and backend-compile events) of each phase, so that the steady step time excludes compilation.
 `--epochs auto` (the default) first runs a probe (4 epochs, memory after epoch 1, evaluated at 2
 and 4), projects the 180-epoch recipe from it, and runs the real 180 epochs when the projection
-fits `--budget_s`; otherwise it reports the projection, stated as an extrapolation. `--epochs N`
+fits what is left of `--time_limit_s` (450 s, less a `--reserve_s` of 90 s for the precision
+and parity parts); otherwise it reports the projection, stated as an extrapolation. `--epochs N`
 runs N epochs (memory at N * 100 // 180) and extrapolates to 180 when N < 180.
 
 Precision: `jax_default_matmul_precision` 'float32' against 'tensorfloat32' (on recent NVIDIA
@@ -289,8 +290,21 @@ def _norm(tree) -> float:
   return math.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(tree)))
 
 
+def _pad_time(batch: dict, length: int) -> dict:
+  """Zero-pads the snippet axis of `features` [B, T, D], `mask` [B, T] (any [B, T, ...])."""
+  b, t = batch['features'].shape[:2]
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    if value.ndim >= 2 and value.shape[:2] == (b, t) and t < length:
+      value = np.pad(value, [(0, 0), (0, length - t)] + [(0, 0)] * (value.ndim - 2))
+    out[key] = value
+  return out
+
+
 def precision_drift(config, workdir: str, steps: int) -> dict:
-  """`steps` warm-up train steps under each precision from one state on the same batches."""
+  """`steps` warm-up train steps under each precision from one state on the same batches (the
+  first `steps` of the recipe's order, padded to their longest)."""
   from issf_jax.train import loop
   from issf_jax.train import step as step_lib
 
@@ -300,8 +314,11 @@ def precision_drift(config, workdir: str, steps: int) -> dict:
     trainer.shards_dir, global_batch_size=config.train.batch_size, seed=config.train.seed,
     mode=data.mode, bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
   )  # fmt: skip
-  batches = [trainer.host_batch(next(iterator)) for _ in range(steps)]
+  raw = [next(iterator) for _ in range(steps)]
   iterator.close()
+  # One length for all (masked padding): one program per precision, not one per bucket.
+  longest = max(b['features'].shape[1] for b in raw)
+  batches = [trainer.host_batch(_pad_time(b, longest)) for b in raw]
   initial = jax.device_get(step_lib.host_value(trainer.initial_state()))
   start = _host_tree(initial.params)
   runs, out = {}, {}
@@ -434,7 +451,15 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--scale', default='full', choices=('full', 'tiny'))
   p.add_argument('--epochs', default='auto', help="'auto' (probe, then 180 if it fits) or N")
-  p.add_argument('--budget_s', type=float, default=300.0, help='--epochs auto: full-run budget')
+  p.add_argument(
+    '--time_limit_s',
+    type=float,
+    default=450.0,
+    help='--epochs auto: run the 180 epochs only if the whole call fits this',
+  )
+  p.add_argument(
+    '--reserve_s', type=float, default=90.0, help='time kept for the precision and parity parts'
+  )
   p.add_argument('--annotations', default=str(DEFAULT_ANNOTATIONS), help='W-TALC annotations')
   p.add_argument('--parity_dir', default=str(DEFAULT_PARITY))
   p.add_argument('--drift_steps', type=int, default=20)
@@ -459,7 +484,8 @@ def main(argv=None):
     report['probe'] = probe
     target = schedule_counts(full_config, probe['steps_per_epoch'])
     projected = project(probe, target)
-    epochs = RECIPE_EPOCHS if projected <= args.budget_s else None
+    budget = args.time_limit_s - (time.perf_counter() - t0) - args.reserve_s
+    epochs = RECIPE_EPOCHS if projected <= budget else None
   else:
     epochs = 2 if args.epochs == 'auto' else int(args.epochs)
   if epochs:
@@ -473,7 +499,7 @@ def main(argv=None):
   else:
     report['recipe_180_epochs_s'] = projected
     report['extrapolated'] = True
-    report['basis'] = f'the 4-epoch probe (projection {projected:.0f} s > budget {args.budget_s} s)'
+    report['basis'] = f'the 4-epoch probe (180 epochs: {projected:.0f} s > {budget:.0f} s left)'
   report['precision'] = precision_drift(full_config, str(root / 'drift'), args.drift_steps)
   report['parity'] = parity_errors(args.parity_dir)
   report['total_s'] = time.perf_counter() - t0
