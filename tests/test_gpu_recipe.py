@@ -17,26 +17,32 @@ RECIPE_KEYS = {
 
 def test_gpu_recipe_tiny(tmp_path, jax_cache_dir):
   out = tmp_path / 'report.json'
-  args = ['-m', 'benchmarks.gpu_recipe', '--scale', 'tiny', '--drift_steps', '2', '--json', out]
-  args += ['--workdir', tmp_path / 'work', '--annotations', '', '--parity_dir', PARITY]
+  # No time for the 180 epochs: the probe runs and the recipe is extrapolated from it.
+  args = ['-m', 'benchmarks.gpu_recipe', '--scale', 'tiny', '--time_limit_s', '0', '--json', out]
+  args += ['--drift_steps', '2', '--workdir', tmp_path / 'work', '--annotations', '']
+  args += ['--parity_dir', PARITY]
   proc = run_python(args, subprocess_env(jax_cache_dir))
   report = json.loads(out.read_text())
 
-  # The schedule of the tiny run: 24 videos / batch 4 = 6 steps per epoch, 2 epochs, memory
-  # built after epoch 0, evaluated and checkpointed after each epoch.
-  recipe = report['recipe']
-  assert RECIPE_KEYS <= set(recipe)
-  assert (recipe['epochs'], recipe['steps_per_epoch']) == (2, 6)
-  assert (recipe['steps_warmup'], recipe['steps_memory'], recipe['evals']) == (6, 6, 2)
+  # The probe's schedule: 24 videos / batch 4 = 6 steps per epoch, 4 epochs, memory built after
+  # epoch 1 (0-based), evaluated and checkpointed after epochs 2 and 4.
+  probe = report['probe']
+  assert RECIPE_KEYS <= set(probe) and 'recipe' not in report
+  assert (probe['epochs'], probe['steps_per_epoch']) == (4, 6)
+  assert (probe['steps_warmup'], probe['steps_memory']) == (12, 12)
+  assert (probe['evals'], probe['checkpoints']) == (2, 2)
   # Compile time is apart from the steady step time, and every phase compiled something.
-  assert recipe['compile_s'] > 0
-  assert {'train_warmup', 'train_memory', 'memory_init', 'eval'} <= set(recipe['phase_compile_s'])
-  for phase, seconds in recipe['phase_compile_s'].items():
-    assert 0 < seconds <= recipe['phase_wall_s'][phase] + 1e-6, phase
-  assert recipe['step_s_warmup'] > 0 and recipe['step_s_memory'] > 0
-  # Two epochs are not the recipe: the 180-epoch figure is an extrapolation and says so.
-  assert report['extrapolated'] is True and report['recipe_180_epochs_s'] > recipe['wall_s']
+  assert probe['compile_s'] > 0
+  assert {'train_warmup', 'train_memory', 'memory_init', 'eval'} <= set(probe['phase_compile_s'])
+  for phase, seconds in probe['phase_compile_s'].items():
+    assert 0 < seconds <= probe['phase_wall_s'][phase] + 1e-6, phase
+  assert probe['step_s_warmup'] > 0 and probe['step_s_memory'] > 0
+  # The 180-epoch figure is an extrapolation (3,600 steps... here 1,080 of 6 per epoch, 36
+  # evaluations) and says so.
+  assert report['extrapolated'] is True and report['recipe_180_epochs_s'] > probe['wall_s']
   assert 'EXTRAPOLATED' in proc.stdout and 'compile' in proc.stdout
+  steady = 1080 * min(probe['step_s_warmup'], probe['step_s_memory']) + 36 * probe['eval_s']
+  assert report['recipe_180_epochs_s'] >= steady
 
   precision = report['precision']
   assert precision['steps'] == 2
