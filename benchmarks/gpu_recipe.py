@@ -191,9 +191,11 @@ def recipe_config(shards: str, scale: str, epochs: int, *, probe: bool = False):
 
   config = thumos14.get_config()
   config.data.shards_dir = shards
+  at_recipe = config.train.memory_init_epoch  # Its value for the 180 epochs.
   config.train.num_epochs = epochs
-  if epochs != RECIPE_EPOCHS:
-    config.train.memory_init_epoch = epochs * 100 // RECIPE_EPOCHS
+  if epochs != RECIPE_EPOCHS and config.train.memory_init_epoch == at_recipe >= 0:
+    # A fixed epoch (not a reference that follows num_epochs): scale it with the run.
+    config.train.memory_init_epoch = at_recipe * epochs // RECIPE_EPOCHS
   if probe:  # Both phases, two evaluations, as few epochs as possible.
     config.train.memory_init_epoch, config.train.eval_every_epochs = 1, 2
     config.train.checkpoint_every_epochs = 2
