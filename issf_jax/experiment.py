@@ -45,6 +45,10 @@ def base_config(
   config.train.best_metric = 'average_mAP'  # kept as the "best" checkpoint (on the eval split!)
   config.train.distributed = False  # jax.distributed.initialize() for multi-host pods
   config.train.max_steps = 0  # >0 stops early (tests, smoke runs)
+  # jax_default_matmul_precision for the whole run: 'default' (the backend's: TF32 for float32
+  # matmuls on recent NVIDIA GPUs, exact float32 on CPU), 'float32' or 'tensorfloat32'
+  # (benchmarks/gpu_recipe.py measures what the choice changes).
+  config.train.matmul_precision = 'default'
 
   config.eval = ml_collections.ConfigDict()
   config.eval.protocol = 'rskp'  # 'rskp' (RSKP's THUMOS14 evaluator) | 'official' (ActivityNet)

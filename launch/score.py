@@ -22,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 
 from issf_jax import errors, evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
+from issf_jax.evaluation import prediction_file
 
 EXIT_BAD_INPUT = 2
 InputError = errors.InputError
@@ -51,9 +52,11 @@ def parse_tiou(text: str) -> list[float]:
   return values
 
 
-def load_json(path: str, what: str):
-  """Reads a JSON file, turning every failure into a one-line InputError naming the file."""
+def load_json(path: str, what: str, loader=None):
+  """Reads a JSON file (with `loader(path)` if given), every failure a one-line InputError."""
   try:
+    if loader is not None:
+      return loader(path)
     with open(path) as f:
       return json.load(f)
   except FileNotFoundError:
@@ -87,7 +90,7 @@ def score(args: argparse.Namespace) -> dict:
     )
   thresholds = parse_tiou(args.tiou)
   gt = load_json(args.ground_truth, 'ground truth')
-  pred = load_json(args.predictions, 'predictions')
+  pred = load_json(args.predictions, 'predictions', prediction_file.load_predictions)
   try:
     parsed = gt_lib.parse_ground_truth(gt, args.subset)
   except gt_lib.FormatError as err:

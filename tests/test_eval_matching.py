@@ -70,3 +70,20 @@ def test_interpolated_ap():
   np.testing.assert_array_equal(
     matching.interpolated_ap(np.array([[1, 0], [0, 1], [0, 0]]), 1), [1, 0.5, 0]
   )
+
+
+def test_interpolated_ap_segments_is_per_class_ap_bit_for_bit():
+  rng = np.random.default_rng(0)
+  for trial in range(300):
+    # Long classes (numpy's pairwise sum blocks at 8 and 128), empty ones, no or all positives.
+    sizes = rng.integers(0, 300 if trial % 4 == 0 else 40, int(rng.integers(1, 8)))
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    tp = rng.random((int(rng.integers(1, 5)), bounds[-1])) < rng.random() ** 2
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    found = [tp[:, a:b].sum(axis=1).max(initial=0) for a, b in spans]
+    extra = 0 if trial % 5 == 0 else rng.integers(0, 20, len(sizes))
+    npos = np.maximum(np.array(found) + extra, 1)
+    got = matching.interpolated_ap_segments(tp, bounds, npos)
+    for c, (a, b) in enumerate(spans):
+      want = matching.interpolated_ap(tp[:, a:b], int(npos[c]))
+      assert np.array_equal(got[:, c].view(np.int64), want.view(np.int64)), (trial, c)

@@ -190,3 +190,43 @@ def test_malformed_inputs_raise_format_error():
       evaluate_official(gt, bad, subset='test', tiou_thresholds=[0.5])
   with pytest.raises(FormatError):
     evaluate_official({'no_database': 1}, _pred(), subset='test', tiou_thresholds=[0.5])
+
+
+def test_one_pass_equals_per_class_ap_bit_for_bit():
+  """All classes at once (evaluate_official) against class_average_precision per class, on
+  detector-like predictions with score ties, several GT per video and videos without GT."""
+  from issf_jax.evaluation import ground_truth as gt_lib
+  from issf_jax.evaluation import official
+
+  rng = np.random.default_rng(0)
+  names = ['A', 'B', 'C', 'D']
+  database, results = {}, {}
+  for v in range(30):
+    anns = [
+      {'segment': [s, s + float(rng.uniform(1, 30))], 'label': names[int(rng.integers(4))]}
+      for s in rng.uniform(0, 100, int(rng.integers(0, 5)))
+    ]
+    database[f'v{v}'] = {'subset': 'test', 'annotations': anns}
+    preds = []
+    for _ in range(int(rng.integers(0, 40))):
+      s = float(rng.uniform(0, 110))
+      score = float(np.round(rng.random(), 1))  # Many ties.
+      label = names[int(rng.integers(4))]
+      preds.append({'label': label, 'score': score, 'segment': [s, s + float(rng.uniform(1, 30))]})
+    results[f'v{v}' if v < 27 else f'only_pred{v}'] = preds
+  gt = {'database': database}
+  thresholds = np.linspace(0.1, 0.9, 9)
+  got = evaluate_official(gt, {'results': results}, subset='test', tiou_thresholds=thresholds)
+  parsed = gt_lib.parse_ground_truth(gt, 'test')
+  pred = gt_lib.parse_predictions({'results': results})
+  video = {v: i for i, v in enumerate(parsed.videos)}
+  pv = np.array([video.setdefault(x, len(video)) for x in pred.video])
+  pl = np.array([parsed.class_names.index(x) for x in pred.label])
+  for c, name in enumerate(parsed.class_names):
+    g, p = parsed.label == c, pl == c
+    want = official.class_average_precision(
+      parsed.video[g], parsed.start[g], parsed.end[g], pv[p], pred.start[p], pred.end[p],
+      pred.score[p], thresholds,
+    )  # fmt: skip
+    assert np.array_equal(np.array(got['per_class_ap'][name]).view(np.int64), want.view(np.int64))
+  assert 0 < got['average_mAP'] < 1

@@ -12,8 +12,11 @@ Subset names are matched tolerantly ('Test' = 'test' = 'testing', 'val' = 'valid
 prefixes the file name.
 """
 
+import collections
 import dataclasses
+import itertools
 import math
+import operator
 from collections.abc import Mapping
 
 import numpy as np
@@ -139,17 +142,67 @@ def taxonomy_names(ground_truth: Mapping) -> list:
 
 @dataclasses.dataclass
 class Predictions:
-  """Flattened predictions in file order. video: [P] str; label: [P] str; start, end, score: [P]."""
+  """Flattened predictions in file order, with videos and labels coded.
 
-  video: list
-  label: list
+  Attributes:
+    videos: [V] video ids, file order (a video with an empty list is kept).
+    labels: [L] distinct labels, in order of first appearance.
+    video_index: [P] int64 index into `videos`.
+    label_index: [P] int64 index into `labels`.
+    start, end, score: [P] float64.
+  """
+
+  videos: list
+  labels: list
+  video_index: np.ndarray
+  label_index: np.ndarray
   start: np.ndarray
   end: np.ndarray
   score: np.ndarray
 
+  def __len__(self) -> int:
+    return len(self.score)
+
+  @property
+  def video(self) -> list:
+    """[P] video id of each prediction."""
+    return [self.videos[i] for i in self.video_index]
+
+  @property
+  def label(self) -> list:
+    """[P] label of each prediction."""
+    return [self.labels[i] for i in self.label_index]
+
+
+def predictions_from_columns(videos, counts, labels, start, end, score) -> Predictions:
+  """Builds `Predictions` from per-video counts and per-prediction columns, without a Python loop.
+
+  Args:
+    videos: [V] video ids; counts: [V] number of predictions of each video.
+    labels: [P] label strings (any iterable); start, end, score: [P] float64 (array-likes).
+  """
+  counts = np.asarray(counts, np.int64).reshape(-1)
+  # Codes in order of first appearance, assigned by the dict's C-level default factory.
+  code = collections.defaultdict(itertools.count().__next__)
+  label_index = np.fromiter(map(code.__getitem__, labels), np.int64, int(counts.sum()))
+  return Predictions(
+    videos=list(videos),
+    labels=list(code),
+    video_index=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
+    label_index=label_index,
+    start=np.asarray(start, np.float64).reshape(-1),
+    end=np.asarray(end, np.float64).reshape(-1),
+    score=np.asarray(score, np.float64).reshape(-1),
+  )
+
 
 def parse_predictions(predictions: Mapping) -> Predictions:
-  """Checks a predictions dict (the full file or just its "results" object) and flattens it."""
+  """Checks a predictions dict (the full file or just its "results" object) and flattens it.
+
+  The common case is checked and flattened column-wise (C-level `map`s, no per-prediction Python
+  code); any entry that fails the column checks sends the file to `_check_items`, which walks it
+  and raises a `FormatError` naming the first bad entry.
+  """
   if not isinstance(predictions, Mapping):
     raise FormatError('predictions must be an object with a "results" object')
   if 'results' not in predictions and {'version', 'external_data', 'database'} & set(predictions):
@@ -157,42 +210,57 @@ def parse_predictions(predictions: Mapping) -> Predictions:
   results = predictions.get('results', predictions)
   if not isinstance(results, Mapping):
     raise FormatError('"results" must be an object mapping video ids to lists of predictions')
-  video, label, seg, score = [], [], [], []
   for video_id, items in results.items():
     if not isinstance(items, list):
       raise FormatError(f'results[{video_id!r}]: expected a list, got {type(items).__name__}')
+  columns = _columns(results)
+  if columns is None:
+    _check_items(results)
+    raise AssertionError('unreachable: _check_items accepted what _columns rejected')
+  return columns
+
+
+_SEQUENCE = frozenset({list, tuple})
+
+
+def _columns(results: Mapping) -> Predictions | None:
+  """Column-wise flattening of checked-shape results, or None if any entry is malformed."""
+  items = list(itertools.chain.from_iterable(results.values()))
+  try:
+    segments = list(map(operator.itemgetter('segment'), items))
+    scores = list(map(operator.itemgetter('score'), items))
+    labels = list(map(str, map(operator.itemgetter('label'), items)))
+    if not set(map(type, segments)) <= _SEQUENCE or not set(map(len, segments)) <= {2}:
+      return None
+    bounds = list(itertools.chain.from_iterable(segments))
+    if not set(map(type, bounds)) <= _NUM or not set(map(type, scores)) <= _NUM:
+      return None
+    seg = np.array(bounds, np.float64).reshape(-1, 2)
+    score = np.array(scores, np.float64)
+  except (KeyError, TypeError, ValueError, OverflowError):
+    return None
+  if np.isnan(seg).any() or np.isnan(score).any():
+    return None
+  counts = np.fromiter(map(len, results.values()), np.int64, len(results))
+  return predictions_from_columns(results, counts, labels, seg[:, 0], seg[:, 1], score)
+
+
+def _check_items(results: Mapping) -> None:
+  """Walks every prediction and raises a FormatError naming the first malformed one."""
+  for video_id, items in results.items():
     for k, p in enumerate(items):
+      here = f'results[{video_id!r}][{k}]'
+      if not isinstance(p, Mapping) or not {'label', 'score', 'segment'} <= set(p):
+        raise FormatError(f'{here}: expected {{"label", "score", "segment"}}, got {p!r}')
+      _segment(p['segment'], here)
+      score = _number(p['score'], here)
+      if math.isnan(score):
+        raise FormatError(f'{here}: score is NaN')
       try:
-        (s, e), sc, lb = p['segment'], p['score'], p['label']
-        ok = (
-          type(s) in _NUM
-          and type(e) in _NUM
-          and type(sc) in _NUM
-          and s == s
-          and e == e
-          and sc == sc
-        )
-      except (KeyError, TypeError, ValueError):
-        ok = False
-      if not ok:
-        here = f'results[{video_id!r}][{k}]'
-        if not isinstance(p, Mapping) or not {'label', 'score', 'segment'} <= set(p):
-          raise FormatError(f'{here}: expected {{"label", "score", "segment"}}, got {p!r}')
-        _segment(p['segment'], here)
-        _number(p['score'], here)
-        raise FormatError(f'{here}: malformed prediction {p!r}')
-      seg.append((s, e))
-      score.append(sc)
-      label.append(str(lb))
-    video.extend([video_id] * len(items))
-  seg = np.asarray(seg, np.float64).reshape(-1, 2)
-  return Predictions(
-    video=video,
-    label=label,
-    start=seg[:, 0].copy(),
-    end=seg[:, 1].copy(),
-    score=np.asarray(score, np.float64),
-  )
+        str(p['label'])
+        float(p['segment'][0]), float(p['segment'][1]), float(p['score'])
+      except (TypeError, ValueError, OverflowError) as err:
+        raise FormatError(f'{here}: malformed prediction {p!r} ({err})') from None
 
 
 def read_ambiguous_txt(path) -> dict:

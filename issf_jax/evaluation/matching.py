@@ -132,3 +132,49 @@ def interpolated_ap(tp: np.ndarray, num_positives: int) -> np.ndarray:
     idx = np.flatnonzero(mrec[row, 1:] != mrec[row, :-1]) + 1
     ap[row] = np.sum((mrec[row, idx] - mrec[row, idx - 1]) * mprec[row, idx])
   return ap
+
+
+def interpolated_ap_segments(
+  tp: np.ndarray, bounds: np.ndarray, num_positives: np.ndarray
+) -> np.ndarray:
+  """`interpolated_ap` of many classes at once, bit for bit, touching only the true positives.
+
+  Args:
+    tp: [K, N] bool, the predictions of all classes side by side: class c holds columns
+      bounds[c]:bounds[c + 1], each in its own score order.
+    bounds: [C + 1] int, column offsets of the classes.
+    num_positives: [C] int, GT count of each class.
+
+  Returns:
+    [K, C] float64, equal to `interpolated_ap(tp[:, bounds[c]:bounds[c + 1]], num_positives[c])`.
+
+  Recall changes only at a true positive (and at the padded end, if some GT is missed), so the
+  summed terms are those of the true positives, plus (1 - recall) x 0 = 0.0 at the end. The
+  envelope at a true positive is the largest precision of the true positives from it on (a false
+  positive's precision is below that of the true positive before it). With j the true-positive
+  count and i the 1-based position, precision is j / i and recall j / G: the same IEEE operations
+  on the same exact integers as `interpolated_ap`. Each sum stays one `np.sum` over the same
+  terms in the same order, since numpy's pairwise summation rounds by array position.
+  """
+  tp = np.asarray(tp, bool)
+  k = tp.shape[0]
+  bounds = np.asarray(bounds, np.int64)
+  sizes = np.diff(bounds)
+  npos = np.asarray(num_positives, np.int64)
+  ap = np.zeros((k, len(sizes)), np.float64)
+  scored = np.flatnonzero((sizes > 0) & (npos > 0))
+  for row in range(k):
+    col = np.flatnonzero(tp[row])  # True positives, ascending: class by class, in rank order.
+    cls = np.searchsorted(bounds, col, side='right') - 1
+    cuts = np.searchsorted(col, bounds)  # Class c's true positives: cuts[c]:cuts[c + 1].
+    j = (np.arange(len(col)) - cuts[cls] + 1).astype(np.float64)
+    positives = npos[cls].astype(np.float64)
+    precision = j / (col - bounds[cls] + 1).astype(np.float64)
+    step = j / positives - (j - 1) / positives
+    for c in scored:
+      lo, hi = cuts[c], cuts[c + 1]
+      terms = step[lo:hi] * np.maximum.accumulate(precision[lo:hi][::-1])[::-1]
+      if hi - lo < npos[c]:
+        terms = np.append(terms, 0.0)
+      ap[row, c] = np.sum(terms)
+  return ap

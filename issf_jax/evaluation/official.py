@@ -67,6 +67,42 @@ def class_average_precision(
   return matching.interpolated_ap(matched >= 0, len(gt_video))
 
 
+def all_classes_average_precision(
+  gt, pred_video, pred_label, pred_start, pred_end, pred_score, thresholds, num_classes
+) -> np.ndarray:
+  """`class_average_precision` of every class in one pass. Prediction arrays [P] (label -1: not
+  scored), GT from `parse_ground_truth` -> [K, C].
+
+  Each class's predictions are ranked by the official call on that class's scores in file order
+  (one argsort per class, for its tie-breaking); the ranked classes are then laid side by side
+  and paired, matched and accumulated together: a GT belongs to one class, so the greedy
+  matching of the classes stays independent, and `interpolated_ap_segments` gives each class's AP
+  bit for bit.
+  """
+  k = len(thresholds)
+  pred_by_class = np.argsort(pred_label, kind='stable')  # File order within a class.
+  bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
+  ranked = np.empty(bounds[-1] - bounds[0], np.int64)
+  for c in range(num_classes):  # Label -1 (not scored) sorts first, before bounds[0].
+    p = pred_by_class[bounds[c] : bounds[c + 1]]
+    ranked[bounds[c] - bounds[0] : bounds[c + 1] - bounds[0]] = p[np.argsort(pred_score[p])[::-1]]
+  bounds = bounds - bounds[0]
+  gt_by_class = np.argsort(gt.label, kind='stable')  # Database order within a class.
+  if not len(ranked):
+    return np.zeros((k, num_classes))
+  # Videos of (class, video) blocks: a prediction pairs with the GT of its class in its video.
+  num_videos = int(max(pred_video.max(initial=0), gt.video.max(initial=0))) + 1
+  rank_block = pred_label[ranked] * num_videos + pred_video[ranked]
+  gt_block = gt.label[gt_by_class] * num_videos + gt.video[gt_by_class]
+  pair_pred, pair_gt = _pairs_same_video(rank_block, gt_block)
+  g = gt_by_class[pair_gt]
+  r = ranked[pair_pred]
+  iou = segment_iou(pred_start[r], pred_end[r], gt.start[g], gt.end[g])
+  matched = matching.match_pairs(pair_pred, pair_gt, iou, len(ranked), thresholds, 'last')
+  num_positives = np.bincount(gt.label, minlength=num_classes)
+  return matching.interpolated_ap_segments(matched >= 0, bounds, num_positives)
+
+
 def evaluate_official(
   ground_truth: dict, predictions: dict, *, subset: str, tiou_thresholds=ACTIVITYNET_TIOU
 ) -> dict:
@@ -74,7 +110,8 @@ def evaluate_official(
 
   Args:
     ground_truth: ActivityNet-format GT dict (needs only "database").
-    predictions: ActivityNet-format predictions (the full dict or its "results" object).
+    predictions: ActivityNet-format predictions (the full dict or its "results" object), or
+      `ground_truth.Predictions` already flattened.
     subset: the GT subset to score ('Test', 'test', 'validation', ...; case-insensitive).
     tiou_thresholds: [K] tIoU thresholds.
 
@@ -87,20 +124,27 @@ def evaluate_official(
   gt = gt_lib.parse_ground_truth(ground_truth, subset)
   if gt.num_instances == 0:
     raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
-  pred = gt_lib.parse_predictions(predictions)
+  if isinstance(predictions, gt_lib.Predictions):
+    pred = predictions  # Already flattened (`prediction_file.load_predictions`).
+  else:
+    pred = gt_lib.parse_predictions(predictions)
+  # Labels and videos are coded per distinct value, then looked up for all predictions at once.
   _check_segments(pred)
   class_index = {name: i for i, name in enumerate(gt.class_names)}
-  pred_label = np.fromiter((class_index.get(x, -1) for x in pred.label), np.int64, len(pred.label))
+  label_lut = np.array([class_index.get(x, -1) for x in pred.labels] + [-1], np.int64)
+  pred_label = label_lut[pred.label_index]
   ignored = 0
   if np.any(pred_label < 0):
     # The class set is the GT's taxonomy when it has one, else the labels of the subset. A taxonomy
     # class without GT in this subset is not scored (the official code would raise a KeyError).
     taxonomy = set(gt_lib.taxonomy_names(ground_truth))
-    for i in np.flatnonzero(pred_label < 0):
-      if pred.label[i] not in taxonomy:
+    for j in np.flatnonzero(label_lut[:-1] < 0):
+      label = pred.labels[j]
+      if label not in taxonomy:
+        i = np.argmax(pred.label_index == j)  # Its first prediction, for the message.
         raise gt_lib.FormatError(
-          f'prediction label {pred.label[i]!r} (video {pred.video[i]!r}) is not a class of the '
-          f'ground truth subset {subset!r}; its classes are {sorted(gt.class_names)}'
+          f'prediction label {label!r} (video {pred.videos[pred.video_index[i]]!r}) is not a '
+          f'class of the ground truth subset {subset!r}; its classes are {sorted(gt.class_names)}'
         )
     ignored = int(np.sum(pred_label < 0))
     warnings.warn(
@@ -109,33 +153,15 @@ def evaluate_official(
     )
   # Video codes: GT videos first, then videos that only have predictions (always false positives).
   video_code = {v: i for i, v in enumerate(gt.videos)}
-  pred_video = np.fromiter(
-    (video_code.setdefault(v, len(video_code)) for v in pred.video), np.int64, len(pred.video)
-  )
+  video_lut = np.array([video_code.setdefault(v, len(video_code)) for v in pred.videos] + [-1])
+  pred_video = video_lut[pred.video_index].astype(np.int64)
   outside = pred_video >= len(gt.videos)
   num_classes = len(gt.class_names)
-  ap = np.zeros((len(thresholds), num_classes))
-  gt_by_class = np.argsort(gt.label, kind='stable')
-  gt_bounds = np.searchsorted(gt.label[gt_by_class], np.arange(num_classes + 1))
-  pred_by_class = np.argsort(pred_label, kind='stable')  # Keeps file order within a class.
-  pred_bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
-  pred_bounds[0] = ignored  # Label -1 sorts first: skip it.
-  empty = []
-  for c in range(num_classes):
-    g = gt_by_class[gt_bounds[c] : gt_bounds[c + 1]]
-    p = pred_by_class[pred_bounds[c] : pred_bounds[c + 1]]
-    if len(p) == 0:
-      empty.append(gt.class_names[c])
-    ap[:, c] = class_average_precision(
-      gt.video[g],
-      gt.start[g],
-      gt.end[g],
-      pred_video[p],
-      pred.start[p],
-      pred.end[p],
-      pred.score[p],
-      thresholds,
-    )
+  ap = all_classes_average_precision(
+    gt, pred_video, pred_label, pred.start, pred.end, pred.score, thresholds, num_classes
+  )
+  counts = np.bincount(pred_label[pred_label >= 0], minlength=num_classes)
+  empty = [gt.class_names[c] for c in np.flatnonzero(counts == 0)]
   m_ap = ap.mean(axis=1)
   return {
     'protocol': 'official',
@@ -146,7 +172,7 @@ def evaluate_official(
     'per_class_ap': {name: ap[:, c].tolist() for c, name in enumerate(gt.class_names)},
     'num_videos': len(gt.videos),
     'num_instances': gt.num_instances,
-    'num_predictions': len(pred.score) - ignored,
+    'num_predictions': len(pred) - ignored,
     'classes_without_predictions': empty,
     # Predictions on videos outside the GT subset: scored as false positives (as officially).
     'num_predictions_outside_subset': int(outside.sum()),

@@ -265,6 +265,12 @@ class Trainer:
       self.reporter.progress(reporting.Progress(done, self.total_steps, epoch, host, rate, eta))
 
 
+def matmul_precision(config) -> str | None:
+  """`config.train.matmul_precision` for `jax.default_matmul_precision` ('default' -> None)."""
+  value = config.train.get('matmul_precision', 'default')
+  return None if value in (None, '', 'default') else str(value)
+
+
 def train_and_evaluate(config, workdir: str, *, reporter: reporting.Reporter | None = None,
                        allow_config_change: bool = False) -> dict:  # fmt: skip
   """Trains ISSF as `config` says, evaluating and checkpointing into `workdir`.
@@ -278,4 +284,6 @@ def train_and_evaluate(config, workdir: str, *, reporter: reporting.Reporter | N
     {'state': the final TrainState, 'eval': the last evaluation's summary metrics,
      'steps_per_epoch'}.
   """
-  return Trainer(config, workdir, reporter, allow_config_change).run()
+  # Every program of the run (train steps, memory init, evaluation) is traced inside this scope.
+  with jax.default_matmul_precision(matmul_precision(config)):
+    return Trainer(config, workdir, reporter, allow_config_change).run()
