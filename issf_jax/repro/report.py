@@ -18,9 +18,11 @@ PHASES = ('last', 'best')
 
 
 def mean_std(values) -> tuple[float, float | None]:
-  """(mean, sample std with ddof = 1); std is None for fewer than two values, and both are NaN
-  for none."""
-  values = np.asarray(list(values), np.float64)
+  """(mean, sample std with ddof = 1) of the finite values (None and NaN are skipped: a
+  classification mAP is undefined when a class has no positive test video); std is None for
+  fewer than two values, and the mean is NaN for none."""
+  values = np.asarray([v for v in values if v is not None], np.float64)
+  values = values[np.isfinite(values)]
   if values.size == 0:
     return math.nan, None
   std = float(np.std(values, ddof=1)) if values.size > 1 else None
@@ -55,13 +57,17 @@ def aggregate(table, records: list[dict]) -> list[dict]:
     for phase in PHASES:
       per_metric = {}
       for metric in runs.METRICS:
-        values = [100 * r['metrics'][phase][metric] for r in done]
+        values = [_percent(r['metrics'][phase].get(metric)) for r in done]
         mean, std = mean_std(values)
         per_metric[metric] = {'mean': mean, 'std': std, 'values': values}
       per_metric['epochs'] = [r['metrics'][phase]['epoch'] for r in done]
       summary[phase] = per_metric
     out.append(summary)
   return out
+
+
+def _percent(value):
+  return None if value is None or not math.isfinite(value) else 100 * value
 
 
 def format_mean_std(mean: float, std: float | None) -> str:

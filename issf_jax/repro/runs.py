@@ -26,11 +26,12 @@ from typing import Any
 
 RESULT_FILE = 'result.json'
 RUNS_DIR = 'runs'
-# Fields that record or steer bookkeeping but cannot change what a run learns or scores.
+# Fields (fnmatch patterns over dotted names) that record or steer bookkeeping but cannot
+# change what a run learns or scores.
 # `ablation` is the argument record: rows that differ only there (Base with recipe=authors or
 # recipe=spec_v1) resolve to the same model and training, so they must share the run.
 NON_RESULT_FIELDS = (
-  'ablation',
+  'ablation.*',
   'data.shards_dir',  # replaced by the dataset's content fingerprint
   'data.synthetic_scale',  # a record; the fingerprint identifies the data
   'train.log_every_steps',
