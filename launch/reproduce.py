@@ -85,7 +85,12 @@ def datasets(module, extra_args: str, workdir: str):
   out = []
   for i in range(_SEEDS.value):
     seed = _DATA_SEED.value + (i if _VARY.value else 0)
-    shards = runs.synthetic_shards(os.path.join(workdir, 'data'), scale, seed)
+    t0, root = time.time(), os.path.join(workdir, 'data')
+    fresh = not os.path.isfile(os.path.join(runs.synthetic_shards_dir(root, scale, seed),
+                                            'manifest.json'))  # fmt: skip
+    shards = runs.synthetic_shards(root, scale, seed)
+    if fresh:
+      print(f'synthetic benchmark ({scale}, draw {seed}) -> {shards} in {time.time() - t0:.0f} s')
     out.append(runs.Dataset(shards, runs.load_manifest(shards), seed, scale))
   draws = sorted({d.data_seed for d in out})
   desc = f'synthetic benchmark, scale `{scale}`, draw(s) {", ".join(map(str, draws))}'

@@ -94,16 +94,22 @@ def dataset_fingerprint(manifest: dict) -> str:
   return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def synthetic_shards_dir(data_root: str, scale: str, seed: int) -> str:
+  return os.path.join(data_root, f'synthetic_{scale}_seed{seed}_shards')
+
+
 def synthetic_shards(data_root: str, scale: str, seed: int) -> str:
   """The synthetic benchmark (`scale`, draw `seed`) prepared into shards under `data_root`;
   generated on the first call, reused afterwards (the manifest is written last)."""
-  from data_pipelines import prepare, synthetic
+  from data_pipelines import synthetic
 
   if scale not in synthetic.SCALES:
     raise ValueError(f'Unknown synthetic scale {scale!r}; choose from {sorted(synthetic.SCALES)}.')
-  raw = os.path.join(data_root, f'synthetic_{scale}_seed{seed}')
-  shards = raw + '_shards'
+  shards = synthetic_shards_dir(data_root, scale, seed)
+  raw = shards.removesuffix('_shards')
   if not os.path.isfile(os.path.join(shards, 'manifest.json')):
+    from data_pipelines import prepare  # TensorFlow: only when there is something to write
+
     synthetic.generate(raw, scale=scale, seed=seed)
     prepare.convert('wtalc', raw, shards)
   return shards
