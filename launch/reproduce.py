@@ -2,6 +2,7 @@ r"""Reproduces one of the paper's ablation tables over seeds: `issf-repro`.
 
   issf-repro --table 4 --seeds 3                        # synthetic benchmark, scale small
   issf-repro --table 4 --seeds 3 --config_args recipe=spec_v1 --workdir runs/repro
+  issf-repro --table 4 --seeds 3 --config_args 'recipe=authors;recipe=spec_v1'  # both, one table
   issf-repro --table 3 --seeds 5 --dataset shards --shards_dir data/thumos14_shards \
     --config configs/thumos14.py
   issf-repro --table 4 --seeds 1 --scale tiny --epochs 4 --rows base,issf   # a smoke test
@@ -45,7 +46,10 @@ _DATA_SEED = flags.DEFINE_integer('data_seed', 0, 'Synthetic draw (of seed 0).')
 _VARY = flags.DEFINE_bool('vary_synthetic_draw', False, 'Seed i uses synthetic draw data_seed+i.')
 _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.',
                                           lock_config=True)  # fmt: skip
-_CONFIG_ARGS = flags.DEFINE_string('config_args', '', 'Config arguments added to every row.')
+_CONFIG_ARGS = flags.DEFINE_string(
+  'config_args', '', "Config arguments added to every row; several sets separated by ';' "
+  'repeat the table under each (recipe=authors;recipe=spec_v1).',
+)  # fmt: skip
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'Override train.num_epochs, scaling epoch indices.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/repro', 'Data, runs and reports go here.')
 _NAME = flags.DEFINE_string('name', '', 'Report file name (default: from table, data, args).')
@@ -81,7 +85,8 @@ def datasets(module, extra_args: str, workdir: str):
     return [data] * _SEEDS.value, desc, 'shards'
   scale = _SCALE.value
   if not scale:
-    scale = module.get_config(extra_args or None).data.get('synthetic_scale', 'small')
+    first = extra_args.split(';')[0]
+    scale = module.get_config(first or None).data.get('synthetic_scale', 'small')
   out = []
   for i in range(_SEEDS.value):
     seed = _DATA_SEED.value + (i if _VARY.value else 0)
@@ -112,7 +117,9 @@ def plan(workdir: str):
   overrides = dict(config_flags.get_override_values(flags.FLAGS['config']))
   if 'data.shards_dir' in overrides:
     raise InputError('set the data with --dataset/--shards_dir, not --config.data.shards_dir.')
-  extra_args = ','.join(filter(None, [spec_args, _CONFIG_ARGS.value]))
+  # `path:args` applies to every ';'-separated set of --config_args.
+  sets = _CONFIG_ARGS.value.split(';')
+  extra_args = ';'.join(','.join(filter(None, [spec_args, a.strip()])) for a in sets)
   if _SEEDS.value < 1:
     raise InputError(f'--seeds {_SEEDS.value}: need at least 1.')
   try:
@@ -121,6 +128,7 @@ def plan(workdir: str):
     data, desc, tag = datasets(module, extra_args, workdir)
     specs = runs.plan_table(table, module, data, extra_args=extra_args, epochs=_EPOCHS.value,
                             overrides=overrides)  # fmt: skip
+    table = tables.expand(table, extra_args)  # the rows as reported
   except ValueError as e:
     raise InputError(str(e)) from None
   return dict(table=table, specs=specs, path=path, extra_args=extra_args, overrides=overrides,
@@ -173,6 +181,24 @@ def records(p, outcomes: dict, workdir: str) -> list[dict]:
   return out
 
 
+def print_plan(specs, workdir: str) -> None:
+  """One line per (row, seed): its run directory and whether it is finished, begun or new."""
+  from issf_jax.repro import runs
+
+  width = max(len(s.row_label) for s in specs)
+  for s in specs:
+    d = runs.run_directory(workdir, s.key)
+    if runs.load_result(d, s.key):
+      state = 'finished'
+    elif os.path.isdir(d):
+      state = f'checkpoint at step {runs.latest_checkpoint_step(d)}'
+    else:
+      state = 'new'
+    print(f'{s.row_label:<{width}}  seed {s.seed:<3} data {s.data_seed:<3} {d}  {state}  '
+          f'`{s.args}`')  # fmt: skip
+  print(f'{len(runs.unique_runs(specs))} distinct runs for {len(specs)} (row, seed) pairs.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -191,15 +217,7 @@ def main(argv):
 
   table, specs = p['table'], p['specs']
   if _DRY_RUN.value:
-    for s in specs:
-      d = runs.run_directory(workdir, s.key)
-      state = (
-        'finished'
-        if runs.load_result(d, s.key)
-        else (f'checkpoint at step {runs.latest_checkpoint_step(d)}' if os.path.isdir(d) else 'new')
-      )
-      print(f'{s.row_label:<24} seed {s.seed:<3} data {s.data_seed:<3} {d}  {state}  `{s.args}`')
-    print(f'{len(runs.unique_runs(specs))} distinct runs for {len(specs)} (row, seed) pairs.')
+    print_plan(specs, workdir)
     return
   import jax
 

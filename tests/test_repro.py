@@ -70,6 +70,25 @@ def test_harness_wide_args_merge_into_every_row_and_may_not_clash():
     tables.row_args(table, table.rows[0], 'modules=full')
 
 
+def test_argument_sets_repeat_the_table():
+  table = tables.expand(tables.get_table('4', 'base,issf'), 'update=direct; update=momentum')
+  assert [r.key for r in table.rows] == ['base@0', 'issf@0', 'base@1', 'issf@1']
+  assert [r.label for r in table.rows][1] == 'Base+BRM+DEM (ISSF) [update=direct]'
+  assert [r.args for r in table.rows] == [
+    'update=direct,modules=base', 'update=direct,modules=full',
+    'update=momentum,modules=base', 'update=momentum,modules=full',
+  ]  # fmt: skip
+  assert tables.expand(table, '') == table  # one set keeps the keys
+  with pytest.raises(ValueError, match="sets 'modules'"):
+    tables.expand(tables.get_table('4'), 'update=direct;modules=base')
+  # The runs: Base is one run under both sets (it has no memory); ISSF is two.
+  specs = runs.plan_table(tables.get_table('4', 'base,issf'), synthetic_config, fake_datasets(1),
+                          extra_args='update=direct;update=momentum')  # fmt: skip
+  key = {s.row_key: s.key for s in specs}
+  assert key['base@0'] == key['base@1'] and key['issf@0'] != key['issf@1']
+  assert specs[1].config.memory.update_mode == 'direct'
+
+
 def test_row_selection_and_unknown_names():
   table = tables.get_table('table5', 'weighted,self')
   assert [r.key for r in table.rows] == ['self', 'weighted']  # the table's order

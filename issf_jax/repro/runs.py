@@ -336,7 +336,9 @@ class Dataset:
 
 def plan_table(table, module, datasets: list[Dataset], *, extra_args: str = '', epochs: int = 0,
                overrides: dict | None = None) -> list[RunSpec]:  # fmt: skip
-  """Every (row, seed) of `table` resolved to a RunSpec; `datasets[i]` is seed i's data.
+  """Every (row, seed) of `table` resolved to a RunSpec; `datasets[i]` is seed i's data;
+  `extra_args`: harness-wide config arguments, or several sets separated by ';'
+  (`tables.expand`).
 
   Raises ValueError (bad arguments, a schedule under which DEM never trains) before anything
   trains.
@@ -344,8 +346,8 @@ def plan_table(table, module, datasets: list[Dataset], *, extra_args: str = '', 
   from issf_jax.repro import tables
 
   specs = []
-  for row in table.rows:
-    args = tables.row_args(table, row, extra_args)
+  for row in tables.expand(table, extra_args).rows:
+    args = row.args
     for i, data in enumerate(datasets):
       config = resolve_config(
         module, args, shards_dir=data.shards_dir, manifest=data.manifest,

@@ -4,7 +4,8 @@ A row is (key, label, config arguments, the paper's THUMOS14 numbers). Its argum
 `get_config(arg)` arguments of `configs/*.py` (see `issf_jax/config_lib.py`), so a row is
 exactly what `issf-train --config configs/<x>.py:<args>` would train. Harness-wide arguments
 (`issf-repro --config_args recipe=spec_v1`) are merged into every row by `row_args`; a key that
-the table itself varies cannot be set harness-wide (it would make every row the same).
+the table itself varies cannot be set harness-wide (it would make every row the same). Several
+sets separated by ';' repeat the table under each (`expand`).
 
 The paper's numbers (AAAI 2024, THUMOS14, I3D features, `rskp` protocol) are kept beside each
 row for reference only: average mAP over tIoU 0.1:0.7 and mAP@0.5, in %. In Table 4 the
@@ -127,3 +128,23 @@ def row_args(table: Table, row: Row, extra: str = '') -> str:
       'drop it (or use --rows to pick rows).'
     )
   return format_args({**extra_args, **parse_args(row.args)})
+
+
+def expand(table: Table, arg_sets: str) -> Table:
+  """Every row under every harness-wide argument set: `arg_sets` holds sets separated by ';'
+  ('recipe=authors;recipe=spec_v1'). One set (or none) keeps the rows' keys and labels; with
+  several, row `base` under set i becomes key `base@i` and label 'Base [<set i>]', grouped by
+  set. Each set is merged as `row_args` does (a key the table varies is an error)."""
+  sets = [a.strip() for a in (arg_sets or '').split(';')]
+  sets = [a for a in sets if a] or ['']
+  if len(sets) == 1:
+    rows = tuple(dataclasses.replace(r, args=row_args(table, r, sets[0])) for r in table.rows)
+    return dataclasses.replace(table, rows=rows)
+  rows = tuple(
+    dataclasses.replace(
+      r, key=f'{r.key}@{i}', label=f'{r.label} [{extra}]', args=row_args(table, r, extra)
+    )  # fmt: skip
+    for i, extra in enumerate(sets)
+    for r in table.rows
+  )
+  return dataclasses.replace(table, rows=rows)
