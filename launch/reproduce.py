@@ -135,14 +135,15 @@ def plan(workdir: str):
               data_desc=desc, data_tag=tag)  # fmt: skip
 
 
-def execute_all(p, workdir: str) -> dict[str, dict]:
-  """Trains every unfinished unique run; key -> result (or {'error': ...})."""
+def execute_all(p, workdir: str, after_each) -> dict[str, dict]:
+  """Trains every unfinished unique run, seed by seed (a complete 1-seed table comes first);
+  calls `after_each(outcomes)` after each; returns key -> result (or {'error': ...})."""
   from issf_jax.repro import runs
 
-  unique = runs.unique_runs(p['specs'])
+  unique = sorted(runs.unique_runs(p['specs']).values(), key=lambda s: s.seed_index)
   outcomes = {}
-  for n, (key, spec) in enumerate(unique.items(), 1):
-    directory = runs.run_directory(workdir, key)
+  for n, spec in enumerate(unique, 1):
+    key, directory = spec.key, runs.run_directory(workdir, spec.key)
     done = runs.load_result(directory, key)
     where = f'[{n}/{len(unique)}] {spec.row_label}, seed {spec.seed} -> {directory}'
     if done is not None:
@@ -157,6 +158,7 @@ def execute_all(p, workdir: str) -> dict[str, dict]:
     except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
       traceback.print_exc()
       outcomes[key] = {'error': f'{type(e).__name__}: {e}'}
+    after_each(outcomes)
   return outcomes
 
 
@@ -171,7 +173,7 @@ def records(p, outcomes: dict, workdir: str) -> list[dict]:
       'row_key': s.row_key, 'row_label': s.row_label, 'args': s.args, 'seed_index': s.seed_index,
       'seed': s.seed, 'data_seed': s.data_seed, 'shards_dir': s.shards_dir, 'key': s.key,
       'run_dir': runs.run_directory(workdir, s.key), 'shared_with_rows': shared,
-      'status': 'failed' if 'error' in result else 'finished',
+      'status': 'failed' if 'error' in result else 'finished' if result else 'pending',
     }  # fmt: skip
     for field in ('metrics', 'minutes', 'resumed_from_step', 'reused', 'num_epochs',
                   'steps_per_epoch', 'git_revision', 'error'):  # fmt: skip
@@ -199,33 +201,11 @@ def print_plan(specs, workdir: str) -> None:
   print(f'{len(runs.unique_runs(specs))} distinct runs for {len(specs)} (row, seed) pairs.')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from issf_jax.train.logs import quiet_libraries
-
-  quiet_libraries()
-  logging.set_verbosity(logging.WARNING)
-  workdir = _WORKDIR.value
-  os.makedirs(workdir, exist_ok=True)
-  try:
-    p = plan(workdir)
-  except InputError as e:
-    print(f'issf-repro: {e}', file=sys.stderr)
-    sys.exit(2)
+def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, list[dict]]:
+  """Writes `<name>.md`, `.json` and `.png` from the outcomes so far; (name, markdown, records)."""
   from issf_jax.repro import report, runs
 
   table, specs = p['table'], p['specs']
-  if _DRY_RUN.value:
-    print_plan(specs, workdir)
-    return
-  import jax
-
-  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    # Seeds and rows share programs; the persistent cache compiles each once per workdir.
-    jax.config.update('jax_compilation_cache_dir', os.path.abspath(f'{workdir}/jax_cache'))
-  t0 = time.time()
-  outcomes = execute_all(p, workdir)
   recs = records(p, outcomes, workdir)
   summaries = report.aggregate(table, recs)
   config = specs[0].config
@@ -246,6 +226,9 @@ def main(argv):
   ]
   if shared:
     header.append('Rows sharing one run (identical resolved configs): ' + '; '.join(shared) + '.')
+  pending = sum(r['status'] == 'pending' for r in recs)
+  if pending:
+    header.append(f'**Incomplete**: {pending} of {len(recs)} (row, seed) results still pending.')
   title = f'Table {table.name}: {table.title}'
   name = report_name(table, p['data_tag'], p['extra_args'])
   md = report.markdown(title, header, summaries, tiou)
@@ -259,6 +242,35 @@ def main(argv):
   }  # fmt: skip
   runs.write_json_atomic(os.path.join(workdir, f'{name}.json'), payload)
   report.plot(os.path.join(workdir, f'{name}.png'), title, summaries, tiou)
+  return name, md, recs
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from issf_jax.train.logs import quiet_libraries
+
+  quiet_libraries()
+  logging.set_verbosity(logging.WARNING)
+  workdir = _WORKDIR.value
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    p = plan(workdir)
+  except InputError as e:
+    print(f'issf-repro: {e}', file=sys.stderr)
+    sys.exit(2)
+  if _DRY_RUN.value:
+    print_plan(p['specs'], workdir)
+    return
+  import jax
+
+  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    # Seeds and rows share programs; the persistent cache compiles each once per workdir.
+    jax.config.update('jax_compilation_cache_dir', os.path.abspath(f'{workdir}/jax_cache'))
+  t0 = time.time()
+  # The report is rewritten after every run, so an interrupted study still has one.
+  outcomes = execute_all(p, workdir, lambda o: write_report(p, o, workdir, t0))
+  name, md, recs = write_report(p, outcomes, workdir, t0)
   print('\n' + md)
   print(f'Wrote {workdir}/{name}.md, .json and .png.')
   failed = [r for r in recs if r['status'] == 'failed']

@@ -133,6 +133,7 @@ def test_aggregate_keeps_last_and_best_apart():
     _record('base', 0.42, 0.44, 30, minutes=2.0),
     _record('issf', 0.30, 0.50, 20),
     _record('issf', 0.0, 0.0, 0, status='failed'),
+    _record('issf', 0.0, 0.0, 0, status='pending'),
   ]
   base, issf = report.aggregate(table, records)
   # last: 40, 44, 42 -> mean 42, std sqrt((4 + 4 + 0) / 2) = 2.
@@ -146,14 +147,15 @@ def test_aggregate_keeps_last_and_best_apart():
   assert base['last']['classification_mAP']['mean'] == pytest.approx(90.0)
   assert base['best']['classification_mAP']['mean'] == pytest.approx(80.0)
   assert base['minutes'] == pytest.approx(2.0) and base['seeds'] == 3 and base['failed'] == 0
-  assert issf['seeds'] == 1 and issf['failed'] == 1
+  assert issf['seeds'] == 1 and issf['failed'] == 1 and issf['pending'] == 1
   assert issf['last']['average_mAP'] == {'mean': 30.0, 'std': None, 'values': [30.0]}
   md = report.markdown('T', ['header'], [base, issf], '0.1:0.7')
   last, best = md.split('### Best on test')
   assert (
     '| Base | `modules=base` | 42.0 ± 2.0 | 21.0 ± 1.0 | 90.0 ± 0.0 | 37.1 | 29.3 | 3 |' in last
   )
-  assert '| Base+BRM+DEM (ISSF) | `modules=issf` | 30.0 | 15.0 |' in last and '1 failed' in last
+  assert '| Base+BRM+DEM (ISSF) | `modules=issf` | 30.0 | 15.0 |' in last
+  assert '| 1 (1 failed) (1 pending) |' in last
   assert '| Base | 44.0 ± 3.0 | 22.0 ± 1.5 | 80.0 ± 0.0 | 10, 20, 30 |' in best
 
 
@@ -302,6 +304,7 @@ def test_tiny_end_to_end(tmp_path, jax_cache_dir):
   run_python(args, env, timeout=300)
   md = (tmp_path / 'e2e.md').read_text()
   assert '### Last epoch' in md and '### Best on test' in md and '| Base+BRM |' in md
+  assert 'Incomplete' not in md  # rewritten after each run; the last one is complete
   out = json.loads((tmp_path / 'e2e.json').read_text())
   assert [r['row_key'] for r in out['runs']] == ['base', 'base_brm']
   for r in out['runs']:

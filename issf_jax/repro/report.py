@@ -34,10 +34,10 @@ def aggregate(table, records: list[dict]) -> list[dict]:
 
   Args:
     table: a `tables.Table`.
-    records: per-(row, seed) dicts with 'row_key', 'status' ('finished' or 'failed'),
+    records: per-(row, seed) dicts with 'row_key', 'status' ('finished', 'failed', 'pending'),
       'minutes', and for finished ones 'metrics' = {'last'|'best': {metric: fraction, 'epoch'}}.
   Returns:
-    [{'key', 'label', 'args', 'paper_avg', 'paper_map50', 'seeds', 'failed', 'minutes',
+    [{'key', 'label', 'args', 'paper_avg', 'paper_map50', 'seeds', 'failed', 'pending', 'minutes',
       'last'|'best': {metric: {'mean', 'std', 'values'} (in %), 'epochs': [...]}}].
   """
   out = []
@@ -51,7 +51,8 @@ def aggregate(table, records: list[dict]) -> list[dict]:
       'paper_avg': row.paper_avg,
       'paper_map50': row.paper_map50,
       'seeds': len(done),
-      'failed': len(mine) - len(done),
+      'failed': sum(r['status'] == 'failed' for r in mine),
+      'pending': sum(r['status'] == 'pending' for r in mine),
       'minutes': mean_std(r['minutes'] for r in done if r.get('minutes') is not None)[0],
     }
     for phase in PHASES:
@@ -98,7 +99,7 @@ def markdown(title: str, header_lines: list[str], summaries: list[dict], tiou: s
   lines.append('|---|---|---|---|---|---|---|---|---|')
   for s in summaries:
     m = s['last']
-    seeds = f'{s["seeds"]}' + (f' ({s["failed"]} failed)' if s['failed'] else '')
+    seeds = f'{s["seeds"]}' + ''.join(f' ({s[k]} {k})' for k in ('failed', 'pending') if s.get(k))
     minutes = '–' if math.isnan(s['minutes']) else f'{s["minutes"]:.1f}'
     lines.append(
       f'| {s["label"]} | `{s["args"]}` | '
