@@ -22,7 +22,7 @@ from tests.conftest import REPO_DIR, SMALL_D, run_python, subprocess_env
 FAKE_MANIFEST = {
   'shards': {'train': [{'file': 'train-0', 'num_examples': 24, 'sha256': 'a' * 64}]},
   'ground_truth': {'file': 'ground_truth.json', 'sha256': 'b' * 64},
-  'classes': ['c0', 'c1'],
+  'classes': [f'c{i}' for i in range(20)],
   'feature_dim': 64,
 }
 
@@ -276,12 +276,13 @@ def test_harness_skips_finished_runs(tmp_path, tiny_shards, jax_cache_dir):
   assert not any(os.path.isdir(os.path.join(r['run_dir'], 'checkpoints')) for r in out['runs'])
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path, jax_cache_dir):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, tiny_shards, jax_cache_dir):
   env = subprocess_env(jax_cache_dir)
   for args, message in [
     (['--table', '7'], 'Unknown table'),
     (['--table', '4', '--dataset', 'shards', '--shards_dir', tmp_path], 'no manifest.json'),
     (['--table', '4', '--config_args', 'modules=base'], "sets 'modules'"),
+    (['--table', '4', '--dataset', 'shards', '--shards_dir', tiny_shards], '64-d features'),
   ]:
     proc = run_python(['-m', 'launch.reproduce', *map(str, args), '--workdir', tmp_path], env,
                       check=False, timeout=120)  # fmt: skip

@@ -129,8 +129,8 @@ def epoch_fields(config) -> list[str]:
 
 def scale_epochs(config, num_epochs: int) -> None:
   """Sets `train.num_epochs` and scales every epoch index (`*_epoch`, negative = off) by
-  num_epochs / old, rounded down: the schedule keeps its shape (memory built after 16 of 30
-  epochs -> after 2 of 4)."""
+  num_epochs / old, rounded down: the schedule keeps its shape (memory_init_epoch 16 of 30
+  epochs -> 2 of 4)."""
   old = config.train.num_epochs
   for dotted in epoch_fields(config):
     section, name = dotted.split('.')
@@ -181,6 +181,22 @@ def check_schedule(config, label: str) -> None:
       f'Row {label!r}: the memory is built at the end of epoch {init + 1} of '
       f'{config.train.num_epochs}, so DEM would never train; use more epochs or set '
       '--config.train.memory_init_epoch.'
+    )
+
+
+def check_data(config, data) -> None:
+  """The trainer's own checks, made before anything trains."""
+  m = data.manifest
+  if m['feature_dim'] != config.model.feature_dim:
+    raise ValueError(
+      f'{data.shards_dir} holds {m["feature_dim"]}-d features but model.feature_dim is '
+      f'{config.model.feature_dim}; add --config.model.feature_dim={m["feature_dim"]} '
+      f'(and --config.model.embed_dim).'
+    )
+  if len(m['classes']) != config.model.num_classes:
+    raise ValueError(
+      f'{data.shards_dir} has {len(m["classes"])} classes but model.num_classes is '
+      f'{config.model.num_classes}.'
     )
 
 
@@ -355,6 +371,7 @@ def plan_table(table, module, datasets: list[Dataset], *, extra_args: str = '', 
         seed_index=i,
       )  # fmt: skip
       check_schedule(config, row.label)
+      check_data(config, data)
       key = config_key(config, data.fingerprint)
       specs.append(RunSpec(row.key, row.label, args, i, int(config.train.seed), data.data_seed,
                            data.shards_dir, config, key))  # fmt: skip
