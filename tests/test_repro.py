@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+import ml_collections
 import pytest
 
 from configs import synthetic as synthetic_config
@@ -201,6 +202,28 @@ def test_identical_resolved_configs_share_a_run():
   assert len(set(_keys([r.args for r in rows]))) == 1
 
 
+RECIPE_SETS = 'recipe=authors;recipe=spec_v1;recipe=authors,memory_class_index=released'
+
+
+def needs_recipes():
+  try:
+    synthetic_config.get_config('recipe=spec_v1')
+  except ValueError:
+    pytest.skip('this checkout has no recipe= config argument')
+
+
+def test_table4_over_the_recipes_shares_what_is_identical():
+  needs_recipes()
+  specs = runs.plan_table(tables.get_table('4'), synthetic_config, fake_datasets(1),
+                          extra_args=RECIPE_SETS)  # fmt: skip
+  key = {s.row_key: s.key for s in specs}
+  # Base reads no recipe field; Base+BRM has no memory, so the class index cannot matter.
+  assert key['base@0'] == key['base@1'] == key['base@2']
+  assert key['base_brm@0'] == key['base_brm@2'] != key['base_brm@1']
+  assert len({key['issf@0'], key['issf@1'], key['issf@2']}) == 3
+  assert len(runs.unique_runs(specs)) == 6
+
+
 def test_run_key_follows_seed_data_and_results_fields_only():
   table = tables.get_table('4', 'base')
   specs = runs.plan_table(table, synthetic_config, fake_datasets(3))
@@ -214,15 +237,32 @@ def test_run_key_follows_seed_data_and_results_fields_only():
   assert _keys(['modules=base'], overrides={'train.seed': 3}) != base
 
 
-def test_epochs_override_scales_the_memory_schedule():
+def test_scale_epochs_fixed_and_derived_indices():
+  config = ml_collections.ConfigDict()
+  config.train = ml_collections.ConfigDict({'num_epochs': 30, 'eval_every_epochs': 10})
+  config.train.memory_init_epoch = 16  # fixed: scaled, 16 * 4 // 30 = 2
+  config.memory = ml_collections.ConfigDict({'off_epoch': -1})  # off: stays
+  # Derived from num_epochs (as the recipes do): follows its own rule, 4 * 85 // 180 = 1.
+  config.memory.merge_until_epoch = config.train.get_ref('num_epochs') * 85 // 180
+  runs.scale_epochs(config, 4)
+  assert config.train.num_epochs == 4 and config.train.memory_init_epoch == 2
+  assert config.memory.merge_until_epoch == 1 and config.memory.off_epoch == -1
+  assert config.train.eval_every_epochs == 10  # an interval, not an index
+  assert sorted(runs.epoch_fields(config)) == [
+    'memory.merge_until_epoch', 'memory.off_epoch', 'train.memory_init_epoch',
+  ]  # fmt: skip
+
+
+def test_epochs_override_and_schedule_check():
   table = tables.get_table('4')
   specs = runs.plan_table(table, synthetic_config, fake_datasets(1), epochs=4)
-  issf = specs[2].config
-  assert issf.train.num_epochs == 4 and issf.train.memory_init_epoch == 16 * 4 // 30
-  assert specs[0].config.train.memory_init_epoch == -1  # off stays off
-  assert specs[0].config.model.feature_dim == specs[0].config.model.embed_dim == 64  # the data's
+  base, _, issf = (s.config for s in specs)
+  assert issf.train.num_epochs == 4 and 0 <= issf.train.memory_init_epoch < 3
+  assert base.train.memory_init_epoch == -1  # off stays off
+  assert base.model.feature_dim == base.model.embed_dim == 64  # the data's
+  late = {'train.memory_init_epoch': 3}  # built after the 4th (last) epoch
   with pytest.raises(ValueError, match='DEM would never train'):
-    runs.plan_table(table, synthetic_config, fake_datasets(1), epochs=2)
+    runs.plan_table(table, synthetic_config, fake_datasets(1), epochs=4, overrides=late)
 
 
 # ---- Resumability ---------------------------------------------------------------------------
@@ -322,18 +362,24 @@ def test_tiny_end_to_end(tmp_path, jax_cache_dir):
 
 # Argument pairs that must share one run. After a new option lands (e.g. recipe=...), add a
 # pair here: the slow test below trains both and checks that they really are the same run.
-SAME_RUN_PAIRS = [
-  ('modules=base', 'modules=base,brm=add,update=direct,saliency=l2'),
-  ('modules=base_brm', 'modules=base_brm,update=momentum'),
-]
+SAME_RUN_PAIRS = {
+  'base': ('modules=base', 'modules=base,brm=add,update=direct,saliency=l2'),
+  'base_brm': ('modules=base_brm', 'modules=base_brm,update=momentum'),
+  'base_recipes': ('modules=base,recipe=authors', 'modules=base,recipe=spec_v1'),
+  'base_brm_class_index': ('modules=base_brm,recipe=authors',
+                           'modules=base_brm,recipe=authors,memory_class_index=released'),
+}  # fmt: skip
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('pair', SAME_RUN_PAIRS, ids=['base', 'base_brm'])
+@pytest.mark.parametrize('pair', SAME_RUN_PAIRS.values(), ids=SAME_RUN_PAIRS.keys())
 def test_shared_key_means_the_same_training(pair, tmp_path, tiny_shards, jax_cache_dir):
   """The dedup rule against the trainer: two configs with one key train and score the same,
   bitwise (losses, norms, every evaluation), although their unused options differ."""
   from tests.conftest import TINY_TRAIN_OVERRIDES, config_flags
+
+  if 'recipe' in ''.join(pair):
+    needs_recipes()
 
   overrides = {**TINY_TRAIN_OVERRIDES, 'train.max_steps': 6}
   manifest = runs.load_manifest(str(tiny_shards))

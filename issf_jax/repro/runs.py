@@ -41,8 +41,15 @@ NON_RESULT_FIELDS = (
 # Fields read only by a module that is off cannot change the run (patterns over dotted names).
 # Naming convention for new options: DEM-only ones in `memory.*` or named `*dem_*`, BRM-only
 # ones named `brm_*` / `saliency_*`, so that they fall under these patterns.
+# `test_shared_key_means_the_same_training` (slow) checks the rule against the trainer.
 UNUSED_WHEN_OFF = {
-  'model.use_dem': ('memory.*', 'train.memory_*', 'loss.lambda_s_after', '*.dem_*'),
+  'model.use_dem': (
+    'memory.*',
+    'train.memory_*',
+    'loss.lambda_s_after',
+    '*.dem_*',
+    '*_dem_weight',  # model.pseudo_label_dem_weight: T^ does not exist
+  ),
   # Without BRM there is no saliency, no pseudo-label and so no distillation (nor DEM).
   'model.use_brm': (
     'memory.*',
@@ -55,6 +62,7 @@ UNUSED_WHEN_OFF = {
     'loss.brm_*',
     'loss.kd_*',
     'loss.lambda_s_*',
+    'model.pseudo_label_*',
   ),  # fmt: skip
 }
 # The metrics the harness reports (fractions, as the evaluator writes them).
@@ -128,16 +136,23 @@ def epoch_fields(config) -> list[str]:
 
 
 def scale_epochs(config, num_epochs: int) -> None:
-  """Sets `train.num_epochs` and scales every epoch index (`*_epoch`, negative = off) by
-  num_epochs / old, rounded down: the schedule keeps its shape (memory_init_epoch 16 of 30
-  epochs -> 2 of 4)."""
+  """Sets `train.num_epochs` to `num_epochs`, and keeps every epoch index (`*_epoch`) in step.
+
+  An index the config derives from `train.num_epochs` (a lazy reference: the recipes' memory
+  init and `merge_until_epoch`) follows by the config's own rule. A fixed one is scaled by
+  num_epochs / old, rounded down (16 of 30 epochs -> 2 of 4); negative ones (off) stay.
+  """
   old = config.train.num_epochs
-  for dotted in epoch_fields(config):
-    section, name = dotted.split('.')
-    value = config[section][name]
+  fields = [tuple(f.split('.')) for f in epoch_fields(config)]
+  before = {f: config[f[0]][f[1]] for f in fields}
+  # A probe epoch count tells derived indices from fixed ones (a derived one moves with it).
+  config.train.num_epochs = 1000 * (old + num_epochs)
+  fixed = [f for f in fields if config[f[0]][f[1]] == before[f]]
+  config.train.num_epochs = num_epochs
+  for section, name in fixed:
+    value = before[(section, name)]
     if isinstance(value, int) and value >= 0:
       config[section][name] = value * num_epochs // old
-  config.train.num_epochs = num_epochs
 
 
 def flatten(tree: dict, prefix: str = '') -> dict:
