@@ -132,7 +132,8 @@ def plot(path: str, title: str, summaries: list[dict], tiou: str) -> None:
            'classification_mAP': 'cls mAP'}  # fmt: skip
   x = np.arange(len(summaries))
   width = 0.8 / len(runs.METRICS)
-  fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(summaries) + 2), 4.5), sharey=True)
+  # One panel above the other, sharing the row axis: readable from 2 rows to 3 x 9.
+  fig, axes = plt.subplots(2, 1, figsize=(max(7, 1.3 * len(summaries) + 3), 8.5), sharex=True)
   for ax, phase, phase_title in zip(axes, PHASES, ('last epoch', 'best on test'), strict=True):
     for j, metric in enumerate(runs.METRICS):
       means = [s[phase][metric]['mean'] for s in summaries]
@@ -143,11 +144,11 @@ def plot(path: str, title: str, summaries: list[dict], tiou: str) -> None:
     if paper:
       ax.scatter([i - width for i, _ in paper], [v for _, v in paper], marker='_', s=300,
                  color='black', zorder=3, label='paper avg (THUMOS14)')  # fmt: skip
-    ax.set_xticks(x, [s['label'] for s in summaries], rotation=20, ha='right')
+    ax.set_xticks(x, [s['label'] for s in summaries], rotation=25, ha='right', fontsize=8)
     ax.set_title(phase_title)
+    ax.set_ylabel('%  (mean ± std over seeds)')
     ax.set_ylim(0, 100)
     ax.grid(axis='y', alpha=0.3)
-  axes[0].set_ylabel('%  (mean ± std over seeds)')
   axes[0].legend(fontsize=8, loc='upper left')
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
