@@ -1,0 +1,1 @@
+"""The reproduction harness's library: table definitions, run bookkeeping, reports."""
