@@ -23,7 +23,7 @@ from absl import logging
 
 from issf_jax import checkpointing, evaluation
 from issf_jax import memory as memory_lib
-from issf_jax.train import evaluator, schedules
+from issf_jax.train import evaluator, micro, schedules
 from issf_jax.train import step as step_lib
 from issf_jax.train.metrics_writer import MetricsWriter
 
@@ -108,10 +108,42 @@ class Trainer:
 
   def train_step(self, ready: bool):
     if ready not in self.train_steps:
-      self.train_steps[ready] = step_lib.make_train_step(
+      make = step_lib.make_train_step
+      if self.config.data.get('batching', 'exact') == 'micro':
+        make = micro.make_micro_train_step
+      self.train_steps[ready] = make(
         self.config, self.mesh, memory_ready=ready, steps_per_epoch=self.steps_per_epoch
       )
     return self.train_steps[ready]
+
+  def train_iterator(self, position: dict):
+    """The training batches from `position`: sharded (resident) or host-local (tf.data)."""
+    from data_pipelines import resident
+
+    cfg, data = self.config, self.config.data
+    kwargs = dict(
+      global_batch_size=cfg.train.batch_size, seed=cfg.train.seed, mode=data.mode,
+      bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
+      start_epoch=position['epoch'], start_batch=position['batch'],
+      batching=data.get('batching', 'exact'),
+      micro_batch_size=data.get('micro_batch_size', 0) or self.mesh.devices.size,
+      bucket_growth=data.get('bucket_growth', 1.2),
+    )  # fmt: skip
+    manifest = self.input_pipeline.load_manifest(self.shards_dir)
+    self.resident = resident.use_resident(data.get('resident', 'off'), manifest, self.mesh)
+    if self.resident:
+      logging.info('Training features resident on the devices (%.0f MB per replica).',
+                   resident.train_set_bytes(manifest) / 1e6)  # fmt: skip
+      return resident.ResidentTrainIterator(self.shards_dir, self.mesh, **kwargs)
+    return self.input_pipeline.create_train_iterator(self.shards_dir, **kwargs)
+
+  def feed(self, batch):
+    """A batch (or a step's list of micro-batches) from `train_iterator`, on the mesh."""
+    if self.resident:
+      return batch
+    if isinstance(batch, list):
+      return [self.host_batch(b) for b in batch]
+    return self.host_batch(batch)
 
   def initial_state(self):
     # Jitted: one program (~3 s on 2 CPU cores) instead of hundreds of eager ops (~15 s).
@@ -186,17 +218,13 @@ class Trainer:
       init_at >= 0 and start >= init_at and not bool(step_lib.host_value(state.memory.initialized))
     ):
       state = self.init_memory(state)  # a run stopped between the epoch end and its init
-    iterator = self.input_pipeline.create_train_iterator(
-      self.shards_dir, global_batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-      mode=cfg.data.mode, bucket_size=cfg.data.bucket_size, max_len=cfg.data.max_len or None,
-      t_s=cfg.data.t_s, start_epoch=position['epoch'], start_batch=position['batch'],
-    )  # fmt: skip
+    iterator = self.train_iterator(position)
     last_eval: dict = {}
     prev_metrics, prev_step = None, None
     t_last, steps_since = time.time(), 0
     for step in range(start, self.total_steps):
       ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
-      batch = self.host_batch(next(iterator))
+      batch = self.feed(next(iterator))
       state, metrics = self.train_step(ready)(state, batch, self.key_data)
       if prev_metrics is not None:  # lag-1 sync: at most two steps in flight
         self._log(prev_step, prev_metrics, t_last, steps_since)
