@@ -26,6 +26,7 @@ of the start of the step) cannot be expressed by threading and is refused.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 
 import jax
@@ -109,6 +110,17 @@ def make_micro_train_step(
     )
     return new_state, metrics
 
+  # Compiled ahead of time per micro-batch shape, so that the compile time (one program per
+  # length bucket, most of them met in the first epoch) is known apart from the step time.
+  compiled, compile_seconds = {}, []
+
+  def program(fn, key, *args):
+    if key not in compiled:
+      t0 = time.perf_counter()
+      compiled[key] = fn.lower(*args).compile()
+      compile_seconds.append(time.perf_counter() - t0)
+    return compiled[key]
+
   # XLA:CPU collectives deadlock with many programs in flight (environment notes §2): on a
   # multi-device mesh, wait for each micro-batch before dispatching the one after the next.
   lag = mesh.devices.size > 1
@@ -117,10 +129,14 @@ def make_micro_train_step(
     acc, memory, metrics_list = zeros(state.params), state.memory, []
     for batch in micro_batches:
       prev = memory
-      memory, acc, metrics = micro(state.replace(memory=memory), acc, batch, base_key_data)
+      args = (state.replace(memory=memory), acc, batch, base_key_data)
+      shape = tuple(sorted((k, v.shape) for k, v in batch.items()))
+      memory, acc, metrics = program(micro, shape, *args)(*args)
       metrics_list.append(metrics)
       if lag:
         jax.block_until_ready(prev)
-    return apply(state, acc, memory, metrics_list)
+    args = (state, acc, memory, metrics_list)
+    return program(apply, ('apply', len(metrics_list)), *args)(*args)
 
+  train_step.compile_seconds = compile_seconds  # one entry per program compiled so far
   return train_step
