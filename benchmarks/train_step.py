@@ -197,7 +197,7 @@ class Runner:
           self.c, self.mesh, memory_ready=ready, steps_per_epoch=20), {})  # fmt: skip
       else:
         self.steps[ready] = (micro_lib.make_micro_train_step(
-          self.c, self.mesh, memory_ready=ready, steps_per_epoch=20), None)  # fmt: skip
+          self.c, self.mesh, memory_ready=ready, steps_per_epoch=20, sync=True), None)  # fmt: skip
     return self.steps[ready]
 
   def run_step(self, videos, ready, flop_args, timed_phase):

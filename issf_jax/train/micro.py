@@ -49,11 +49,15 @@ def make_micro_train_step(
   memory_ready: bool,
   steps_per_epoch: int,
   compiler_options: dict | None = None,
+  sync: bool = False,
 ) -> Callable:
   """A `step(state, micro_batches, base_key_data) -> (state, metrics)` (module docstring).
 
   micro_batches: a list of sharded batches (`step.shard_batch`) with the keys of
   `step.make_train_step`'s batch plus 'position' [m] int32. The state is donated.
+  sync: wait for each micro-batch before the next (benchmarks: otherwise the compilation of a
+  new shape overlaps the running programs, and compile and run time cannot be told apart).
+  `step.compile_seconds` lists the compile time of each program compiled so far.
   """
   uses_memory = memory_ready and config.model.use_brm and config.model.use_dem
   if uses_memory and config.memory.mode != 'sequential':
@@ -123,7 +127,7 @@ def make_micro_train_step(
 
   # XLA:CPU collectives deadlock with many programs in flight (environment notes §2): on a
   # multi-device mesh, wait for each micro-batch before dispatching the one after the next.
-  lag = mesh.devices.size > 1
+  lag = mesh.devices.size > 1 or sync
 
   def train_step(state, micro_batches, base_key_data):
     acc, memory, metrics_list = zeros(state.params), state.memory, []
@@ -134,7 +138,7 @@ def make_micro_train_step(
       memory, acc, metrics = program(micro, shape, *args)(*args)
       metrics_list.append(metrics)
       if lag:
-        jax.block_until_ready(prev)
+        jax.block_until_ready(memory if sync else prev)
     args = (state, acc, memory, metrics_list)
     return program(apply, ('apply', len(metrics_list)), *args)(*args)
 
