@@ -282,9 +282,9 @@ def project(measured: dict, target: dict) -> float:
 
 
 def _host_tree(tree):
-  from issf_jax.train import step as step_lib
+  from issf_jax import sharding
 
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), step_lib.host_value(tree))
+  return jax.tree.map(lambda x: np.asarray(x, np.float64), sharding.host_value(tree))
 
 
 def _norm(tree) -> float:
@@ -306,6 +306,7 @@ def _pad_time(batch: dict, length: int) -> dict:
 def precision_drift(config, workdir: str, steps: int) -> dict:
   """`steps` warm-up train steps under each precision from one state on the same batches (the
   first `steps` of the recipe's order, padded to their longest)."""
+  from issf_jax import sharding
   from issf_jax.train import loop
   from issf_jax.train import step as step_lib
 
@@ -319,8 +320,10 @@ def precision_drift(config, workdir: str, steps: int) -> dict:
   iterator.close()
   # One length for all (masked padding): one program per precision, not one per bucket.
   longest = max(b['features'].shape[1] for b in raw)
-  batches = [trainer.host_batch(_pad_time(b, longest)) for b in raw]
-  initial = jax.device_get(step_lib.host_value(trainer.initial_state()))
+  from issf_jax.sharding import place_batch
+
+  batches = [place_batch(_pad_time(b, longest), trainer.mesh) for b in raw]
+  initial = jax.device_get(sharding.host_value(trainer.initial_state()))
   start = _host_tree(initial.params)
   runs, out = {}, {}
   for name in (*PRECISIONS, 'float32_repeat'):
@@ -329,12 +332,12 @@ def precision_drift(config, workdir: str, steps: int) -> dict:
       train_step = step_lib.make_train_step(
         config, trainer.mesh, memory_ready=False, steps_per_epoch=trainer.steps_per_epoch
       )
-      state = step_lib.replicate(initial, trainer.mesh)  # A fresh copy: the step donates it.
+      state = sharding.replicate(initial, trainer.mesh)  # A fresh copy: the step donates it.
       times, losses = [], []
       for batch in batches:
         t0 = time.perf_counter()
         state, metrics = train_step(state, batch, trainer.key_data)
-        losses.append(float(step_lib.host_value(metrics)['loss']))  # Syncs the step.
+        losses.append(float(sharding.host_value(metrics)['loss']))  # Syncs the step.
         times.append(time.perf_counter() - t0)
     runs[name] = _host_tree(state.params)
     out[name] = {
@@ -468,7 +471,7 @@ def main(argv=None):
   p.add_argument('--json', default=None, help='write the report here')
   args = p.parse_args(argv)
 
-  from issf_jax.train.logs import quiet_libraries
+  from launch.cli import quiet_libraries
 
   quiet_libraries()
   tmp = tempfile.TemporaryDirectory() if args.workdir is None else None

@@ -21,6 +21,14 @@ Iterators should be `close()`d when done; those still open at exit are closed by
 
 THUMOS mode with max_len: T is bucketed from min(longest, max_len), so it can exceed max_len by
 less than one bucket (the padding is masked).
+
+Micro-batching (`batching='micro'`, `plan_steps`): the same global batches, each yielded as a list
+of global_batch_size // micro_batch_size micro-batches of host rows micro_batch_size //
+process_count, each padded to a geometric bucket of its own longest video and carrying
+'position' int32 [rows] (the video's place in the global batch). The trainer accumulates their
+gradients into one optimizer step (`issf_jax/train/micro.py`). With micro_batch_size 1 (one
+device) no video is padded beyond its own bucket: on THUMOS14's training lengths the executed
+FLOPs fall from about 4x the true-length FLOPs to about 1.15x (docs/results.md).
 """
 
 import atexit
@@ -38,6 +46,7 @@ from data_pipelines._tf import tf
 load_manifest = manifest_lib.load_manifest
 load_ground_truth = manifest_lib.load_ground_truth
 MODES = ('thumos', 'activitynet')
+BATCHING = ('exact', 'micro')
 
 # Iterators still open at interpreter exit. A tf.data pipeline fed by a Python generator that is
 # alive when the interpreter finalizes can deadlock the exit (measured: 2 hangs in 6 runs), so
@@ -62,6 +71,89 @@ def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, i
   return process_index, process_count
 
 
+def check_batching(
+  mode: str, global_batch_size: int, n_hosts: int, batching: str, micro_batch_size: int
+) -> None:
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if batching not in BATCHING:
+    raise ValueError(f'batching must be one of {BATCHING}, got {batching!r}')
+  if global_batch_size % n_hosts:
+    raise ValueError(f'global_batch_size {global_batch_size} not divisible by {n_hosts} hosts')
+  if batching == 'micro' and (
+    micro_batch_size < 1 or global_batch_size % micro_batch_size or micro_batch_size % n_hosts
+  ):
+    raise ValueError(
+      f'micro_batch_size {micro_batch_size} must divide global_batch_size {global_batch_size}'
+      f' and be a multiple of the {n_hosts} hosts'
+    )
+
+
+def plan_steps(
+  lengths: np.ndarray,
+  *,
+  global_batch_size: int,
+  seed: int,
+  mode: str,
+  bucket_size: int,
+  max_len: int | None,
+  t_s: int,
+  start_epoch: int,
+  start_batch: int,
+  process_index: int,
+  process_count: int,
+  batching: str = 'exact',
+  micro_batch_size: int = 1,
+  bucket_growth: float = 1.2,
+) -> Iterator[list[tuple[int, list[tuple[int, np.ndarray, int]]]]]:
+  """This host's plan of every training step from (start_epoch, start_batch) on, forever.
+
+  Yields per step a list of groups (t_pad, rows), rows = [(video, indices int32 [n], position)]
+  for this host; position is the video's place in the global batch (its dropout key). 'exact':
+  one group, the global batch padded to a bucket_size multiple (module docstring). 'micro': the
+  same global batch (same videos, same order of epochs and steps) cut into groups of
+  micro_batch_size videos, each padded to its own `sampling.geometric_bucket_length` (THUMOS
+  mode); with micro_batch_size 1 the groups keep the batch order, otherwise they follow the
+  videos sorted by length (stable), so that each group holds videos of similar lengths. Host p
+  takes rows [p k, (p + 1) k) of every group, k = group size // process_count. Pure numpy.
+  """
+  n, size, p = len(lengths), global_batch_size, process_index
+  steps = n // size
+  group_size = micro_batch_size if batching == 'micro' else size
+  epoch, first = start_epoch, start_batch
+  while True:
+    order = sampling.epoch_order(seed, epoch, n)
+    for b in range(first, steps):
+      global_rows = order[b * size : (b + 1) * size]
+      used = lengths[global_rows] if max_len is None else np.minimum(lengths[global_rows], max_len)
+      if mode == 'thumos' and batching == 'micro' and group_size > 1:
+        sequence = np.argsort(used, kind='stable')
+      else:
+        sequence = np.arange(size)
+      step = []
+      for g in range(0, size, group_size):
+        members = sequence[g : g + group_size]
+        if mode != 'thumos':
+          t_pad = t_s
+        elif batching == 'exact':
+          t_pad = sampling.bucket_length(used[members].max(), bucket_size)
+        else:
+          t_pad = sampling.geometric_bucket_length(used[members].max(), bucket_growth)
+        share = group_size // process_count
+        rows = []
+        for position in members[p * share : (p + 1) * share]:
+          v = int(global_rows[position])
+          rng = sampling.video_rng(seed, epoch, v)
+          if mode == 'thumos':
+            idx = sampling.crop_indices(int(lengths[v]), max_len, rng)
+          else:
+            idx = sampling.random_bin_indices(int(lengths[v]), t_s, rng)
+          rows.append((v, idx, int(position)))
+        step.append((int(t_pad), rows))
+      yield step
+    epoch, first = epoch + 1, 0
+
+
 class _Source:
   """One subset of a shard directory: manifest, lengths, random access to the records."""
 
@@ -79,21 +171,22 @@ class _Source:
     self.feature_dim = int(self.manifest['feature_dim'])
     self.num_classes = int(self.manifest['num_classes'])
 
-  def dataset(self, rows, extra_keys: bool, contiguous: bool):
-    """rows: generator of (serialized, video_index, indices [n], t_pad) -> per-video tf.data.
+  def dataset(self, rows, extra_keys: bool, contiguous: bool, position: bool = False):
+    """rows: generator of (serialized, video_index, indices [n], t_pad[, position]) -> tf.data.
 
     contiguous: the indices are always a range (THUMOS mode): slice instead of gather, which
-    aliases the decoded buffer when the range is the whole video.
+    aliases the decoded buffer when the range is the whole video. position: the rows carry the
+    video's position in its global batch, output as 'position' (micro-batching).
     """
     signature = (
       tf.TensorSpec([], tf.string),
       tf.TensorSpec([], tf.int32),
       tf.TensorSpec([None], tf.int32),
       tf.TensorSpec([], tf.int32),
-    )
+    ) + ((tf.TensorSpec([], tf.int32),) if position else ())
     d, c = self.feature_dim, self.num_classes
 
-    def parse(serialized, video_index, indices, t_pad):
+    def parse(serialized, video_index, indices, t_pad, pos=None):
       ex = shards.parse_example(serialized, d, c)
       n = tf.shape(indices)[0]
       if contiguous:
@@ -109,6 +202,8 @@ class _Source:
         'video_index': video_index,
         'length': n,
       }
+      if pos is not None:
+        out['position'] = pos
       if extra_keys:
         out['valid'] = video_index >= 0
         out['num_snippets_orig'] = tf.cast(ex['num_snippets'], tf.int32)
@@ -156,12 +251,12 @@ class TrainIterator:
     process_count: int | None = None,
     verify: bool = True,
     prefetch: int = 2,
+    batching: str = 'exact',
+    micro_batch_size: int = 1,
+    bucket_growth: float = 1.2,
   ):
-    if mode not in MODES:
-      raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
     p, n_hosts = _hosts(process_index, process_count)
-    if global_batch_size % n_hosts:
-      raise ValueError(f'global_batch_size {global_batch_size} not divisible by {n_hosts} hosts')
+    check_batching(mode, global_batch_size, n_hosts, batching, micro_batch_size)
     src = _Source(shards_dir, 'train', verify)
     n = len(src.lengths)
     self.steps_per_epoch = n // global_batch_size
@@ -174,30 +269,25 @@ class TrainIterator:
     start_batch %= self.steps_per_epoch
     self._epoch, self._batch = start_epoch, start_batch
     self.shape_counts: collections.Counter = collections.Counter()
-    lengths, steps, bh = src.lengths, self.steps_per_epoch, self.host_batch_size
+    plan = plan_steps(
+      src.lengths, global_batch_size=global_batch_size, seed=seed, mode=mode,
+      bucket_size=bucket_size, max_len=max_len, t_s=t_s, start_epoch=start_epoch,
+      start_batch=start_batch, process_index=p, process_count=n_hosts, batching=batching,
+      micro_batch_size=micro_batch_size, bucket_growth=bucket_growth,
+    )  # fmt: skip
+    micro = batching == 'micro'
+    self.micro_batches_per_step = global_batch_size // micro_batch_size if micro else 0
+    group_rows = micro_batch_size // n_hosts if micro else self.host_batch_size
 
     def rows():
-      epoch, first = start_epoch, start_batch
-      while True:
-        order = sampling.epoch_order(seed, epoch, n)
-        for b in range(first, steps):
-          global_rows = order[b * global_batch_size : (b + 1) * global_batch_size]
-          if mode == 'thumos':
-            longest = lengths[global_rows].max()
-            longest = longest if max_len is None else min(longest, max_len)
-            t_pad = sampling.bucket_length(longest, bucket_size)
-          else:
-            t_pad = t_s
-          for v in global_rows[p * bh : (p + 1) * bh]:
-            rng = sampling.video_rng(seed, epoch, int(v))
-            if mode == 'thumos':
-              idx = sampling.crop_indices(int(lengths[v]), max_len, rng)
-            else:
-              idx = sampling.random_bin_indices(int(lengths[v]), t_s, rng)
-            yield src.index.read(int(v)), np.int32(v), idx, np.int32(t_pad)
-        epoch, first = epoch + 1, 0
+      for step in plan:
+        for t_pad, group in step:
+          for v, idx, position in group:
+            row = (src.index.read(v), np.int32(v), idx, np.int32(t_pad))
+            yield row + (np.int32(position),) if micro else row
 
-    ds = _batched(src.dataset(rows, False, contiguous=mode == 'thumos'), bh, prefetch)
+    ds = src.dataset(rows, False, contiguous=mode == 'thumos', position=micro)
+    ds = _batched(ds, group_rows, prefetch)
     self._it = ds.as_numpy_iterator()
     _OPEN.add(self)
 
@@ -207,14 +297,21 @@ class TrainIterator:
   def __next__(self) -> dict:
     if self._it is None:
       raise StopIteration
+    if self.micro_batches_per_step:
+      batch = [self._next_group() for _ in range(self.micro_batches_per_step)]
+    else:
+      batch = self._next_group()
+    self._batch += 1
+    if self._batch == self.steps_per_epoch:
+      self._epoch, self._batch = self._epoch + 1, 0
+    return batch
+
+  def _next_group(self) -> dict:
     batch = next(self._it)
     shape = batch['features'].shape
     if shape not in self.shape_counts:
       logging.info('input pipeline: new batch shape %s (%d before)', shape, len(self.shape_counts))
     self.shape_counts[shape] += 1
-    self._batch += 1
-    if self._batch == self.steps_per_epoch:
-      self._epoch, self._batch = self._epoch + 1, 0
     return batch
 
   def close(self) -> None:
@@ -245,12 +342,17 @@ def create_train_iterator(
   process_index: int | None = None,
   process_count: int | None = None,
   verify: bool = True,
+  batching: str = 'exact',
+  micro_batch_size: int = 1,
+  bucket_growth: float = 1.2,
 ) -> TrainIterator:
   """Training batches from `shards_dir` (module docstring). mode: 'thumos' | 'activitynet'.
 
   max_len (thumos): videos longer than this are cropped to a random window (RSKP: None, full
   length). verify: check the train shards' sha256 against the manifest first (ChecksumError).
   process_index / process_count default to jax.process_index() / jax.process_count().
+  batching: 'exact' (one padded batch per step) | 'micro' (a list of micro-batches per step,
+  `plan_steps`); micro_batch_size and bucket_growth only matter for 'micro'.
   """
   return TrainIterator(
     shards_dir,
@@ -265,6 +367,9 @@ def create_train_iterator(
     process_index=process_index,
     process_count=process_count,
     verify=verify,
+    batching=batching,
+    micro_batch_size=micro_batch_size,
+    bucket_growth=bucket_growth,
   )
 
 

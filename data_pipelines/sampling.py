@@ -68,3 +68,22 @@ def crop_indices(num_snippets: int, max_len: int | None, rng: np.random.Generato
     return np.arange(num_snippets, dtype=np.int32)
   start = int(rng.integers(0, num_snippets - max_len + 1))
   return np.arange(start, start + max_len, dtype=np.int32)
+
+
+GEOMETRIC_MULTIPLE = 16  # geometric bucket edges are multiples of this (aligned vector tiles)
+
+
+def geometric_bucket_length(length: int, growth: float, multiple: int = GEOMETRIC_MULTIPLE) -> int:
+  """`length` rounded up to the next edge of e_0 = multiple, e_{k+1} = ceil(e_k growth) rounded
+  up to a multiple of `multiple` (at least e_k + multiple).
+
+  The padding per row is below a fraction growth - 1 of its length once the edges grow faster
+  than `multiple`, and the number of distinct lengths (compiled programs) up to T is about
+  log(T / multiple) / log(growth): 22 edges up to 2202 snippets for growth 1.2.
+  """
+  if growth <= 1.0:
+    raise ValueError(f'growth must be > 1, got {growth}')
+  edge = multiple
+  while edge < length:
+    edge = max(edge + multiple, -(-int(np.ceil(edge * growth)) // multiple) * multiple)
+  return edge

@@ -23,6 +23,16 @@ def base_config(
   config.data.t_s = 75
   config.data.eval_subset = 'test'
   config.data.eval_batch_size = 8
+  # Training batches (docs/results.md, Training throughput): 'exact' pads each global batch to
+  # its longest video (one program per bucket_size multiple); 'micro' runs the same batch as
+  # micro-batches of micro_batch_size videos, each padded to a geometric bucket (x bucket_growth)
+  # of its own longest video, summed into the same optimizer step (memory.mode 'sequential').
+  config.data.batching = 'exact'  # 'exact' | 'micro'
+  config.data.micro_batch_size = 0  # 0: the mesh's device count (one video per device)
+  config.data.bucket_growth = 1.2
+  # Training features kept on the devices, batches gathered there (data_pipelines/resident.py):
+  # 'auto' = on for accelerators with room for the set, off on CPU.
+  config.data.resident = 'auto'  # 'auto' | 'on' | 'off'
 
   config.model = defaults.model_config(num_classes=num_classes, feature_dim=feature_dim)
   config.memory = defaults.memory_config()

@@ -106,8 +106,11 @@ class DeviceIterator:
   def __iter__(self) -> Iterator[dict]:
     return self
 
-  def __next__(self) -> dict:
-    return place_batch(next(self._it), self.mesh)
+  def __next__(self) -> dict | list[dict]:
+    batch = next(self._it)
+    if isinstance(batch, list):  # one optimizer step's micro-batches (data.batching='micro')
+      return [place_batch(b, self.mesh) for b in batch]
+    return place_batch(batch, self.mesh)
 
   def state(self) -> dict:
     return self._it.state()

@@ -232,3 +232,60 @@ def test_close_stops_and_untracks(data):
   with pytest.raises(StopIteration):
     next(it)
   assert it.state() == {'epoch': 0, 'batch': 1}
+
+
+def test_geometric_buckets():
+  edges = sorted({sampling.geometric_bucket_length(t, 1.2) for t in range(1, 2203)})
+  # 16, then x1.2 rounded up to multiples of 16 (at least +16): hand-computed.
+  assert edges == [16, 32, 48, 64, 80, 96, 128, 160, 192, 240, 288, 352, 432, 528, 640, 768, 928,
+                   1120, 1344, 1616, 1952, 2352]  # fmt: skip
+  assert sampling.geometric_bucket_length(16, 1.2) == 16
+  assert sampling.geometric_bucket_length(17, 1.2) == 32
+  assert sampling.geometric_bucket_length(5, 1.5, multiple=4) == 8
+  with pytest.raises(ValueError):
+    sampling.geometric_bucket_length(5, 1.0)
+
+
+@pytest.mark.parametrize('size', [1, 2])
+def test_micro_batches_regroup_the_exact_batches(data, thumos_run, size):
+  _, feats, _ = data
+  it, micro = _train(data[0], 12, batching='micro', micro_batch_size=size)
+  assert it.state() == thumos_run[0].state() == {'epoch': 2, 'batch': 0}
+  for exact, groups in zip(thumos_run[1], micro, strict=True):
+    assert len(groups) == 4 // size
+    positions = np.concatenate([g['position'] for g in groups])
+    assert sorted(positions) == [0, 1, 2, 3]  # every video of the batch once
+    if size == 1:
+      assert list(positions) == [0, 1, 2, 3]  # batch order kept
+    for g in groups:
+      lengths = g['length']
+      assert g['features'].shape[1] == sampling.geometric_bucket_length(lengths.max(), 1.2)
+      np.testing.assert_array_equal(g['mask'].sum(1), lengths)
+      for row, pos in enumerate(g['position']):
+        v, n = g['video_index'][row], lengths[row]
+        assert exact['video_index'][pos] == v and exact['length'][pos] == n
+        np.testing.assert_array_equal(g['features'][row, :n], feats['train'][v])
+        np.testing.assert_array_equal(g['features'][row, n:], 0)
+        np.testing.assert_array_equal(g['labels'][row], exact['labels'][pos])
+    if size == 2:  # sorted by length: the short pair first
+      assert groups[0]['length'].max() <= groups[1]['length'].min()
+  if size == 2:  # two hosts: one row of every pair each; together the one-host groups
+    _, h0 = _train(data[0], 3, batching='micro', micro_batch_size=2, process_count=2)
+    _, h1 = _train(
+      data[0], 3, batching='micro', micro_batch_size=2, process_index=1, process_count=2
+    )
+    for one, a, b in zip(micro[:3], h0, h1, strict=True):
+      joined = [{k: np.concatenate([x[k], y[k]]) for k in x} for x, y in zip(a, b, strict=True)]
+      _assert_batches_equal(joined, one)
+  # Resume in the middle of epoch 1.
+  _, resumed = _train(data[0], 3, batching='micro', micro_batch_size=size, start_epoch=1,
+                      start_batch=2)  # fmt: skip
+  for a, b in zip(resumed, micro[8:11], strict=True):
+    _assert_batches_equal(a, b)
+
+
+def test_bad_micro_batch_size(data):
+  with pytest.raises(ValueError, match='micro_batch_size'):
+    _train(data[0], 1, batching='micro', micro_batch_size=3)
+  with pytest.raises(ValueError, match='batching'):
+    _train(data[0], 1, batching='sorted')

@@ -1,0 +1,185 @@
+"""Training batches gathered on the accelerators from features kept resident there.
+
+The THUMOS14 training set is 534 MB in float32: it fits in any accelerator's memory, and
+feeding it through tf.data each step (host decode, pad, copy over PCIe) would cost more than a
+GPU's step. `ResidentTrainIterator` copies the prepared training features once to every device
+of the mesh, as one flat float32 [S + 1, D] array (all videos' snippets one after another, then
+a zero row for padding), and makes each batch by a gather on the devices. Only the plan crosses
+from the host each step: gather indices int32 [B, T] and the small per-video arrays.
+
+The plan is the tf.data pipeline's own (`input_pipeline.plan_steps`: the same epoch order,
+crops, buckets and micro-batches from (seed, epoch, batch)), so the batches are bitwise the ones
+that `sharding.DeviceIterator` places from `create_train_iterator`'s, with the same `state()` for
+exact resumption. Its batches are already sharded over the mesh's `data` axis (keys of the
+train step: features, mask, labels, video_index, valid, position).
+
+`use_resident(setting, manifest, mesh)` decides for `config.data.resident`: 'on', 'off', or
+'auto' = on when every device is an accelerator and the set takes at most a quarter of the
+smallest device memory (room left for the step's activations). On CPU, 'auto' is off: the
+features are in host memory either way, and tf.data already prepares the next batches in
+parallel with the step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from data_pipelines import input_pipeline, shards
+
+SETTINGS = ('auto', 'on', 'off')
+AXIS = 'data'  # the mesh axis of `issf_jax.train.step`
+FRACTION_OF_DEVICE_MEMORY = 0.25
+
+
+def train_set_bytes(manifest: dict) -> int:
+  """Bytes of the training features in float32 (one replica)."""
+  snippets = sum(v['num_snippets'] for v in manifest['videos']['train'])
+  return 4 * snippets * int(manifest['feature_dim'])
+
+
+def use_resident(setting: str, manifest: dict, mesh) -> bool:
+  """Whether to keep the training features on the devices (module docstring)."""
+  if setting not in SETTINGS:
+    raise ValueError(f'data.resident must be one of {SETTINGS}, got {setting!r}')
+  if setting != 'auto':
+    return setting == 'on'
+  devices = list(mesh.devices.flat)
+  if any(d.platform == 'cpu' for d in devices):
+    return False
+  limits = []
+  for d in devices:
+    if d.process_index != jax.process_index():
+      continue
+    stats = d.memory_stats() or {}
+    if 'bytes_limit' not in stats:
+      return False
+    limits.append(stats['bytes_limit'])
+  return train_set_bytes(manifest) <= FRACTION_OF_DEVICE_MEMORY * min(limits)
+
+
+def _pad_rows(batch: dict, multiple: int, offset: int) -> dict:
+  """`step.pad_batch` (padding videos: zeros, index and position -1), numpy only."""
+  size = len(batch['mask'])
+  batch = dict(batch)
+  batch.setdefault('valid', np.ones(size, np.float32))
+  batch.setdefault('position', np.arange(offset, offset + size, dtype=np.int32))
+  extra = (-size) % multiple
+  if not extra:
+    return batch
+  out = {}
+  for k, v in batch.items():
+    fill = -1 if k in ('video_index', 'position') else 0
+    out[k] = np.concatenate([v, np.full((extra,) + v.shape[1:], fill, v.dtype)])
+  return out
+
+
+class ResidentTrainIterator:
+  """Infinite iterator of sharded training batches gathered on the devices (module docstring).
+
+  Arguments as `input_pipeline.create_train_iterator`, plus the trainer's `mesh`; the host and
+  host count are jax.process_index() / jax.process_count(). Yields a dict per step ('exact') or
+  a list of dicts, one per micro-batch ('micro').
+  """
+
+  def __init__(
+    self,
+    shards_dir: str,
+    mesh,
+    *,
+    global_batch_size: int,
+    seed: int,
+    mode: str,
+    bucket_size: int = 64,
+    max_len: int | None = None,
+    t_s: int = 75,
+    start_epoch: int = 0,
+    start_batch: int = 0,
+    verify: bool = True,
+    batching: str = 'exact',
+    micro_batch_size: int = 1,
+    bucket_growth: float = 1.2,
+  ):
+    p, n_hosts = jax.process_index(), jax.process_count()
+    input_pipeline.check_batching(mode, global_batch_size, n_hosts, batching, micro_batch_size)
+    src = input_pipeline._Source(shards_dir, 'train', verify)
+    n = len(src.lengths)
+    self.steps_per_epoch = n // global_batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f'{n} train videos < global_batch_size {global_batch_size}')
+    self.manifest = src.manifest
+    start_epoch += start_batch // self.steps_per_epoch
+    start_batch %= self.steps_per_epoch
+    self._epoch, self._batch = start_epoch, start_batch
+    self._micro = batching == 'micro'
+    self._mesh, self._offset = mesh, p * (global_batch_size // n_hosts)
+    self._local_devices = len([d for d in mesh.devices.flat if d.process_index == p])
+
+    feats, labels = [], []
+    for v in range(n):
+      ex = shards.decode_numpy(src.index.read(v))
+      feats.append(ex['features'])
+      labels.append(ex['labels'])
+    self._starts = np.concatenate([[0], np.cumsum(src.lengths)[:-1]]).astype(np.int64)
+    self._zero_row = int(src.lengths.sum())
+    if self._zero_row + 1 > np.iinfo(np.int32).max:
+      raise ValueError(f'{shards_dir}: {self._zero_row} training snippets overflow int32 indices')
+    flat = np.concatenate(feats + [np.zeros((1, src.feature_dim), np.float32)])
+    self._labels = np.stack(labels)
+    self.resident_bytes = flat.nbytes
+    self._features = jax.device_put(flat, NamedSharding(mesh, P()))
+    del flat, feats
+    self._sharding = NamedSharding(mesh, P(AXIS))
+    self._gather = jax.jit(
+      lambda table, idx: jnp.take(table, idx, axis=0, mode='clip'), out_shardings=self._sharding
+    )
+    self._plan = input_pipeline.plan_steps(
+      src.lengths, global_batch_size=global_batch_size, seed=seed, mode=mode,
+      bucket_size=bucket_size, max_len=max_len, t_s=t_s, start_epoch=start_epoch,
+      start_batch=start_batch, process_index=p, process_count=n_hosts, batching=batching,
+      micro_batch_size=micro_batch_size, bucket_growth=bucket_growth,
+    )  # fmt: skip
+
+  def __iter__(self) -> ResidentTrainIterator:
+    return self
+
+  def _group(self, t_pad: int, rows) -> dict:
+    count = len(rows)
+    idx = np.full((count, t_pad), self._zero_row, np.int32)
+    mask = np.zeros((count, t_pad), bool)
+    for r, (v, indices, _) in enumerate(rows):
+      idx[r, : len(indices)] = self._starts[v] + indices
+      mask[r, : len(indices)] = True
+    batch = {
+      'gather': idx,
+      'mask': mask,
+      'labels': self._labels[[v for v, _, _ in rows]],
+      'video_index': np.array([v for v, _, _ in rows], np.int32),
+    }
+    if self._micro:
+      batch['position'] = np.array([pos for _, _, pos in rows], np.int32)
+    batch = _pad_rows(batch, self._local_devices, self._offset)
+    batch['gather'][batch['valid'] == 0] = self._zero_row
+    out = {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
+    out['features'] = self._gather(self._features, out.pop('gather'))
+    return out
+
+  def __next__(self):
+    if self._plan is None:
+      raise StopIteration
+    groups = [self._group(t_pad, rows) for t_pad, rows in next(self._plan)]
+    self._batch += 1
+    if self._batch == self.steps_per_epoch:
+      self._epoch, self._batch = self._epoch + 1, 0
+    return groups if self._micro else groups[0]
+
+  def close(self) -> None:
+    """Stops the iterator and frees the resident features; `state()` stays valid."""
+    self._plan, self._features = None, None
+
+  def state(self) -> dict:
+    """Position of the NEXT batch: pass it back as start_epoch / start_batch to resume."""
+    return {'epoch': self._epoch, 'batch': self._batch}
