@@ -29,10 +29,12 @@ import sys
 import time
 import traceback
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
+from issf_jax import errors
+from launch import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), 'synthetic.py')
 
@@ -56,8 +58,8 @@ _NAME = flags.DEFINE_string('name', '', 'Report file name (default: from table, 
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the plan (runs, keys, status); train none.')
 
 
-class InputError(Exception):
-  """Bad command-line input: one line, exit status 2."""
+class InputError(errors.InputError):
+  """Bad command-line input: one line, exit status 2 (launch/cli.py)."""
 
 
 def machine() -> str:
@@ -246,11 +248,7 @@ def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from issf_jax.train.logs import quiet_libraries
-
-  quiet_libraries()
+  del argv  # launch/cli.py refuses positional arguments
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
@@ -281,7 +279,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(['table'])
-  app.run(main)
+  cli.run_absl(main, sys.modules[__name__], 'issf-repro')
 
 
 if __name__ == '__main__':
