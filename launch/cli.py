@@ -120,6 +120,11 @@ def flag_error_message(err: BaseException, argv) -> str | None:
     overrides = [a for a in argv if a.startswith('--config.')]
     named = [a for a in overrides if f'.{field}=' in a or a.endswith(f'.{field}')] or overrides
     where = named[0].split('=', 1)[0] if named else '--config.*'
+    if not hint.strip():  # ml_collections puts its suggestion in one of the chained messages
+      hints = [m for e in chain for m in [str(e)] if 'Did you mean' in m]
+      hint = (
+        hints[0][hints[0].index('Did you mean') :].split('\n')[0].rstrip('\'"') if hints else ''
+      )
     return f'{where}: the config has no field {field!r}. {hint.strip()}'.strip()
   if isinstance(err, OSError):
     config = _argv_value(argv, 'config')

@@ -58,6 +58,8 @@ HELP_CASES = {
   'issf-predict': ([], 'Detects the actions in one video',
                    ['--workdir', '--checkpoint', '--features', '--plot']),
   'issf-prepare': ([], 'Converts released I3D features', ['--format', '--src', '--out']),
+  'issf-repro': ([], "Reproduces one of the paper's ablation tables over seeds",
+                 ['--table', '--seeds', '--config_args', '--vary_synthetic_draw']),
   'issf-eval score': (['score'], 'Scores an ActivityNet-format predictions file',
                       ['--predictions', '--ground_truth', '--subset', '--tiou']),
 }  # fmt: skip

@@ -1,0 +1,171 @@
+r"""What the DEM branch does to the pseudo-labels of a trained ISSF run, snippet by snippet.
+
+  python -m benchmarks.dem_diagnosis --workdir RUN [--checkpoint latest] [--subset train]
+      [--attn_logits dot|dot_sqrt_d|cosine5] [--json OUT]
+
+For every video of the subset (its ground-truth labels are needed: the DEM reads the memory rows
+of the video's classes, as in training), with the run's parameters and memory, it compares three
+teachers of the base branch's distillation (softmax(. / T), T = 0.2):
+  BRM     T~, the teacher before the memory exists;
+  DEM     T^ alone;
+  mix     T^p = w_brm T~ + w_dem T^ (the run's recipe: 0.8 / 0.2 authors, 1 / 1 spec_v1);
+against the ground-truth segments (snippet t covers [t, t+1) * stride / fps seconds). Reported,
+over background snippets (outside every segment) and action snippets separately:
+  * the share whose teacher arg-max is an action class (background: false foreground);
+  * the teacher's mean probability of the background class (index C);
+  * the base branch's own numbers, for reference;
+and for the DEM read, the effective number of memory slots attended per snippet (exp of the
+attention entropy; 1 = a hard arg-max) and the share of snippets whose DEM logits put a
+ground-truth class first. `--attn_logits` recomputes the DEM read with another logit scaling
+(same parameters and memory), to see what `model.attn_logits` would change.
+
+This is a measurement, not a test. It prints a table and, with --json, writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _snippet_is_action(num_snippets, segments, fps, stride):
+  """[T] bool: the snippet's centre lies inside a ground-truth segment (seconds)."""
+  centres = (np.arange(num_snippets) + 0.5) * stride / fps
+  inside = np.zeros(num_snippets, bool)
+  for start, end in segments:
+    inside |= (centres >= start) & (centres <= end)
+  return inside
+
+
+def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max_videos=0):
+  from data_pipelines import input_pipeline
+  from issf_jax import memory as memory_lib
+  from issf_jax import sharding
+  from issf_jax.model import ISSF, build_model, pseudo_label_logits
+  from issf_jax.model.refinement import attention_logits, masked_softmax
+  from issf_jax.train import restore
+  from issf_jax.train import step as step_lib
+
+  config = restore.load_config(workdir)
+  if not (config.model.use_brm and config.model.use_dem):
+    raise SystemExit(f'{workdir}: the run has no DEM branch (modules={config.ablation.modules}).')
+  state, step = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), checkpoint)
+  state = sharding.host_value(state)
+  if not bool(state.memory.initialized):
+    raise SystemExit(f'{workdir}: the memory of step {step} is not built yet.')
+  if attn_logits:
+    config.model.attn_logits = attn_logits
+  model = build_model(config.model)
+  shards = config.data.shards_dir
+  with open(os.path.join(shards, 'manifest.json')) as f:
+    manifest = json.load(f)
+  with open(os.path.join(shards, 'ground_truth.json')) as f:
+    database = json.load(f)['database']
+  videos = manifest['videos'][subset]
+  num_classes = config.model.num_classes
+
+  @jax.jit
+  def forward(params, memory, features, mask, labels):
+    out = model.apply({'params': params}, features, mask, train=False, method=ISSF.encode)
+    class_ids = memory_lib.label_slots(labels, step_lib.max_labels(config))
+    ids = step_lib.memory_class_ids(config, class_ids)
+    rows, readable = memory_lib.read_rows(memory, ids, config.memory.get('read_empty_slots'))
+    slot_labels = (class_ids >= 0).astype(jnp.float32)
+    out.update(model.apply({'params': params}, out['refined'], mask, rows, readable, slot_labels,
+                           method=ISSF.enhance))  # fmt: skip
+    out['pseudo_logits'] = pseudo_label_logits(out, config.model)
+    b, _, d = out['refined'].shape
+    keys = rows.reshape(b, -1, d)
+    logits = attention_logits(out['refined'], keys, config.model.attn_logits, 'btd,bmd->btm')
+    weights = masked_softmax(logits, readable.reshape(b, 1, -1))
+    entropy = -(weights * jnp.log(jnp.where(weights > 0, weights, 1.0))).sum(-1)
+    return out, jnp.exp(entropy)
+
+  iterator = input_pipeline.create_eval_iterator(
+    shards, subset=subset, batch_size=1, mode=config.data.mode, bucket_size=config.data.bucket_size
+  )
+  temperature = config.loss.kd_temperature
+  sums = {}
+
+  def add(key, values):
+    total, count = sums.get(key, (0.0, 0))
+    sums[key] = (total + float(np.sum(values)), count + int(np.size(values)))
+
+  for n, batch in enumerate(iterator):
+    if max_videos and n >= max_videos:
+      break
+    if not bool(batch['valid'][0]):
+      continue
+    entry = videos[int(batch['video_index'][0])]
+    t = int(np.asarray(batch['mask'][0]).sum())
+    segments = [a['segment'] for a in database[entry['video_id']]['annotations']]
+    action = _snippet_is_action(t, segments, entry['fps'], entry['stride'])
+    out, slots_read = forward(state.params, state.memory, batch['features'], batch['mask'],
+                              batch['labels'])  # fmt: skip
+    gt_classes = np.flatnonzero(np.asarray(batch['labels'][0]) > 0)
+    teachers = {
+      'base': out['base']['frame_logits'],
+      'brm': out['brm']['frame_logits'],
+      'dem': out['dem']['frame_logits'],
+      'mix': out['pseudo_logits'],
+    }
+    for name, logits in teachers.items():
+      logits = np.asarray(logits[0, :t])
+      probs = np.asarray(jax.nn.softmax(logits / temperature, -1))
+      top = probs.argmax(-1)
+      for part, where in (('background', ~action), ('action', action)):
+        if where.any():
+          add(f'{name}/{part}/argmax_action', top[where] < num_classes)
+          add(f'{name}/{part}/p_background', probs[where, num_classes])
+          add(f'{name}/{part}/argmax_gt_class', np.isin(top[where], gt_classes))
+    add('dem/slots_read', np.asarray(slots_read[0, :t]))
+  iterator.close() if hasattr(iterator, 'close') else None
+  summary = {k: total / max(count, 1) for k, (total, count) in sums.items()}
+  summary.update(step=int(step), attn_logits=config.model.attn_logits, subset=subset,
+                 recipe=config.get('ablation', {}).get('recipe'), workdir=workdir)  # fmt: skip
+  return summary
+
+
+def table(summary: dict) -> str:
+  lines = [
+    f'step {summary["step"]}, subset {summary["subset"]}, recipe {summary["recipe"]}, '
+    f'DEM attention logits {summary["attn_logits"]}; '
+    f'effective slots read per snippet {summary.get("dem/slots_read", float("nan")):.2f}',
+    f'{"teacher":<8}{"bg: argmax action":>19}{"bg: p(bg)":>11}{"act: argmax GT":>16}'
+    f'{"act: p(bg)":>12}',
+  ]
+  for name in ('base', 'brm', 'dem', 'mix'):
+    g = lambda k: 100 * summary.get(f'{name}/{k}', float('nan'))
+    lines.append(
+      f'{name:<8}{g("background/argmax_action"):18.1f}%{g("background/p_background"):10.1f}%'
+      f'{g("action/argmax_gt_class"):15.1f}%{g("action/p_background"):11.1f}%'
+    )
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--workdir', required=True, help='an ISSF run folder (issf-train)')
+  parser.add_argument('--checkpoint', default='latest', help='latest | best | a step')
+  parser.add_argument('--subset', default='train')
+  parser.add_argument('--attn_logits', default=None, help='dot | dot_sqrt_d | cosine5')
+  parser.add_argument('--max_videos', type=int, default=0)
+  parser.add_argument('--json', default=None)
+  args = parser.parse_args(argv)
+  which = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+  summary = diagnose(args.workdir, which, args.subset, args.attn_logits, args.max_videos)
+  print(table(summary))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(summary, f, indent=1)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
