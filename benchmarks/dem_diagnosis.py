@@ -141,7 +141,10 @@ def table(summary: dict) -> str:
     f'{"act: p(bg)":>12}',
   ]
   for name in ('base', 'brm', 'dem', 'mix'):
-    g = lambda k: 100 * summary.get(f'{name}/{k}', float('nan'))
+
+    def g(key, name=name):
+      return 100 * summary.get(f'{name}/{key}', float('nan'))
+
     lines.append(
       f'{name:<8}{g("background/argmax_action"):18.1f}%{g("background/p_background"):10.1f}%'
       f'{g("action/argmax_gt_class"):15.1f}%{g("action/p_background"):11.1f}%'
