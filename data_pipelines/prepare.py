@@ -28,6 +28,7 @@ SUBSET_RULE = (
   "(packages that also have 'training', i.e. ActivityNet); other subsets skipped. "
   'ACM-Net: split_train.txt -> train, split_test.txt -> test.'
 )
+EXIT_BAD_INPUT = 2
 NAMED_CLASS_LISTS = {'thumos14': class_names.THUMOS14, 'activitynet13': class_names.ACTIVITYNET13}
 
 
@@ -213,18 +214,23 @@ def run(argv: Sequence[str] | None = None) -> int:
   """Console-script entry point (`issf-prepare`)."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.INFO)
-  manifest = convert(
-    args.format,
-    args.src,
-    args.out,
-    name=args.name,
-    feature_dim=args.feature_dim,
-    classes=resolve_classes(args.classes),
-    videos_per_shard=args.videos_per_shard,
-    num_shards=args.num_shards,
-    length_abs_tol=args.length_tolerance,
-    length_rel_tol=args.length_rel_tolerance,
-  )
+  try:
+    manifest = convert(
+      args.format,
+      args.src,
+      args.out,
+      name=args.name,
+      feature_dim=args.feature_dim,
+      classes=resolve_classes(args.classes),
+      videos_per_shard=args.videos_per_shard,
+      num_shards=args.num_shards,
+      length_abs_tol=args.length_tolerance,
+      length_rel_tol=args.length_rel_tolerance,
+    )
+  except (FileNotFoundError, source.DataValidationError) as err:
+    # Bad input: one line naming the file or video, no traceback.
+    print(f'issf-prepare: error: {err}', file=sys.stderr)
+    return EXIT_BAD_INPUT
   print(
     f'{args.out}: {manifest["counts"]}, D={manifest["feature_dim"]}, '
     f'{len(manifest["missing_videos"])} missing, '

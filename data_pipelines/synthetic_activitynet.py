@@ -130,7 +130,9 @@ def rescale(entry: source.VideoEntry, factor: float) -> source.VideoEntry:
   """Durations and segments times `factor` (2 decimals, like the annotations' durations)."""
   if factor == 1.0:
     return entry
-  segments = tuple((round(s * factor, 2), round(e * factor, 2), lab) for s, e, lab in entry.segments)
+  segments = tuple(
+    (round(s * factor, 2), round(e * factor, 2), lab) for s, e, lab in entry.segments
+  )
   return dataclasses.replace(entry, duration=round(entry.duration * factor, 2), segments=segments)
 
 

@@ -73,7 +73,7 @@ class Trainer:
     if not config.data.shards_dir:
       raise ValueError('config.data.shards_dir is empty; run issf-prepare and set it.')
     self.shards_dir = config.data.shards_dir
-    manifest = input_pipeline.load_manifest(self.shards_dir)
+    self.manifest = manifest = input_pipeline.load_manifest(self.shards_dir)
     if manifest['feature_dim'] != config.model.feature_dim:
       raise ValueError(
         f'{self.shards_dir} holds {manifest["feature_dim"]}-d features but model.feature_dim is '
@@ -147,8 +147,10 @@ class Trainer:
       memory_lib.empty(self.config.model.num_classes, self.config.memory.slots,
                        self.config.model.embed_dim), self.mesh)  # fmt: skip
     ids = step_lib.replicate(step_lib.initial_snippet_ids(self.config), self.mesh)
+    train_ids = [v['video_id'] for v in self.manifest['videos']['train']]
     for batch in batches:
       batch = dict(batch)
+      step_lib.check_label_cap(batch['labels'], batch['video_index'], train_ids, self.config)
       batch['valid'] = np.asarray(batch['valid'], np.float32)
       batch.pop('num_snippets_orig', None)
       memory, ids = init_step(state.params, memory, ids, self.host_batch(batch), self.key_data)
@@ -191,12 +193,15 @@ class Trainer:
       mode=cfg.data.mode, bucket_size=cfg.data.bucket_size, max_len=cfg.data.max_len or None,
       t_s=cfg.data.t_s, start_epoch=position['epoch'], start_batch=position['batch'],
     )  # fmt: skip
+    train_ids = [v['video_id'] for v in self.manifest['videos']['train']]
     last_eval: dict = {}
     prev_metrics, prev_step = None, None
     t_last, steps_since = time.time(), 0
     for step in range(start, self.total_steps):
       ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
-      batch = self.host_batch(next(iterator))
+      raw = next(iterator)
+      step_lib.check_label_cap(raw['labels'], raw['video_index'], train_ids, cfg)
+      batch = self.host_batch(raw)
       state, metrics = self.train_step(ready)(state, batch, self.key_data)
       if prev_metrics is not None:  # lag-1 sync: at most two steps in flight
         self._log(prev_step, prev_metrics, t_last, steps_since)

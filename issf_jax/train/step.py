@@ -78,6 +78,23 @@ def max_labels(config) -> int:
   return min(cap, config.model.num_classes) if cap else config.model.num_classes
 
 
+def check_label_cap(labels: np.ndarray, video_index: np.ndarray, video_ids, config) -> None:
+  """Raises ValueError when a video has more labels than the memory's label slots.
+
+  `memory.label_slots` keeps the first L labels of a video; a cap below a video's label count
+  would drop its other classes from the memory silently. labels [B, C]; video_index [B] rows of
+  `video_ids` (-1: padding).
+  """
+  cap = max_labels(config)
+  counts = (np.asarray(labels) > 0).sum(-1)
+  if counts.size and counts.max() > cap:
+    i = int(np.argmax(counts))
+    raise ValueError(
+      f'video {video_ids[int(video_index[i])]!r} has {counts[i]} labels but the memory keeps '
+      f'{cap} per video (memory.max_labels_per_video); raise it, or set 0 for C slots.'
+    )
+
+
 def _video_keys(base_key_data, step, positions):
   """One key per video from (seed, step, global position): device-split invariant."""
   step_key = jax.random.fold_in(jax.random.wrap_key_data(base_key_data), step)
