@@ -60,7 +60,12 @@ def evaluate_params(config, params, shards_dir: str, key_data, *, predict_fn=Non
     result = evaluation.evaluate_official(
       ground_truth, predictions, subset=subset, tiou_thresholds=config.eval.tiou_thresholds
     )
-    result['classification_mAP'] = evaluation.classification_map(scores, labels) / 100.0
+    # Over the classes with a positive video, as the official protocol scores only the classes
+    # of the subset's ground truth (a class subset, e.g. the tiny ActivityNet, would give nan).
+    present = labels.sum(0) > 0
+    result['classification_mAP'] = (
+      evaluation.classification_map(scores[:, present], labels[:, present]) / 100.0
+    )
   else:
     raise ValueError(f"Unknown eval.protocol {config.eval.protocol!r}; 'rskp' or 'official'.")
   result['num_videos'] = result.get('num_videos', len(preds))
