@@ -10,11 +10,9 @@ issf-predict --plot on one video.
 """
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -169,8 +167,8 @@ def _read(path):
 
 
 def test_tiny_path_end_to_end(anet_tiny_shards, tmp_path, jax_cache_dir, capsys):
-  from launch import evaluate, score
   from issf_jax.train import restore
+  from launch import evaluate, score
 
   raw, shards = anet_tiny_shards
   env = subprocess_env(jax_cache_dir)
