@@ -166,7 +166,7 @@ def _read(path):
     return json.load(f)
 
 
-def test_tiny_path_end_to_end(anet_tiny_shards, tmp_path, jax_cache_dir, capsys):
+def test_tiny_path_end_to_end(anet_tiny_shards, tmp_path, jax_cache_dir):
   from issf_jax.train import restore
   from launch import evaluate, score
 
