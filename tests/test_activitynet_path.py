@@ -71,6 +71,21 @@ def test_classes_by_video_score_or_the_top_one():
   assert config.eval.tiou_thresholds == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
+def test_scale_argument():
+  full, default = activitynet13.get_config('scale=full'), activitynet13.get_config()
+  assert full.to_dict() == default.to_dict() and default.model.feature_dim == 2048
+  small = activitynet13.get_config('scale=small')
+  m = small.model
+  assert (m.feature_dim, m.embed_dim, m.num_classes) == (256, 256, 200)
+  assert (small.train.num_epochs, small.train.batch_size, small.optim.lr) == (20, 32, 5e-4)
+  assert small.train.memory_init_epoch == 10  # half-way, as epoch 50 of 100
+  assert small.data.t_s == 75 and small.model.saliency_ratio == 0.9
+  base = activitynet13.get_config('scale=small,modules=base')
+  assert base.train.memory_init_epoch == -1 and not base.model.use_brm
+  with pytest.raises(ValueError, match='scale'):
+    activitynet13.get_config('scale=huge')
+
+
 def test_memory_label_slot_cap():
   config = activitynet13.get_config('scale=tiny')
   assert step_lib.max_labels(config) == 4  # not C = 200
