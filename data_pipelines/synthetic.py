@@ -274,15 +274,17 @@ def generate(
   return out_dir
 
 
-def _render_all(plan, classes, feature_dim: int, seed: int) -> list[np.ndarray]:
-  """Features [T_i, D] of every planned video, T_i = floor(duration * 25 / 16) (at least 1)."""
+def _render_all(plan, classes, feature_dim: int, seed: int):
+  """Features [T_i, D] of every planned video, T_i = floor(duration * 25 / 16) (at least 1).
+
+  A generator: the ACM-Net writer saves each video as it is rendered, so the full ActivityNet
+  scale (~21 GB of float32) never sits in memory (the W-TALC layout is one array, as released).
+  """
   look = sf.make_appearance(classes, feature_dim, np.random.default_rng([seed, 0]))
   index = {c: i for i, c in enumerate(classes)}
-  features = []
   for i, entry in enumerate(plan):
     t = max(1, num_snippets(entry.duration))
-    features.append(sf.render(entry, t, index, look, np.random.default_rng([seed, 2, i])))
-  return features
+    yield sf.render(entry, t, index, look, np.random.default_rng([seed, 2, i]))
 
 
 def _generate_activitynet(out_dir, scale, seed, name, layout, out_format, feature_dim) -> str:
