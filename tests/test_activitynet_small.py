@@ -17,6 +17,7 @@ from tests.conftest import REPO_DIR, run_python, subprocess_env
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # the suite's 600 s cap is below generate + prepare + train here
 def test_small_benchmark_trains_and_scores(tmp_path, jax_cache_dir):
   src = synthetic.generate(str(tmp_path / 'raw'), dataset='activitynet13', scale='small')
   shards = tmp_path / 'shards'
