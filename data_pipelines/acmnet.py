@@ -140,13 +140,20 @@ def write_acmnet(
   out_dir: str,
   videos: Sequence[source.VideoEntry],
   features: Sequence[np.ndarray | None],
+  *,
+  raw_subsets: Sequence[str] | None = None,
 ) -> None:
-  """Writes videos in the ACM-Net layout (None features: listed in the split, no .npy file)."""
+  """Writes videos in the ACM-Net layout (None features: listed in the split, no .npy file).
+
+  raw_subsets: gt.json's subset strings (e.g. ActivityNet's 'training' / 'validation'); default
+  each video's normalised subset. The split files always follow `VideoEntry.subset`.
+  """
   database = {}
-  for v in videos:
+  subsets = list(raw_subsets) if raw_subsets is not None else [v.subset for v in videos]
+  for v, raw in zip(videos, subsets, strict=True):
     annotations = [{'segment': [s, e], 'label': lab} for s, e, lab in v.segments]
     annotations += [{'segment': [s, e], 'label': AMBIGUOUS_LABEL} for s, e in v.ambiguous]
-    database[v.video_id] = {'subset': v.subset, 'duration': v.duration, 'annotations': annotations}
+    database[v.video_id] = {'subset': raw, 'duration': v.duration, 'annotations': annotations}
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, 'gt.json'), 'w') as f:
     json.dump({'version': 'issf-jax synthetic', 'database': database}, f)

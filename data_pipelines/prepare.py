@@ -228,7 +228,7 @@ def run(argv: Sequence[str] | None = None) -> int:
   logging.set_verbosity(logging.INFO)
   try:
     manifest = _convert(args)
-  except errors.InputError as err:
+  except (errors.InputError, FileNotFoundError) as err:
     # One line naming the file or video, no traceback (as every issf-* command).
     print(f'issf-prepare: error: {" ".join(str(err).split())}', file=sys.stderr)
     return EXIT_BAD_INPUT

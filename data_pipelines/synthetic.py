@@ -2,6 +2,8 @@
 
   python -m data_pipelines.synthetic --out DIR --scale tiny|small|full --seed 0
   python -m data_pipelines.synthetic --out DIR --real_annotations thumos14 --feature_dim 256
+  python -m data_pipelines.synthetic --out DIR --dataset activitynet13 --scale small \\
+      --format acmnet|wtalc      (the real ActivityNet v1.3 annotations: synthetic_activitynet.py)
 
 Two steps: a plan (video ids, subsets, durations, instances, ambiguous stretches, video labels) and
 features rendered from it (`synthetic_features.py`). The plan comes either from a parametric model
@@ -25,6 +27,7 @@ import sys
 import numpy as np
 
 from data_pipelines import acmnet, class_names, source, wtalc
+from data_pipelines import synthetic_activitynet as anet
 from data_pipelines import synthetic_features as sf
 
 # ---- Fitted to the real THUMOS14 W-TALC annotation arrays (data_pipelines/annotations/thumos14,
@@ -221,7 +224,8 @@ def generate(
   *,
   scale: str = 'tiny',
   seed: int = 0,
-  name: str = 'Synthetic',
+  dataset: str = 'thumos14',
+  name: str | None = None,
   layout: str = 'wtalc',
   out_format: str = 'wtalc',
   feature_dim: int | None = None,
@@ -236,7 +240,9 @@ def generate(
     out_dir: output folder.
     scale: 'tiny' | 'small' | 'full' (module docstring); sets D and the video counts.
     seed: everything is a deterministic function of it.
-    name: `<Name>` of the W-TALC files.
+    dataset: 'thumos14' (parametric or --real_annotations) or 'activitynet13' (the real v1.3
+      annotations shipped with the package, `synthetic_activitynet.py`; its own scales).
+    name: `<Name>` of the W-TALC files (default 'Synthetic', ActivityNet 'ActivityNet1.3').
     layout: W-TALC layout, 'wtalc' (`<Name>-Annotations/`) or 'rskp' (annotations beside).
     out_format: 'wtalc' or 'acmnet'.
     feature_dim, num_train, num_test: override the scale's values.
@@ -244,6 +250,11 @@ def generate(
       and segments replace the parametric plan (T = floor(duration * 25 / 16)).
     max_videos: with real_annotations, keep at most this many videos per subset.
   """
+  if dataset == 'activitynet13':
+    return _generate_activitynet(out_dir, scale, seed, name, layout, out_format, feature_dim)
+  if dataset != 'thumos14':
+    raise ValueError(f'dataset must be thumos14 or activitynet13, got {dataset!r}')
+  name = name or 'Synthetic'
   sc = SCALES[scale]
   sc = dataclasses.replace(
     sc,
@@ -257,12 +268,7 @@ def generate(
     plan = parametric_plan(sc, seed)
     raw_subsets = ['validation' if v.subset == 'train' else 'test' for v in plan]
     classes = list(class_names.THUMOS14)
-  look = sf.make_appearance(classes, sc.feature_dim, np.random.default_rng([seed, 0]))
-  index = {c: i for i, c in enumerate(classes)}
-  features = []
-  for i, entry in enumerate(plan):
-    t = max(1, num_snippets(entry.duration))
-    features.append(sf.render(entry, t, index, look, np.random.default_rng([seed, 2, i])))
+  features = _render_all(plan, classes, sc.feature_dim, seed)
   # Only the test subset's ambiguous stretches are released (as in Ambiguous_test.txt).
   plan = [v if v.subset == 'test' else dataclasses.replace(v, ambiguous=()) for v in plan]
   if out_format == 'acmnet':
@@ -272,12 +278,38 @@ def generate(
   return out_dir
 
 
+def _render_all(plan, classes, feature_dim: int, seed: int):
+  """Features [T_i, D] of every planned video, T_i = floor(duration * 25 / 16) (at least 1).
+
+  A generator: the ACM-Net writer saves each video as it is rendered, so the full ActivityNet
+  scale (~21 GB of float32) never sits in memory (the W-TALC layout is one array, as released).
+  """
+  look = sf.make_appearance(classes, feature_dim, np.random.default_rng([seed, 0]))
+  index = {c: i for i, c in enumerate(classes)}
+  for i, entry in enumerate(plan):
+    t = max(1, num_snippets(entry.duration))
+    yield sf.render(entry, t, index, look, np.random.default_rng([seed, 2, i]))
+
+
+def _generate_activitynet(out_dir, scale, seed, name, layout, out_format, feature_dim) -> str:
+  sc = anet.SCALES[scale]
+  plan, raw_subsets, classes = anet.plan(sc, seed)
+  features = _render_all(plan, classes, feature_dim or sc.feature_dim, seed)
+  if out_format == 'acmnet':
+    acmnet.write_acmnet(out_dir, plan, features, raw_subsets=raw_subsets)
+  else:
+    wtalc.write_wtalc(out_dir, name or anet.WTALC_NAME, classes, plan, features,
+                      raw_subsets=raw_subsets, layout=layout)  # fmt: skip
+  return out_dir
+
+
 def run(argv=None) -> int:
   p = argparse.ArgumentParser(prog='data_pipelines.synthetic', description=__doc__.splitlines()[0])
   p.add_argument('--out', required=True)
   p.add_argument('--scale', default='small', choices=sorted(SCALES))
   p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--name', default='Synthetic')
+  p.add_argument('--dataset', default='thumos14', choices=('thumos14', 'activitynet13'))
+  p.add_argument('--name', default=None, help='W-TALC <Name> (Synthetic / ActivityNet1.3)')
   p.add_argument('--layout', default='wtalc', choices=('wtalc', 'rskp'))
   p.add_argument('--format', dest='out_format', default='wtalc', choices=('wtalc', 'acmnet'))
   p.add_argument('--feature_dim', type=int, default=None)

@@ -8,6 +8,9 @@ usage:
   issf-predict --workdir runs/thumos14 --features video.npy [--checkpoint latest|best|STEP] \
     [--fps 25 --stride 16] [--output dets.json] [--plot out.png] \
     [--ground_truth GT.json --video_id ID]
+
+An ActivityNet-mode run (`data.mode = 'activitynet'`) samples the video to T_s snippets exactly
+as its evaluation does.
 """
 
 from __future__ import annotations
@@ -62,18 +65,30 @@ def class_names_for(config) -> list[str]:
 
 
 def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
-  """Detections of one [T, D] video: {'video_scores', 'cas', 'attention', 'detections'}."""
+  """Detections of one [T, D] video, sampled as the evaluator does.
+
+  Returns {'video_scores', 'cas', 'attention', 'detections' [N, 4] (seconds),
+  'seconds_per_index'}. ActivityNet mode (`data.mode`): the T_s snippets of
+  `sampling.uniform_indices`, so the map has T_s rows (a video shorter than T_s keeps its T) and
+  its proposals are mapped back to seconds through T / T_s.
+  """
   import jax
   import numpy as np
 
+  from data_pipelines import sampling
   from issf_jax import inference
 
   length = len(features)
-  bucket = config.data.bucket_size
-  padded = -(-length // bucket) * bucket
+  anet = config.data.mode == 'activitynet'
+  if anet:
+    idx = sampling.uniform_indices(length, config.data.t_s)
+    features, padded = features[idx], config.data.t_s
+  else:
+    bucket = config.data.bucket_size
+    padded = -(-length // bucket) * bucket
   x = np.zeros((1, padded, features.shape[1]), np.float32)
-  x[0, :length] = features
-  mask = np.arange(padded)[None] < length
+  x[0, : len(features)] = features
+  mask = np.arange(padded)[None] < len(features)
   predict = inference.make_predict_fn(config)
   key_data = jax.random.key_data(jax.random.key(config.train.seed))
   [pred] = inference.predict_batches(
@@ -84,7 +99,11 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   )  # fmt: skip
   proposal_config = config.eval.proposals.copy_and_resolve_references()
   proposal_config.fps, proposal_config.stride = fps, stride
-  pred['detections'] = inference.video_detections(pred, proposal_config)
+  if anet:
+    pred['num_snippets_orig'] = length
+  t_s = config.data.t_s if anet else None
+  pred['detections'] = inference.video_detections(pred, proposal_config, t_s=t_s)
+  pred['seconds_per_index'] = stride / fps * length / len(pred['cas']) if anet else stride / fps
   return pred
 
 
@@ -145,7 +164,7 @@ def main(argv):
     viz.plot_timeline(
       _PLOT.value, cas=pred['cas'], attention=pred['attention'],
       video_scores=pred['video_scores'], detections=pred['detections'], class_names=names,
-      seconds_per_snippet=_STRIDE.value / _FPS.value, ground_truth=gt, top_k=_TOP_K.value,
+      seconds_per_snippet=pred['seconds_per_index'], ground_truth=gt, top_k=_TOP_K.value,
       title=f'{video} (step {step})',
     )  # fmt: skip
     print(f'wrote {_PLOT.value}')

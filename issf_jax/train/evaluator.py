@@ -104,7 +104,13 @@ class Evaluator:
         tiou_thresholds=config.eval.tiou_thresholds,
       )  # fmt: skip
       if protocol == self.protocols[0]:  # (rskp computes it too: once per evaluation)
-        result['classification_mAP'] = evaluation.classification_map(scores, labels) / 100.0
+        # Over the classes with a positive video, as the official protocol scores only the
+        # classes of the subset's ground truth (a class subset, e.g. the tiny ActivityNet,
+        # would give nan).
+        present = labels.sum(0) > 0
+        result['classification_mAP'] = (
+          evaluation.classification_map(scores[:, present], labels[:, present]) / 100.0
+        )
     result['num_videos'] = result.get('num_videos', len(preds))
     return result
 

@@ -63,7 +63,7 @@ class Trainer:
     if not config.data.shards_dir:
       raise errors.ConfigError('config.data.shards_dir is empty; run issf-prepare and set it.')
     self.shards_dir = config.data.shards_dir
-    manifest = manifest_lib.load_manifest(self.shards_dir)
+    self.manifest = manifest = manifest_lib.load_manifest(self.shards_dir)
     if manifest['feature_dim'] != config.model.feature_dim:
       raise errors.ConfigError(
         f'{self.shards_dir} holds {manifest["feature_dim"]}-d features but model.feature_dim is '
@@ -187,8 +187,11 @@ class Trainer:
       memory_lib.empty(self.config.model.num_classes, self.config.memory.slots,
                        self.config.model.embed_dim), self.mesh)  # fmt: skip
     ids = sharding.replicate(step_lib.initial_snippet_ids(self.config), self.mesh)
+    # Every training video passes here before the memory is used: the cap is checked once.
+    train_ids = [v['video_id'] for v in self.manifest['videos']['train']]
     for batch in batches:
       batch = dict(batch)
+      step_lib.check_label_cap(batch['labels'], batch['video_index'], train_ids, self.config)
       batch['valid'] = np.asarray(batch['valid'], np.float32)
       batch.pop('num_snippets_orig', None)
       batch = sharding.place_batch(batch, self.mesh)

@@ -27,10 +27,11 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from issf_jax import losses
+from issf_jax import errors, losses
 from issf_jax import memory as memory_lib
 from issf_jax.model import ISSF, build_model, init_params, pseudo_label_logits
 from issf_jax.sharding import AXIS
@@ -63,6 +64,23 @@ def max_labels(config) -> int:
   """L, the label slots per video (C unless capped to save memory, e.g. ActivityNet)."""
   cap = config.memory.get('max_labels_per_video', 0)
   return min(cap, config.model.num_classes) if cap else config.model.num_classes
+
+
+def check_label_cap(labels: np.ndarray, video_index: np.ndarray, video_ids, config) -> None:
+  """Raises ValueError when a video has more labels than the memory's label slots.
+
+  `memory.label_slots` keeps the first L labels of a video; a cap below a video's label count
+  would drop its other classes from the memory silently. labels [B, C]; video_index [B] rows of
+  `video_ids` (-1: padding).
+  """
+  cap = max_labels(config)
+  counts = (np.asarray(labels) > 0).sum(-1)
+  if counts.size and counts.max() > cap:
+    i = int(np.argmax(counts))
+    raise errors.ConfigError(
+      f'video {video_ids[int(video_index[i])]!r} has {counts[i]} labels but the memory keeps '
+      f'{cap} per video (memory.max_labels_per_video); raise it, or set 0 for C slots.'
+    )
 
 
 def _video_keys(base_key_data, step, positions):
