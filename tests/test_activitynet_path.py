@@ -78,7 +78,10 @@ def test_scale_argument():
   m = small.model
   assert (m.feature_dim, m.embed_dim, m.num_classes) == (256, 256, 200)
   assert (small.train.num_epochs, small.train.batch_size, small.optim.lr) == (20, 32, 5e-4)
-  assert small.train.memory_init_epoch == 10  # half-way, as epoch 50 of 100
+  # recipe=authors (default): the authors' 180-epoch events at E = 20 (docs/fidelity.md).
+  assert small.train.memory_init_epoch == 0 and small.memory.merge_until_epoch == 9
+  spec = activitynet13.get_config('scale=small,recipe=spec_v1')
+  assert spec.train.memory_init_epoch == 10  # half-way, as epoch 50 of 100
   assert small.data.t_s == 75 and small.model.saliency_ratio == 0.9
   base = activitynet13.get_config('scale=small,modules=base')
   assert base.train.memory_init_epoch == -1 and not base.model.use_brm
