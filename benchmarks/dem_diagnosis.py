@@ -17,7 +17,9 @@ over background snippets (outside every segment) and action snippets separately:
 and for the DEM read, the effective number of memory slots attended per snippet (exp of the
 attention entropy; 1 = a hard arg-max) and the share of snippets whose DEM logits put a
 ground-truth class first. `--attn_logits` recomputes the DEM read with another logit scaling
-(same parameters and memory), to see what `model.attn_logits` would change.
+(same parameters and memory), to see what `model.attn_logits` would change. A run without the
+DEM (modules=base or base_brm) gives its base (and BRM) rows only: the reference for what the
+memory phase changed in the base branch, the one that localises at test time.
 
 This is a measurement, not a test. It prints a table and, with --json, writes the numbers.
 """
@@ -53,12 +55,11 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
   from issf_jax.train import step as step_lib
 
   config = restore.load_config(workdir)
-  if not (config.model.use_brm and config.model.use_dem):
-    raise SystemExit(f'{workdir}: the run has no DEM branch (modules={config.ablation.modules}).')
   state, step = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), checkpoint)
   state = sharding.host_value(state)
-  if not bool(state.memory.initialized):
-    raise SystemExit(f'{workdir}: the memory of step {step} is not built yet.')
+  # A run without the DEM (Base, Base+BRM) reports its branches only: the reference that tells
+  # what the memory phase changed in the base branch it distils into.
+  with_dem = bool(config.model.use_brm and config.model.use_dem and state.memory.initialized)
   if attn_logits:
     config.model.attn_logits = attn_logits
   model = build_model(config.model)
@@ -73,6 +74,8 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
   @jax.jit
   def forward(params, memory, features, mask, labels):
     out = model.apply({'params': params}, features, mask, train=False, method=ISSF.encode)
+    if not with_dem:
+      return out, jnp.ones(mask.shape, jnp.float32)
     class_ids = memory_lib.label_slots(labels, step_lib.max_labels(config))
     ids = step_lib.memory_class_ids(config, class_ids)
     rows, readable = memory_lib.read_rows(memory, ids, config.memory.get('read_empty_slots'))
@@ -109,12 +112,11 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
     out, slots_read = forward(state.params, state.memory, batch['features'], batch['mask'],
                               batch['labels'])  # fmt: skip
     gt_classes = np.flatnonzero(np.asarray(batch['labels'][0]) > 0)
-    teachers = {
-      'base': out['base']['frame_logits'],
-      'brm': out['brm']['frame_logits'],
-      'dem': out['dem']['frame_logits'],
-      'mix': out['pseudo_logits'],
-    }
+    teachers = {'base': out['base']['frame_logits']}
+    if 'brm' in out:
+      teachers['brm'] = out['brm']['frame_logits']
+    if with_dem:
+      teachers.update(dem=out['dem']['frame_logits'], mix=out['pseudo_logits'])
     for name, logits in teachers.items():
       logits = np.asarray(logits[0, :t])
       probs = np.asarray(jax.nn.softmax(logits / temperature, -1))
@@ -124,23 +126,28 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
           add(f'{name}/{part}/argmax_action', top[where] < num_classes)
           add(f'{name}/{part}/p_background', probs[where, num_classes])
           add(f'{name}/{part}/argmax_gt_class', np.isin(top[where], gt_classes))
-    add('dem/slots_read', np.asarray(slots_read[0, :t]))
+    if with_dem:
+      add('dem/slots_read', np.asarray(slots_read[0, :t]))
   iterator.close() if hasattr(iterator, 'close') else None
   summary = {k: total / max(count, 1) for k, (total, count) in sums.items()}
   summary.update(step=int(step), attn_logits=config.model.attn_logits, subset=subset,
+                 modules=config.get('ablation', {}).get('modules'),
                  recipe=config.get('ablation', {}).get('recipe'), workdir=workdir)  # fmt: skip
   return summary
 
 
 def table(summary: dict) -> str:
   lines = [
-    f'step {summary["step"]}, subset {summary["subset"]}, recipe {summary["recipe"]}, '
+    f'step {summary["step"]}, subset {summary["subset"]}, modules {summary.get("modules")}, '
+    f'recipe {summary["recipe"]}, '
     f'DEM attention logits {summary["attn_logits"]}; '
     f'effective slots read per snippet {summary.get("dem/slots_read", float("nan")):.2f}',
     f'{"teacher":<8}{"bg: argmax action":>19}{"bg: p(bg)":>11}{"act: argmax GT":>16}'
     f'{"act: p(bg)":>12}',
   ]
   for name in ('base', 'brm', 'dem', 'mix'):
+    if f'{name}/background/argmax_action' not in summary:
+      continue
 
     def g(key, name=name):
       return 100 * summary.get(f'{name}/{key}', float('nan'))
