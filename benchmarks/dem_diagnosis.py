@@ -13,7 +13,7 @@ against the ground-truth segments (snippet t covers [t, t+1) * stride / fps seco
 over background snippets (outside every segment) and action snippets separately:
   * the share whose teacher arg-max is an action class (background: false foreground);
   * the teacher's mean probability of the background class (index C);
-  * the base branch's own numbers, for reference;
+  * the base branch's own numbers, for reference, and its mean foreground attention;
 and for the DEM read, the effective number of memory slots attended per snippet (exp of the
 attention entropy; 1 = a hard arg-max) and the share of snippets whose DEM logits put a
 ground-truth class first. `--attn_logits` recomputes the DEM read with another logit scaling
@@ -126,6 +126,12 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
           add(f'{name}/{part}/argmax_action', top[where] < num_classes)
           add(f'{name}/{part}/p_background', probs[where, num_classes])
           add(f'{name}/{part}/argmax_gt_class', np.isin(top[where], gt_classes))
+    # The base branch's foreground attention: what localises at test time (the fused CAS is
+    # the class activations times this attention).
+    attention = np.asarray(out['base']['attention'][0, :t])
+    for part, where in (('background', ~action), ('action', action)):
+      if where.any():
+        add(f'base/{part}/attention', attention[where])
     if with_dem:
       add('dem/slots_read', np.asarray(slots_read[0, :t]))
   iterator.close() if hasattr(iterator, 'close') else None
@@ -156,6 +162,10 @@ def table(summary: dict) -> str:
       f'{name:<8}{g("background/argmax_action"):18.1f}%{g("background/p_background"):10.1f}%'
       f'{g("action/argmax_gt_class"):15.1f}%{g("action/p_background"):11.1f}%'
     )
+  lines.append(
+    f'base attention: background {summary.get("base/background/attention", float("nan")):.3f}, '
+    f'action {summary.get("base/action/attention", float("nan")):.3f}'
+  )
   return '\n'.join(lines)
 
 
