@@ -31,8 +31,6 @@ import json
 import os
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -47,22 +45,15 @@ def _snippet_is_action(num_snippets, segments, fps, stride):
 
 def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max_videos=0):
   from data_pipelines import input_pipeline
-  from issf_jax import memory as memory_lib
-  from issf_jax import sharding
-  from issf_jax.model import ISSF, build_model, pseudo_label_logits
-  from issf_jax.model.refinement import attention_logits, masked_softmax
+  from issf_jax import diagnostics, sharding
   from issf_jax.train import restore
-  from issf_jax.train import step as step_lib
 
   config = restore.load_config(workdir)
   state, step = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), checkpoint)
   state = sharding.host_value(state)
   # A run without the DEM (Base, Base+BRM) reports its branches only: the reference that tells
   # what the memory phase changed in the base branch it distils into.
-  with_dem = bool(config.model.use_brm and config.model.use_dem and state.memory.initialized)
-  if attn_logits:
-    config.model.attn_logits = attn_logits
-  model = build_model(config.model)
+  with_dem = diagnostics.has_dem(config, state.memory)
   shards = config.data.shards_dir
   with open(os.path.join(shards, 'manifest.json')) as f:
     manifest = json.load(f)
@@ -71,24 +62,7 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
   videos = manifest['videos'][subset]
   num_classes = config.model.num_classes
 
-  @jax.jit
-  def forward(params, memory, features, mask, labels):
-    out = model.apply({'params': params}, features, mask, train=False, method=ISSF.encode)
-    if not with_dem:
-      return out, jnp.ones(mask.shape, jnp.float32)
-    class_ids = memory_lib.label_slots(labels, step_lib.max_labels(config))
-    ids = step_lib.memory_class_ids(config, class_ids)
-    rows, readable = memory_lib.read_rows(memory, ids, config.memory.get('read_empty_slots'))
-    slot_labels = (class_ids >= 0).astype(jnp.float32)
-    out.update(model.apply({'params': params}, out['refined'], mask, rows, readable, slot_labels,
-                           method=ISSF.enhance))  # fmt: skip
-    out['pseudo_logits'] = pseudo_label_logits(out, config.model)
-    b, _, d = out['refined'].shape
-    keys = rows.reshape(b, -1, d)
-    logits = attention_logits(out['refined'], keys, config.model.attn_logits, 'btd,bmd->btm')
-    weights = masked_softmax(logits, readable.reshape(b, 1, -1))
-    entropy = -(weights * jnp.log(jnp.where(weights > 0, weights, 1.0))).sum(-1)
-    return out, jnp.exp(entropy)
+  forward = diagnostics.make_branch_logits_fn(config, with_dem=with_dem, attn_logits=attn_logits)
 
   iterator = input_pipeline.create_eval_iterator(
     shards, subset=subset, batch_size=1, mode=config.data.mode, bucket_size=config.data.bucket_size
@@ -109,17 +83,12 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
     t = int(np.asarray(batch['mask'][0]).sum())
     segments = [a['segment'] for a in database[entry['video_id']]['annotations']]
     action = _snippet_is_action(t, segments, entry['fps'], entry['stride'])
-    out, slots_read = forward(state.params, state.memory, batch['features'], batch['mask'],
-                              batch['labels'])  # fmt: skip
+    teachers, aux = forward(state.params, state.memory, batch['features'], batch['mask'],
+                            batch['labels'])  # fmt: skip
     gt_classes = np.flatnonzero(np.asarray(batch['labels'][0]) > 0)
-    teachers = {'base': out['base']['frame_logits']}
-    if 'brm' in out:
-      teachers['brm'] = out['brm']['frame_logits']
-    if with_dem:
-      teachers.update(dem=out['dem']['frame_logits'], mix=out['pseudo_logits'])
     for name, logits in teachers.items():
       logits = np.asarray(logits[0, :t])
-      probs = np.asarray(jax.nn.softmax(logits / temperature, -1))
+      probs = np.asarray(diagnostics.teacher_probs(logits, temperature))
       top = probs.argmax(-1)
       for part, where in (('background', ~action), ('action', action)):
         if where.any():
@@ -128,12 +97,12 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
           add(f'{name}/{part}/argmax_gt_class', np.isin(top[where], gt_classes))
     # The base branch's foreground attention: what localises at test time (the fused CAS is
     # the class activations times this attention).
-    attention = np.asarray(out['base']['attention'][0, :t])
+    attention = np.asarray(aux['attention'][0, :t])
     for part, where in (('background', ~action), ('action', action)):
       if where.any():
         add(f'base/{part}/attention', attention[where])
     if with_dem:
-      add('dem/slots_read', np.asarray(slots_read[0, :t]))
+      add('dem/slots_read', np.asarray(aux['slots_read'][0, :t]))
   iterator.close() if hasattr(iterator, 'close') else None
   summary = {k: total / max(count, 1) for k, (total, count) in sums.items()}
   summary.update(step=int(step), attn_logits=config.model.attn_logits, subset=subset,
