@@ -22,6 +22,7 @@ def plot_timeline(
   ground_truth=(),
   top_k: int = 3,
   title: str = '',
+  branches: dict | None = None,
 ) -> str:
   """Draws and saves the figure.
 
@@ -33,14 +34,21 @@ def plot_timeline(
     seconds_per_snippet: stride / fps (THUMOS 0.64 s).
     ground_truth: (label, start_s, end_s) triples, drawn when given.
     top_k: classes shown, by video score (plus any class with a detection or GT).
+    branches: optional {'base', 'brm', 'dem', 'mix'} -> [T, C+1] distillation probabilities
+      (`issf_jax.diagnostics`); drawn as a panel of each branch's probability of the top class
+      (solid) and of background (dotted), over the ground-truth segments (shaded).
   """
   num_classes = len(class_names)
   order = list(np.argsort(-np.asarray(video_scores)[:num_classes])[:top_k])
   names = list(class_names)
   t = (np.arange(len(cas)) + 0.5) * seconds_per_snippet
   colours = plt.get_cmap('tab10')
-  fig, axes = plt.subplots(3, 1, figsize=(12, 6.5), sharex=True,
-                           gridspec_kw={'height_ratios': [3, 1.2, 2]})  # fmt: skip
+  ratios = [3, 1.2, 2] if not branches else [3, 1.2, 2.4, 2]
+  fig, axes = plt.subplots(len(ratios), 1, figsize=(12, 6.5 + 2.2 * bool(branches)), sharex=True,
+                           gridspec_kw={'height_ratios': ratios})  # fmt: skip
+  if branches:
+    _branch_panel(axes[2], branches, order[0], names, t, ground_truth)
+    axes = [axes[0], axes[1], axes[3]]
   ax = axes[0]
   for i, c in enumerate(order):
     ax.plot(t, cas[:, c], color=colours(i), label=f'{names[c]} ({video_scores[c]:.2f})')
@@ -73,3 +81,26 @@ def plot_timeline(
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+_BRANCH_STYLE = {
+  'base': ('base student S', 'tab:blue'),
+  'brm': ('BRM teacher T~', 'tab:green'),
+  'dem': ('DEM read T^', 'tab:red'),
+  'mix': ('pseudo-label T^p', 'black'),
+}
+
+
+def _branch_panel(ax, branches, cls, names, t, ground_truth):
+  """Each branch's p(top class) (solid) and p(background) (dotted) per snippet."""
+  for _, start, end in ground_truth:
+    ax.axvspan(start, end, color='0.85', lw=0)
+  background = len(names)
+  for name, probs in branches.items():
+    text, colour = _BRANCH_STYLE.get(name, (name, 'tab:gray'))
+    n = len(probs)
+    ax.plot(t[:n], probs[:, cls], color=colour, lw=1.2, label=text)
+    ax.plot(t[:n], probs[:, background], color=colour, lw=0.8, ls=':')
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_ylabel(f'p({names[cls]})\n(dotted: p(bg))', fontsize=8)
+  ax.legend(loc='upper right', fontsize=7, ncol=len(branches))

@@ -2,12 +2,13 @@ r"""Detects the actions in one video with a trained run. It restores a checkpoin
 folder (--workdir; --checkpoint latest, best or a step number), reads the video's [T, D]
 snippet features (a .npy file), prints the detections (label, score, start and end in seconds)
 and writes them as JSON; --plot draws the fused localisation map of the top classes, the
-attention, the detections and, with --ground_truth, the annotated segments.
+attention, the detections and, with --ground_truth, the annotated segments; --branches adds
+what each branch teaches the base branch (base, BRM, DEM and the pseudo-label).
 
 usage:
   issf-predict --workdir runs/thumos14 --features video.npy [--checkpoint latest|best|STEP] \
     [--fps 25 --stride 16] [--output dets.json] [--plot out.png] \
-    [--ground_truth GT.json --video_id ID]
+    [--ground_truth GT.json --video_id ID] [--branches]
 
 An ActivityNet-mode run (`data.mode = 'activitynet'`) samples the video to T_s snippets exactly
 as its evaluation does.
@@ -33,6 +34,14 @@ _PLOT = flags.DEFINE_string('plot', None, 'Timeline image (.png).')
 _GROUND_TRUTH = flags.DEFINE_string('ground_truth', None, 'ActivityNet-format GT (optional).')
 _VIDEO_ID = flags.DEFINE_string('video_id', None, 'The video in --ground_truth.')
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'Classes drawn in the plot.')
+_BRANCHES = flags.DEFINE_bool(
+  'branches',
+  False,
+  "With --plot: a panel of each branch's distillation view of the top class (base student, "
+  'BRM teacher, DEM read of the memory and the pseudo-label mixed from them; the DEM reads the '
+  "rows of the video's ground-truth classes, or of its top predicted class without "
+  '--ground_truth).',
+)
 
 
 def load_features(path: str, feature_dim: int):
@@ -64,6 +73,45 @@ def class_names_for(config) -> list[str]:
   return [f'class_{i}' for i in range(config.model.num_classes)]
 
 
+def model_input(config, features):
+  """The [1, T', D] batch and [1, T'] mask the evaluator would build for one video: T_s
+  uniformly sampled snippets in ActivityNet mode, else the video padded to its bucket."""
+  import numpy as np
+
+  from data_pipelines import sampling
+
+  if config.data.mode == 'activitynet':
+    features = features[sampling.uniform_indices(len(features), config.data.t_s)]
+    padded = config.data.t_s
+  else:
+    padded = -(-len(features) // config.data.bucket_size) * config.data.bucket_size
+  x = np.zeros((1, padded, features.shape[1]), np.float32)
+  x[0, : len(features)] = features
+  return x, np.arange(padded)[None] < len(features)
+
+
+def branch_probs(config, state, features, class_ids) -> dict:
+  """Each branch's distillation view of one video: {'base', 'brm', 'dem', 'mix'} ->
+  [T', C+1] softmax(logits / T_kd) (present branches only; the DEM reads the memory rows of
+  `class_ids`, the video's classes, as in training)."""
+  import numpy as np
+
+  from issf_jax import diagnostics
+
+  x, mask = model_input(config, features)
+  labels = np.zeros((1, config.model.num_classes), np.float32)
+  labels[0, list(class_ids)] = 1
+  with_dem = diagnostics.has_dem(config, state.memory) and len(class_ids) > 0
+  fn = diagnostics.make_branch_logits_fn(config, with_dem=with_dem)
+  logits, _ = fn(state.params, state.memory, x, mask, labels)
+  t = int(mask.sum())
+  temperature = config.loss.kd_temperature
+  return {
+    name: np.asarray(diagnostics.teacher_probs(value, temperature))[0, :t]
+    for name, value in logits.items()
+  }
+
+
 def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   """Detections of one [T, D] video, sampled as the evaluator does.
 
@@ -75,20 +123,11 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   import jax
   import numpy as np
 
-  from data_pipelines import sampling
   from issf_jax import inference
 
   length = len(features)
   anet = config.data.mode == 'activitynet'
-  if anet:
-    idx = sampling.uniform_indices(length, config.data.t_s)
-    features, padded = features[idx], config.data.t_s
-  else:
-    bucket = config.data.bucket_size
-    padded = -(-length // bucket) * bucket
-  x = np.zeros((1, padded, features.shape[1]), np.float32)
-  x[0, : len(features)] = features
-  mask = np.arange(padded)[None] < len(features)
+  x, mask = model_input(config, features)
   predict = inference.make_predict_fn(config)
   key_data = jax.random.key_data(jax.random.key(config.train.seed))
   [pred] = inference.predict_batches(
@@ -161,11 +200,17 @@ def main(argv):
               file=sys.stderr)  # fmt: skip
       else:
         gt = [(a['label'], *a['segment']) for a in entry.get('annotations', [])]
+    branches = None
+    if _BRANCHES.value:
+      classes = sorted({names.index(g[0]) for g in gt if g[0] in names})
+      if not classes:
+        classes = [int(np.argmax(pred['video_scores'][: len(names)]))]
+      branches = branch_probs(config, state, features, classes)
     viz.plot_timeline(
       _PLOT.value, cas=pred['cas'], attention=pred['attention'],
       video_scores=pred['video_scores'], detections=pred['detections'], class_names=names,
       seconds_per_snippet=pred['seconds_per_index'], ground_truth=gt, top_k=_TOP_K.value,
-      title=f'{video} (step {step})',
+      title=f'{video} (step {step})', branches=branches,
     )  # fmt: skip
     print(f'wrote {_PLOT.value}')
 

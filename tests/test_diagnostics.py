@@ -101,3 +101,18 @@ def test_base_only_run_and_teacher_probs():
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
   x = np.asarray(logits['base'][0, 0], np.float64) / 0.2
   np.testing.assert_allclose(probs[0, 0], np.exp(x - x.max()) / np.exp(x - x.max()).sum(), 1e-5)
+
+
+def test_timeline_with_the_branches_panel(tmp_path):
+  from issf_jax import viz
+
+  rng = np.random.default_rng(0)
+  probs = {name: rng.dirichlet(np.ones(C + 1), size=T) for name in ('base', 'brm', 'dem', 'mix')}
+  path = tmp_path / 'timeline.png'
+  viz.plot_timeline(
+    str(path), cas=rng.random((T, C + 1)), attention=rng.random(T),
+    video_scores=rng.random(C + 1), detections=np.array([[1, 0.5, 2.0, 0.3]]),
+    class_names=[f'c{i}' for i in range(C)], seconds_per_snippet=0.64,
+    ground_truth=[('c1', 0.6, 1.9)], branches=probs,
+  )  # fmt: skip
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 10_000

@@ -1,5 +1,6 @@
 """Single-video prediction end to end (issue 5): `python -m launch.predict` on a tiny run's
-checkpoint prints the detections, writes them as JSON and draws the timeline."""
+checkpoint prints the detections, writes them as JSON and draws the timeline (with the
+branches' panel: base, BRM, DEM read and pseudo-label)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_predict_writes_detections_and_plot(tiny_run, tiny_shards, jax_cache_dir
   out, plot = tmp_path / 'dets.json', tmp_path / 'timeline.png'
   proc = run_python(
     ['-m', 'launch.predict', '--workdir', tiny_run, '--features', path, '--output', out,
-     '--plot', plot, '--ground_truth', tiny_shards / 'ground_truth.json'],
+     '--plot', plot, '--ground_truth', tiny_shards / 'ground_truth.json', '--branches'],
     subprocess_env(jax_cache_dir),
   )  # fmt: skip
   assert f'{video_id}: {len(features)} snippets, checkpoint step 24' in proc.stdout
