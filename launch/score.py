@@ -102,7 +102,9 @@ def score(args: argparse.Namespace) -> dict:
       f'(subsets present: {found})'
     )
   try:
-    return evaluation.evaluate_official(gt, pred, subset=args.subset, tiou_thresholds=thresholds)
+    return evaluation.evaluate_official(
+      gt, pred, subset=args.subset, tiou_thresholds=thresholds, parsed_ground_truth=parsed
+    )
   except gt_lib.FormatError as err:
     raise InputError(f'predictions file {args.predictions}: {err}') from None
 

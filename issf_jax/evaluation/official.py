@@ -104,7 +104,12 @@ def all_classes_average_precision(
 
 
 def evaluate_official(
-  ground_truth: dict, predictions: dict, *, subset: str, tiou_thresholds=ACTIVITYNET_TIOU
+  ground_truth: dict,
+  predictions: dict,
+  *,
+  subset: str,
+  tiou_thresholds=ACTIVITYNET_TIOU,
+  parsed_ground_truth: gt_lib.GroundTruth | None = None,
 ) -> dict:
   """ActivityNet detection mAP.
 
@@ -114,6 +119,8 @@ def evaluate_official(
       `ground_truth.Predictions` already flattened.
     subset: the GT subset to score ('Test', 'test', 'validation', ...; case-insensitive).
     tiou_thresholds: [K] tIoU thresholds.
+    parsed_ground_truth: `parse_ground_truth(ground_truth, subset)` when the caller has it
+      already (it is not parsed twice).
 
   Returns:
     {'protocol': 'official', 'subset', 'tiou_thresholds': [K], 'mAP': [K], 'average_mAP',
@@ -121,7 +128,9 @@ def evaluate_official(
      'classes_without_predictions': [...]}, all values fractions.
   """
   thresholds = np.asarray(tiou_thresholds, np.float64).reshape(-1)
-  gt = gt_lib.parse_ground_truth(ground_truth, subset)
+  gt = parsed_ground_truth
+  if gt is None:
+    gt = gt_lib.parse_ground_truth(ground_truth, subset)
   if gt.num_instances == 0:
     raise gt_lib.FormatError(f'ground truth has no annotated video in subset {subset!r}')
   if isinstance(predictions, gt_lib.Predictions):
