@@ -399,3 +399,30 @@ def test_shared_key_means_the_same_training(pair, tmp_path, tiny_shards, jax_cac
     logs.append([{k: v for k, v in r.items() if not k.startswith(unused)} for r in records])
   assert any('eval/average_mAP' in r for r in logs[0])
   assert logs[0] == logs[1]
+
+
+def test_report_names_keep_studies_in_one_workdir_apart():
+  from launch.reproduce import report_name
+
+  base = report_name('4', 'shards', 'recipe=authors;recipe=spec_v1')
+  assert base == 'table4_shards_recipe-authors-recipe-spec_v1'
+  names = {
+    base,
+    report_name('4', 'shards', 'recipe=authors;recipe=spec_v1', rows='issf'),
+    report_name('4', 'shards', 'recipe=authors;recipe=spec_v1', epochs=20),
+    report_name(
+      '4', 'shards', 'recipe=authors;recipe=spec_v1', overrides={'model.attn_logits': 'dot_sqrt_d'}
+    ),  # fmt: skip
+    report_name(
+      '4', 'shards', 'recipe=authors;recipe=spec_v1', overrides={'model.attn_logits': 'cosine5'}
+    ),  # fmt: skip
+  }
+  assert len(names) == 5
+  assert 'attn_logits-dot_sqrt_d' in report_name(
+    '4', 's', '', overrides={'model.attn_logits': 'dot_sqrt_d'}
+  )
+  long = {f'model.option_{i}': 'value' * 3 for i in range(8)}
+  name = report_name('4', 's', '', overrides=long)
+  assert name.startswith('table4_s_overrides-') and len(name) < 60
+  assert name != report_name('4', 's', '', overrides={**long, 'model.option_0': 'other'})
+  assert report_name('4', 's', 'x=1', rows='issf', name='mine') == 'mine'
