@@ -55,7 +55,9 @@ _CONFIG_ARGS = flags.DEFINE_string(
 )  # fmt: skip
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'Override train.num_epochs, scaling epoch indices.')
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/repro', 'Data, runs and reports go here.')
-_NAME = flags.DEFINE_string('name', '', 'Report file name (default: from table, data, args).')
+_NAME = flags.DEFINE_string(
+  'name', '', 'Report file name (default: from table, data, args, rows, epochs, overrides).'
+)
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the plan (runs, keys, status); train none.')
 
 
