@@ -34,17 +34,18 @@ import sys
 import numpy as np
 
 
-def _snippet_is_action(num_snippets, segments, fps, stride):
-  """[T] bool: the snippet's centre lies inside a ground-truth segment (seconds)."""
-  centres = (np.arange(num_snippets) + 0.5) * stride / fps
-  inside = np.zeros(num_snippets, bool)
+def _snippet_is_action(snippets, segments, fps, stride):
+  """[t] bool: the centre of each snippet (indices into the video's snippets) lies inside a
+  ground-truth segment (seconds)."""
+  centres = (np.asarray(snippets) + 0.5) * stride / fps
+  inside = np.zeros(len(centres), bool)
   for start, end in segments:
     inside |= (centres >= start) & (centres <= end)
   return inside
 
 
 def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max_videos=0):
-  from data_pipelines import input_pipeline
+  from data_pipelines import input_pipeline, sampling
   from issf_jax import diagnostics, sharding
   from issf_jax.train import restore
 
@@ -82,7 +83,13 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
     entry = videos[int(batch['video_index'][0])]
     t = int(np.asarray(batch['mask'][0]).sum())
     segments = [a['segment'] for a in database[entry['video_id']]['annotations']]
-    action = _snippet_is_action(t, segments, entry['fps'], entry['stride'])
+    # ActivityNet mode evaluates T_s uniformly sampled snippets: place each at its own time.
+    if config.data.mode == 'activitynet':
+      snippets = sampling.uniform_indices(entry['num_snippets'], config.data.t_s)[:t]
+    else:
+      snippets = np.arange(t)
+    action = _snippet_is_action(snippets, segments, entry['fps'], entry['stride'])
+    add('snippets/action_share', action)
     teachers, aux = forward(state.params, state.memory, batch['features'], batch['mask'],
                             batch['labels'])  # fmt: skip
     gt_classes = np.flatnonzero(np.asarray(batch['labels'][0]) > 0)
@@ -133,7 +140,8 @@ def table(summary: dict) -> str:
     )
   lines.append(
     f'base attention: background {summary.get("base/background/attention", float("nan")):.3f}, '
-    f'action {summary.get("base/action/attention", float("nan")):.3f}'
+    f'action {summary.get("base/action/attention", float("nan")):.3f}; action snippets '
+    f'{100 * summary.get("snippets/action_share", float("nan")):.1f}%'
   )
   return '\n'.join(lines)
 

@@ -23,9 +23,10 @@ annotations with rendered features):
 Combine with the ablations: `:scale=small,modules=base_brm`.
 
 Hardware and time: full: ~28k steps of 32 x 75 snippets; about an hour on one GPU.
-small: 7-9 minutes per run on a loaded 2-core CPU; ISSF average mAP 42.8 +- 0.8 over 3 seeds
-with the spec_v1 recipe (docs/results.md). Expected result at full on the real features
-(paper, Table 2): average mAP 25.8 (0.5: 39.4, 0.75: 25.8, 0.95: 6.4).
+small: 1.3-2.7 minutes per run on a quiet 2-core CPU (7-9 under heavy load). ISSF average mAP
+over 3 seeds (docs/results.md): 28.4 +- 0.6 with the default recipe=authors, 42.8 +- 1.7 with
+recipe=spec_v1 (Base 30.9 +- 1.9, Base+BRM 26.7 +- 1.0). Expected result at full on the real
+features (paper, Table 2): average mAP 25.8 (0.5: 39.4, 0.75: 25.8, 0.95: 6.4).
 """
 
 from issf_jax import config_lib, experiment
