@@ -22,7 +22,6 @@ epoch indices (memory init, ...) with it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import re
@@ -105,38 +104,6 @@ def datasets(module, extra_args: str, workdir: str):
   draws = sorted({d.data_seed for d in out})
   desc = f'synthetic benchmark, scale `{scale}`, draw(s) {", ".join(map(str, draws))}'
   return out, desc, f'synthetic-{scale}' + ('-draws' if _VARY.value else '')
-
-
-def report_name(
-  table_name: str,
-  data_tag: str,
-  extra_args: str,
-  *,
-  rows: str = '',
-  epochs: int = 0,
-  overrides=None,
-  name: str = '',
-) -> str:
-  """`table<N>_<data>_<args>[_rows-...][_epochs-E][_<overrides>]`: everything that selects
-  the runs, so that two studies in one workdir never overwrite each other's report (the
-  overrides by key leaf, e.g. `attn_logits-dot_sqrt_d`; a hash when they are long)."""
-  if name:
-    return name
-
-  def slug(text: str) -> str:
-    return re.sub(r'[^A-Za-z0-9_.-]+', '-', text.replace('=', '-')).strip('-')
-
-  parts = [f'table{table_name}', data_tag, slug(extra_args)]
-  if rows:
-    parts.append('rows-' + slug(rows))
-  if epochs:
-    parts.append(f'epochs-{epochs}')
-  if overrides:
-    text = slug('_'.join(f'{k.rsplit(".", 1)[-1]}-{v}' for k, v in sorted(overrides.items())))
-    if len(text) > 80:
-      text = 'overrides-' + hashlib.sha1(text.encode()).hexdigest()[:10]
-    parts.append(text)
-  return '_'.join(filter(None, parts))
 
 
 def plan(workdir: str):
@@ -266,7 +233,7 @@ def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, 
   if pending:
     header.append(f'**Incomplete**: {pending} of {len(recs)} (row, seed) results still pending.')
   title = f'Table {table.name}: {table.title}'
-  name = report_name(
+  name = report.report_name(
     table.name,
     p['data_tag'],
     p['extra_args'],

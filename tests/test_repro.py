@@ -402,7 +402,7 @@ def test_shared_key_means_the_same_training(pair, tmp_path, tiny_shards, jax_cac
 
 
 def test_report_names_keep_studies_in_one_workdir_apart():
-  from launch.reproduce import report_name
+  from issf_jax.repro.report import report_name
 
   base = report_name('4', 'shards', 'recipe=authors;recipe=spec_v1')
   assert base == 'table4_shards_recipe-authors-recipe-spec_v1'

@@ -8,7 +8,9 @@ split itself (as RSKP's README does), so it is optimistic and never mixed with "
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 
 import numpy as np
 
@@ -27,6 +29,38 @@ def mean_std(values) -> tuple[float, float | None]:
     return math.nan, None
   std = float(np.std(values, ddof=1)) if values.size > 1 else None
   return float(np.mean(values)), std
+
+
+def report_name(
+  table_name: str,
+  data_tag: str,
+  extra_args: str,
+  *,
+  rows: str = '',
+  epochs: int = 0,
+  overrides=None,
+  name: str = '',
+) -> str:
+  """`table<N>_<data>_<args>[_rows-...][_epochs-E][_<overrides>]`: everything that selects
+  the runs, so that two studies in one workdir never overwrite each other's report (the
+  overrides by key leaf, e.g. `attn_logits-dot_sqrt_d`; a hash when they are long)."""
+  if name:
+    return name
+
+  def slug(text: str) -> str:
+    return re.sub(r'[^A-Za-z0-9_.-]+', '-', text.replace('=', '-')).strip('-')
+
+  parts = [f'table{table_name}', data_tag, slug(extra_args)]
+  if rows:
+    parts.append('rows-' + slug(rows))
+  if epochs:
+    parts.append(f'epochs-{epochs}')
+  if overrides:
+    text = slug('_'.join(f'{k.rsplit(".", 1)[-1]}-{v}' for k, v in sorted(overrides.items())))
+    if len(text) > 80:
+      text = 'overrides-' + hashlib.sha1(text.encode()).hexdigest()[:10]
+    parts.append(text)
+  return '_'.join(filter(None, parts))
 
 
 def aggregate(table, records: list[dict]) -> list[dict]:
