@@ -89,7 +89,7 @@ def load_manifest(shards_dir: str) -> dict:
   if not os.path.isfile(path):
     raise errors.MissingFileError(
       f'{path} not found: {shards_dir} is not a complete shard directory '
-      '(run `python -m data_pipelines.prepare`)'
+      '(run `issf-prepare`)'
     )
   with open(path) as f:
     manifest = json.load(f)
