@@ -88,8 +88,7 @@ def load_manifest(shards_dir: str) -> dict:
   path = os.path.join(shards_dir, MANIFEST)
   if not os.path.isfile(path):
     raise errors.MissingFileError(
-      f'{path} not found: {shards_dir} is not a complete shard directory '
-      '(run `issf-prepare`)'
+      f'{path} not found: {shards_dir} is not a complete shard directory (run `issf-prepare`)'
     )
   with open(path) as f:
     manifest = json.load(f)
