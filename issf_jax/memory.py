@@ -198,16 +198,21 @@ def merge_blend_update(memory: MemoryBank, cand_feats, cand_scores, cand_valid, 
     merged_s, order = jax.lax.top_k(all_s, slots)
     new_f = m * row_f + (1.0 - m) * all_f[order]
     new_filled = row_filled | all_filled[order]
-    keep = class_id < 0
-    mem = mem.replace(
-      features=mem.features.at[row].set(jnp.where(keep, row_f, new_f)),
-      scores=mem.scores.at[row].set(jnp.where(keep, row_s, merged_s)),
-      filled=mem.filled.at[row].set(jnp.where(keep, row_filled, new_filled)),
-    )
-    return mem, None
+    return _write_row(mem, class_id, new_f, merged_s, new_filled), None
 
   memory, _ = jax.lax.scan(one, memory, (cand_feats, cand_scores, cand_valid, class_ids))
   return memory
+
+
+def _write_row(mem: MemoryBank, class_id, features, scores, filled) -> MemoryBank:
+  """Row `class_id` set to (features [N, D], scores [N], filled [N]); unchanged for -1."""
+  row = jnp.maximum(class_id, 0)
+  keep = class_id < 0
+  return mem.replace(
+    features=mem.features.at[row].set(jnp.where(keep, mem.features[row], features)),
+    scores=mem.scores.at[row].set(jnp.where(keep, mem.scores[row], scores)),
+    filled=mem.filled.at[row].set(jnp.where(keep, mem.filled[row], filled)),
+  )
 
 
 def all_salient_candidates(feats, salient, probs, class_ids):
@@ -243,13 +248,7 @@ def exact_merge_blend_update(memory: MemoryBank, feats, scores, valid, class_ids
     merged_s = jnp.where(from_row, row_s[slot_index], slot_scores[snippet])
     new_f = m * row_f + (1.0 - m) * merged_f
     new_filled = row_filled | ~from_row | row_filled[slot_index]
-    keep = class_id < 0
-    mem = mem.replace(
-      features=mem.features.at[row].set(jnp.where(keep, row_f, new_f)),
-      scores=mem.scores.at[row].set(jnp.where(keep, row_s, merged_s)),
-      filled=mem.filled.at[row].set(jnp.where(keep, row_filled, new_filled)),
-    )
-    return mem, None
+    return _write_row(mem, class_id, new_f, merged_s, new_filled), None
 
   memory, _ = jax.lax.scan(one, memory, (scores, valid, class_ids))
   return memory

@@ -24,6 +24,8 @@ import os
 import time
 from typing import Any
 
+from issf_jax.train import run_dir
+
 RESULT_FILE = 'result.json'
 RUNS_DIR = 'runs'
 # Fields (fnmatch patterns over dotted names) that record or steer bookkeeping but cannot
@@ -155,24 +157,13 @@ def scale_epochs(config, num_epochs: int) -> None:
       config[section][name] = value * num_epochs // old
 
 
-def flatten(tree: dict, prefix: str = '') -> dict:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  out = {}
-  for name, value in tree.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f'{prefix}{name}.'))
-    else:
-      out[f'{prefix}{name}'] = value
-  return out
-
-
 def result_fields(config) -> dict:
   """The dotted fields that can change what the run learns or scores.
 
   Drops NON_RESULT_FIELDS, and the fields of a module that is off (`UNUSED_WHEN_OFF`), so that
   Base resolves to one run whatever the BRM, DEM or recipe settings say.
   """
-  flat = flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+  flat = run_dir.flatten(run_dir.config_dict(config))
   drop = list(NON_RESULT_FIELDS)
   for switch, patterns in UNUSED_WHEN_OFF.items():
     if not flat.get(switch, True):
