@@ -44,6 +44,20 @@ def test_match_pairs_equals_the_sequential_greedy(seed, gt_tie, max_rounds, monk
   np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize('presorted', [True, False])
+def test_candidate_order_is_the_full_lexsort(presorted):
+  """The cheap ordering (sort only predictions with several candidates) is lexsort's permutation,
+  and unsorted pairs take the full lexsort."""
+  rng = np.random.default_rng(1)
+  pair_pred = np.repeat(np.arange(300), rng.choice([0, 1, 1, 2, 3, 7], 300))
+  if not presorted:
+    pair_pred = rng.permutation(pair_pred)
+  iou_key = rng.integers(0, 4, len(pair_pred)) / 4  # Ties in IoU, broken by the tie key.
+  tie_key = -rng.integers(0, 5, len(pair_pred))
+  want = np.lexsort((tie_key, -iou_key, pair_pred))
+  np.testing.assert_array_equal(matching._candidate_order(pair_pred, iou_key, tie_key), want)
+
+
 def test_nan_iou_counts_as_a_match():
   got = matching.match_pairs(np.array([0]), np.array([0]), np.array([np.nan]), 1, [0.5, 0.9])
   np.testing.assert_array_equal(got, [[0], [0]])

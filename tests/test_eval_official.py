@@ -192,12 +192,14 @@ def test_malformed_inputs_raise_format_error():
     evaluate_official({'no_database': 1}, _pred(), subset='test', tiou_thresholds=[0.5])
 
 
-def test_one_pass_equals_per_class_ap_bit_for_bit():
+@pytest.mark.parametrize('lookup_limit', [1 << 23, 0])  # 0: binary searches, no lookup table.
+def test_one_pass_equals_per_class_ap_bit_for_bit(lookup_limit, monkeypatch):
   """All classes at once (evaluate_official) against class_average_precision per class, on
   detector-like predictions with score ties, several GT per video and videos without GT."""
   from issf_jax.evaluation import ground_truth as gt_lib
   from issf_jax.evaluation import official
 
+  monkeypatch.setattr(official, '_MAX_LOOKUP_TABLE', lookup_limit)
   rng = np.random.default_rng(0)
   names = ['A', 'B', 'C', 'D']
   database, results = {}, {}

@@ -30,18 +30,32 @@ from issf_jax.evaluation import matching
 ACTIVITYNET_TIOU = np.linspace(0.5, 0.95, 10)
 
 
-def _pairs_same_video(pred_video: np.ndarray, gt_video: np.ndarray):
-  """All (prediction, GT) index pairs that share a video. Returns ([E], [E]) int64."""
+def _pairs_same_video(pred_video: np.ndarray, gt_video: np.ndarray, num_videos: int | None = None):
+  """All (prediction, GT) index pairs that share a video (or block). Returns ([E], [E]) int64.
+
+  Pairs come prediction by prediction (`pair_pred` ascending), each prediction's GT in ascending
+  (video, GT index) order. With `num_videos` (every code in [0, num_videos)), each prediction
+  finds its GT block by a lookup in per-video tables instead of two binary searches: at
+  ActivityNet size (472,800 predictions) the searches were a fifth of the scoring time.
+  """
   gt_order = np.argsort(gt_video, kind='stable')
-  sorted_video = gt_video[gt_order]
-  lo = np.searchsorted(sorted_video, pred_video, side='left')
-  hi = np.searchsorted(sorted_video, pred_video, side='right')
-  count = hi - lo
+  if num_videos is not None and num_videos <= _MAX_LOOKUP_TABLE:
+    count_of_video = np.bincount(gt_video, minlength=num_videos)
+    first_of_video = np.cumsum(count_of_video) - count_of_video
+    lo, count = first_of_video[pred_video], count_of_video[pred_video]
+  else:
+    sorted_video = gt_video[gt_order]
+    lo = np.searchsorted(sorted_video, pred_video, side='left')
+    count = np.searchsorted(sorted_video, pred_video, side='right') - lo
   pair_pred = np.repeat(np.arange(len(pred_video)), count)
   # Position within each prediction's GT block: a running index minus the block's first offset.
   offsets = np.repeat(np.cumsum(count) - count, count)
   pair_gt = gt_order[np.repeat(lo, count) + np.arange(count.sum()) - offsets]
   return pair_pred, pair_gt
+
+
+# Largest per-video lookup table (entries) `_pairs_same_video` builds: 8 M int64, 64 MB each.
+_MAX_LOOKUP_TABLE = 1 << 23
 
 
 def segment_iou(ps, pe, gs, ge) -> np.ndarray:
@@ -80,7 +94,10 @@ def all_classes_average_precision(
   bit for bit.
   """
   k = len(thresholds)
-  pred_by_class = np.argsort(pred_label, kind='stable')  # File order within a class.
+  # File order within a class. A stable sort of 16-bit keys is a radix sort: a few times faster
+  # than the int64 merge sort at ActivityNet size, and the same permutation.
+  narrow = pred_label.astype(np.int16) if num_classes < np.iinfo(np.int16).max else pred_label
+  pred_by_class = np.argsort(narrow, kind='stable')
   bounds = np.searchsorted(pred_label[pred_by_class], np.arange(num_classes + 1))
   ranked = np.empty(bounds[-1] - bounds[0], np.int64)
   for c in range(num_classes):  # Label -1 (not scored) sorts first, before bounds[0].
@@ -91,10 +108,12 @@ def all_classes_average_precision(
   if not len(ranked):
     return np.zeros((k, num_classes))
   # Videos of (class, video) blocks: a prediction pairs with the GT of its class in its video.
-  num_videos = int(max(pred_video.max(initial=0), gt.video.max(initial=0))) + 1
-  rank_block = pred_label[ranked] * num_videos + pred_video[ranked]
+  # Videos without GT (prediction-only ones, coded from len(gt.videos) on) share one block code
+  # per class: no GT pairs with them, and the block tables stay num_classes x (GT videos + 1).
+  num_videos = len(gt.videos) + 1
+  rank_block = pred_label[ranked] * num_videos + np.minimum(pred_video[ranked], num_videos - 1)
   gt_block = gt.label[gt_by_class] * num_videos + gt.video[gt_by_class]
-  pair_pred, pair_gt = _pairs_same_video(rank_block, gt_block)
+  pair_pred, pair_gt = _pairs_same_video(rank_block, gt_block, num_classes * num_videos)
   g = gt_by_class[pair_gt]
   r = ranked[pair_pred]
   iou = segment_iou(pred_start[r], pred_end[r], gt.start[g], gt.end[g])
