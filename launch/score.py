@@ -16,6 +16,7 @@ protocol needs the model's localisation maps, so it runs on a checkpoint (`issf-
 """
 
 import argparse
+import functools
 import json
 import sys
 from decimal import Decimal, InvalidOperation
@@ -90,11 +91,15 @@ def score(args: argparse.Namespace) -> dict:
     )
   thresholds = parse_tiou(args.tiou)
   gt = load_json(args.ground_truth, 'ground truth')
-  pred = load_json(args.predictions, 'predictions', prediction_file.load_predictions)
   try:
     parsed = gt_lib.parse_ground_truth(gt, args.subset)
   except gt_lib.FormatError as err:
     raise InputError(f'ground truth file {args.ground_truth}: {err}') from None
+  # The labels the GT knows let the fast reader share their strings (any other label still
+  # reaches evaluate_official, which names it).
+  known = [*parsed.class_names, *gt_lib.taxonomy_names(gt)]
+  read = functools.partial(prediction_file.load_predictions, labels=known)
+  pred = load_json(args.predictions, 'predictions', read)
   if parsed.num_instances == 0:
     found = sorted({str(v.get('subset')) for v in gt['database'].values() if isinstance(v, dict)})
     raise InputError(

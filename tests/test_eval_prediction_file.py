@@ -73,6 +73,20 @@ def test_fast_and_stdlib_paths_give_identical_arrays(tmp_path, seed):
   assert list(zip(fast.video, fast.label, strict=True)) == want
 
 
+def test_known_labels_give_the_same_arrays_and_others_fall_back(tmp_path):
+  path = tmp_path / 'pred.json'
+  path.write_text(_file_text(np.random.default_rng(5)), encoding='utf-8')
+  plain = prediction_file.load_predictions(path)
+  all_labels = ['Rock climbing', 'Drinking beer', 'Tai chi', 'Café au lait', 'A', 'unused']
+  shared = prediction_file.load_predictions(path, labels=all_labels)
+  assert isinstance(shared, gt_lib.Predictions)
+  _assert_same(shared, plain)
+  # A label outside the set: the stdlib path's dict, which parses to the same arrays.
+  missing = prediction_file.load_predictions(path, labels=all_labels[1:])
+  assert isinstance(missing, dict)
+  _assert_same(gt_lib.parse_predictions(missing), plain)
+
+
 def test_without_msgspec_the_stdlib_path_is_taken(tmp_path, monkeypatch):
   path = tmp_path / 'pred.json'
   path.write_text(_file_text(np.random.default_rng(3)), encoding='utf-8')

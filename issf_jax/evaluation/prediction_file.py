@@ -13,13 +13,21 @@ so that `ground_truth.parse_predictions` accepts it or raises its usual error na
 a file that is not JSON raises the stdlib's `json.JSONDecodeError`. Both paths give bit-identical
 arrays (`tests/test_eval_prediction_file.py`). Without msgspec installed, every file takes the
 stdlib path.
+
+When the caller knows the label set (`labels=`, the ground truth's classes and taxonomy), the
+decoder checks each label against it and hands back the set's own string objects instead of a new
+string per prediction: at ActivityNet size that is 472,800 fewer allocations and hash
+computations. A label outside the set is not an error here: the file takes the stdlib path, where
+`evaluate_official` raises its usual error naming the label (or warns of a taxonomy class).
 """
 
+import functools
 import gc
 import itertools
 import json
 import operator
 import os
+import typing
 
 import numpy as np
 
@@ -45,12 +53,29 @@ if msgspec is not None:
   _DECODER = msgspec.json.Decoder(_PredictionFile)
 
 
-def load_predictions(path: str | os.PathLike, *, fast: bool = True):
+@functools.lru_cache(maxsize=4)
+def _decoder_for_labels(labels: tuple):
+  """A typed decoder whose labels must be one of `labels` (decoded to those very objects)."""
+  prediction = msgspec.defstruct(
+    'Prediction',
+    [('label', typing.Literal[labels]), ('score', float), ('segment', tuple[float, float])],
+    gc=False,
+  )
+  prediction_file = msgspec.defstruct(
+    'PredictionFile', [('results', dict[str, list[prediction]])], gc=False
+  )
+  return msgspec.json.Decoder(prediction_file)
+
+
+def load_predictions(path: str | os.PathLike, *, fast: bool = True, labels=None):
   """Reads a predictions file.
 
   Args:
     path: the JSON file.
     fast: use msgspec when it is installed (False: always the stdlib path, for comparison).
+    labels: optional iterable of the label names a prediction may have (the ground truth's);
+      the typed decoder then shares their string objects. Any other label sends the file to the
+      stdlib path. The result is the same with or without it.
 
   Returns:
     `ground_truth.Predictions` (flattened) when the file passes the typed decoder, else the dict
@@ -68,8 +93,10 @@ def load_predictions(path: str | os.PathLike, *, fast: bool = True):
     # ActivityNet size), so it is paused for the decode and the flattening.
     collecting = gc.isenabled()
     gc.disable()
+    known = tuple(sorted({x for x in labels or () if isinstance(x, str)}))
+    decoder = _decoder_for_labels(known) if known else _DECODER
     try:
-      return _flatten(_DECODER.decode(data).results)
+      return _flatten(decoder.decode(data).results)
     except msgspec.DecodeError:  # Includes ValidationError: let the stdlib path judge the file.
       pass
     finally:
