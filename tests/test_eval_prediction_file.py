@@ -1,6 +1,8 @@
 """The fast (msgspec) and stdlib paths of reading a predictions file agree bit for bit."""
 
 import json
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -87,6 +89,20 @@ def test_known_labels_give_the_same_arrays_and_others_fall_back(tmp_path):
   _assert_same(gt_lib.parse_predictions(missing), plain)
 
 
+def test_a_pipe_is_read_like_a_file(tmp_path):
+  """A FIFO cannot be memory-mapped; it is read instead, with the same result."""
+  text = _file_text(np.random.default_rng(6))
+  path = tmp_path / 'pred.json'
+  path.write_text(text, encoding='utf-8')
+  fifo = tmp_path / 'pred.fifo'
+  os.mkfifo(fifo)
+  writer = threading.Thread(target=lambda: fifo.write_text(text, encoding='utf-8'))
+  writer.start()
+  from_pipe = prediction_file.load_predictions(fifo)
+  writer.join()
+  _assert_same(from_pipe, prediction_file.load_predictions(path))
+
+
 def test_without_msgspec_the_stdlib_path_is_taken(tmp_path, monkeypatch):
   path = tmp_path / 'pred.json'
   path.write_text(_file_text(np.random.default_rng(3)), encoding='utf-8')
@@ -138,6 +154,7 @@ def test_evaluate_official_takes_flattened_predictions(tmp_path):
     ('{"results": {"v": [{"label": "A", "score": 0.5, "segment": [1]}]}}', 'segment'),
     ('{"results": {"v": {"label": "A"}}}', "results['v']"),
     ('\xff\xfe', 'bad_pred.json'),
+    ('', 'invalid JSON'),  # Empty: cannot be memory-mapped, read instead.
   ],
 )
 def test_malformed_file_gives_the_clear_error(tmp_path, capsys, text, message):
