@@ -160,6 +160,26 @@ def test_aggregate_keeps_last_and_best_apart():
   assert '| Base | 44.0 ± 3.0 | 22.0 ± 1.5 | 80.0 ± 0.0 | 10, 20, 30 |' in best
 
 
+def test_runs_zeroed_by_the_early_return_get_their_natural_map_in_a_note():
+  table = tables.get_table('4', 'base,issf')
+  records = [_record('base', 0.40, 0.41, 10), _record('issf', 0.30, 0.5, 20)]
+  zeroed = _record('issf', 0.0, 0.45, 20)  # RSKP's early return: 0.0, natural 0.33.
+  for rec, natural in ((records[1], 0.30), (zeroed, 0.33)):
+    rec['metrics']['last']['natural_average_mAP'] = natural
+  base, issf = report.aggregate(table, [*records, zeroed])
+  assert issf['last']['zeroed'] == 1 and base['last']['zeroed'] == 0
+  assert issf['last']['average_mAP']['mean'] == pytest.approx(15.0)  # The protocol's number.
+  assert issf['last']['natural_average_mAP']['mean'] == pytest.approx(31.5)
+  assert base['last']['natural_average_mAP']['values'] == [None]  # Not logged by this run.
+  md = report.markdown('T', ['header'], [base, issf], '0.1:0.7')
+  last = md.split('### Best on test')[0]
+  assert '| Base+BRM+DEM (ISSF) † |' in last and '| Base |' in last
+  assert '- Base+BRM+DEM (ISSF): 31.5 ± 2.1 [30.0, 33.0] (1 of 2 seeds zeroed)' in last
+  # Without a zeroed run there is no mark and no note.
+  plain = report.markdown('T', ['header'], report.aggregate(table, records), '0.1:0.7')
+  assert '†' not in plain
+
+
 def test_eval_history_last_and_best(tmp_path):
   lines = [
     {'step': 10, 'train/loss': 3.0},

@@ -17,6 +17,7 @@ import numpy as np
 from issf_jax.repro import runs
 
 PHASES = ('last', 'best')
+NATURAL = 'natural_average_mAP'
 
 
 def mean_std(values) -> tuple[float, float | None]:
@@ -96,6 +97,15 @@ def aggregate(table, records: list[dict]) -> list[dict]:
         mean, std = mean_std(values)
         per_metric[metric] = {'mean': mean, 'std': std, 'values': values}
       per_metric['epochs'] = [r['metrics'][phase]['epoch'] for r in done]
+      # The rskp protocol scores a run 0.0 when a class has no proposal (RSKP's early return);
+      # its natural mAP (AP 0 for that class) is logged beside it by runs that have it.
+      natural = [_percent(r['metrics'][phase].get(NATURAL)) for r in done]
+      per_metric[NATURAL] = dict(zip(('mean', 'std'), mean_std(natural), strict=True))
+      per_metric[NATURAL]['values'] = natural
+      per_metric['zeroed'] = sum(
+        r['metrics'][phase].get('average_mAP') == 0 and (r['metrics'][phase].get(NATURAL) or 0) > 0
+        for r in done
+      )
       summary[phase] = per_metric
     out.append(summary)
   return out
@@ -135,11 +145,24 @@ def markdown(title: str, header_lines: list[str], summaries: list[dict], tiou: s
     m = s['last']
     seeds = f'{s["seeds"]}' + ''.join(f' ({s[k]} {k})' for k in ('failed', 'pending') if s.get(k))
     minutes = '–' if math.isnan(s['minutes']) else f'{s["minutes"]:.1f}'
+    mark = ' †' if m.get('zeroed') else ''
     lines.append(
-      f'| {s["label"]} | `{s["args"]}` | '
+      f'| {s["label"]}{mark} | `{s["args"]}` | '
       + ' | '.join(format_mean_std(m[k]['mean'], m[k]['std']) for k in runs.METRICS)
       + f' | {_paper(s["paper_avg"])} | {_paper(s["paper_map50"])} | {seeds} | {minutes} |'
     )
+  zeroed = [s for s in summaries if s['last'].get('zeroed')]
+  if zeroed:
+    lines += ['', "† Some seeds scored 0.0: RSKP's `getLocMAP` returns mAP 0 at every tIoU when a "
+              'class has no proposal, and the `rskp` protocol keeps that. With AP 0 for that class '
+              'instead (the natural average mAP):', '']  # fmt: skip
+    for s in zeroed:
+      m = s['last']
+      values = ', '.join('–' if v is None else f'{v:.1f}' for v in m[NATURAL]['values'])
+      lines.append(
+        f'- {s["label"]}: {format_mean_std(m[NATURAL]["mean"], m[NATURAL]["std"])} '
+        f'[{values}] ({m["zeroed"]} of {s["seeds"]} seeds zeroed)'
+      )
   lines += ['', '### Best on test (selected on the test split: optimistic)', '']
   lines.append(f'| row | {avg} | mAP@0.5 | cls mAP | epoch of the best, per seed |')
   lines.append('|---|---|---|---|---|')

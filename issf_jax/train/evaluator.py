@@ -141,6 +141,8 @@ def summary_metrics(result: dict) -> dict:
     out[name] = float(value)
   if 'classification_mAP' in result:
     out['classification_mAP'] = float(result['classification_mAP'])
+  if 'natural_average_mAP' in result:  # rskp: differs from average_mAP only by the early return.
+    out['natural_average_mAP'] = float(result['natural_average_mAP'])
   for name, extra in result.get('extra', {}).items():
     out.update({f'{name}/{k}': v for k, v in summary_metrics(extra).items()})
   return out
