@@ -34,7 +34,7 @@ def proposal_config(dataset: str) -> ml_collections.ConfigDict:
     raise ValueError(f'unknown dataset {dataset!r}: expected thumos14 or activitynet')
   c = ml_collections.ConfigDict()
   # CAS thresholds np.arange(start, stop, step): RSKP's 20 values 0.001 ... 0.039. For ActivityNet
-  # (C = 200, smaller softmax magnitudes) the range should be swept on held-out training videos.
+  # (C = 200, smaller softmax magnitudes) sweep the range: `issf-eval --sweep_scales`.
   c.thresholds_start = 0.001
   c.thresholds_stop = 0.04
   c.thresholds_step = 0.002

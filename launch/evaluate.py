@@ -5,8 +5,15 @@ present, predicts the eval split of the run's shard folder, scores it with the r
 classification mAP, counts) and writes <workdir>/predictions/step_N.json and
 <workdir>/eval/step_N.json, the same files the trainer writes at its evaluations.
 
+With --sweep_scales, it sweeps the CAS threshold range of the proposals instead: the split named
+by --subset (default train: its temporal annotations are never read by training) is predicted
+once and scored with the configured range multiplied by each scale; it prints a table and the
+--config overrides of the best range, and writes <workdir>/sweep/step_N_<subset>.json. ActivityNet
+has no published range (its CAS spreads over 201 classes), so sweep before trusting its mAP.
+
 usage:
   issf-eval --workdir runs/thumos14 [--checkpoint latest|best|STEP] [--config FILE]
+  issf-eval --workdir runs/anet --sweep_scales 0.125,0.25,0.5,1,2 [--subset train]
   issf-eval score --predictions PRED.json --ground_truth GT.json --subset test \
     [--protocol official] [--tiou 0.1:0.7:0.1] [--output_json OUT.json]
 
@@ -16,12 +23,14 @@ predictions file the way the official evaluator does.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
+from issf_jax import errors
 from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -32,6 +41,11 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a
 _CHECKPOINT_DIR = flags.DEFINE_string(
   'checkpoint_dir', None, 'Checkpoint folder (default: <workdir>/checkpoints).'
 )
+
+_SWEEP_SCALES = flags.DEFINE_string(
+  'sweep_scales', None, 'Comma-separated multipliers of the CAS threshold range to sweep.'
+)
+_SUBSET = flags.DEFINE_string('subset', 'train', 'With --sweep_scales: the split to sweep on.')
 
 
 def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=None) -> dict:
@@ -57,7 +71,45 @@ def main(argv):
   from issf_jax.train import restore
 
   config = _CONFIG.value if _CONFIG.value is not None else restore.load_config(_WORKDIR.value)
+  if _SWEEP_SCALES.value is not None:
+    sweep_checkpoint(
+      config, _WORKDIR.value, _SWEEP_SCALES.value, _SUBSET.value, _CHECKPOINT.value,
+      _CHECKPOINT_DIR.value,
+    )  # fmt: skip
+    return
+  if flags.FLAGS['subset'].present:
+    raise errors.InputError('--subset goes with --sweep_scales (an evaluation scores the '
+                                "config's data.eval_subset)")  # fmt: skip
   evaluate_checkpoint(config, _WORKDIR.value, _CHECKPOINT.value, _CHECKPOINT_DIR.value)
+
+
+def sweep_checkpoint(config, workdir, scales_text, subset, which='latest', checkpoint_dir=None):
+  """Restores `which` checkpoint and sweeps the CAS threshold range on `subset`; writes and
+  returns the sweep (issf_jax/train/sweep.py)."""
+  import jax
+
+  from data_pipelines import manifest
+  from issf_jax.train import evaluator, restore, sweep
+
+  scales = sweep.parse_scales(scales_text)
+  shards = config.data.shards_dir
+  subsets = list(manifest.load_manifest(shards)['videos'])
+  if subset not in subsets:
+    raise errors.InputError(f'--subset {subset!r}: {shards} has the splits {subsets}')
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.data.eval_subset = subset
+  checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
+  state, step = restore.restore_state(config, checkpoint_dir, which)
+  key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  result = sweep.sweep(evaluator.Evaluator(config, workdir), state.params, key_data, scales)
+  result['checkpoint'] = {'step': int(step), 'which': which}
+  if jax.process_index() == 0:
+    print(f'Checkpoint step {step} ({which}); {shards}')
+    print(sweep.format_sweep(result))
+    path = os.path.join(workdir, 'sweep', f'step_{step}_{subset}.json')
+    print(f'wrote {evaluator.write_json(path, result)}')
+  return result
 
 
 def run():

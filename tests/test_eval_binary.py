@@ -190,3 +190,64 @@ def test_evaluate_with_a_config_of_another_shape_is_one_line(run_copy, tiny_shar
   assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
   [line] = [line for line in proc.stderr.splitlines() if 'error:' in line]
   assert line.startswith('issf-eval: error: ') and 'embed_dim: checkpoint 64 vs config 32' in line
+
+
+# ---- CAS threshold sweep (--sweep_scales) -------------------------------------------------------
+
+
+def test_sweep_scale_one_is_the_trainers_evaluation(run_copy, jax_cache_dir):
+  """The sweep on the test split: scale 1 is the configured range, so its average mAP is the one
+  the trainer logged for the latest step; every row is written and the best is the maximum."""
+  workdir, _ = run_copy
+  proc = run_python(
+    ['-m', 'launch.evaluate', '--workdir', workdir, '--sweep_scales', '2,1,0.5', '--subset',
+     'test'],
+    subprocess_env(jax_cache_dir),
+  )  # fmt: skip
+  with open(workdir / 'sweep' / 'step_24_test.json') as f:
+    result = json.load(f)
+  rows = {r['scale']: r for r in result['rows']}
+  assert list(rows) == [2.0, 1.0, 0.5] and result['subset'] == 'test'
+  assert result['protocol'] == 'rskp' and result['checkpoint'] == {'step': 24, 'which': 'latest'}
+  logged = _trainer_eval(workdir, 24)['eval/average_mAP']
+  assert rows[1.0]['average_mAP'] == pytest.approx(logged, abs=1e-12)
+  assert rows[1.0]['thresholds_start'] == 0.001 and rows[2.0]['thresholds_step'] == 0.004
+  assert all(r['num_thresholds'] == 20 for r in rows.values())
+  assert result['best']['average_mAP'] == max(r['average_mAP'] for r in rows.values())
+  best = result['best']['scale']
+  overrides = '--config.eval.proposals.thresholds_start='
+  assert f'best: scale {best:g}; to use it: {overrides}' in proc.stdout
+  assert proc.stdout.count('<- best') == 1
+
+
+@pytest.mark.parametrize(
+  'args, message',
+  [
+    (['--sweep_scales', '1', '--subset', 'validation'], "--subset 'validation'"),
+    (['--sweep_scales', '1,-2'], 'scales must be positive'),
+    (['--sweep_scales', 'a,b'], 'not a comma-separated list'),
+    (['--subset', 'train'], '--subset goes with --sweep_scales'),
+  ],
+)
+def test_sweep_bad_input_is_one_line(run_copy, jax_cache_dir, args, message):
+  workdir, _ = run_copy
+  proc = run_python(
+    ['-m', 'launch.evaluate', '--workdir', workdir, *args], subprocess_env(jax_cache_dir),
+    check=False,
+  )  # fmt: skip
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert message in proc.stderr and proc.stderr.strip().count('\n') == 0, proc.stderr
+
+
+def test_scaled_proposals_multiplies_the_range_only():
+  from issf_jax.proposals import proposal_config
+  from issf_jax.train import sweep
+
+  base = proposal_config('activitynet')
+  same = sweep.scaled_proposals(base, 1.0)
+  assert same.to_dict() == base.to_dict() and same is not base
+  half = sweep.scaled_proposals(base, 0.5)
+  scaled = (half.thresholds_start, half.thresholds_stop, half.thresholds_step)
+  assert scaled == (0.0005, 0.02, 0.001)
+  assert half.nms_threshold == base.nms_threshold and base.thresholds_start == 0.001
+  assert sweep.parse_scales('1, 0.5,1') == [1.0, 0.5]  # Repeats once, in the given order.

@@ -61,30 +61,40 @@ class Evaluator:
     local_params = sharding.host_value(params)
     preds = inference.predict_batches(self._predict, local_params, batches, key_data)
     table = manifest['videos'][subset]
-    video_ids = [table[p['video_index']]['video_id'] for p in preds]
+    predicted = {
+      'per_video': preds,
+      'video_ids': [table[p['video_index']]['video_id'] for p in preds],
+      'class_names': list(manifest['classes']),
+    }
+    return self.detect(predicted)
+
+  def detect(self, predicted: dict, proposal_config=None) -> dict:
+    """`predicted` with its 'predictions' (detections JSON) built from the maps with
+    `proposal_config` (default: config.eval.proposals); the maps are not recomputed."""
+    config = self.config
+    proposal_config = proposal_config or config.eval.proposals
     t_s = config.data.t_s if config.data.mode == 'activitynet' else None
     detections = {
-      vid: inference.video_detections(p, config.eval.proposals, t_s=t_s)
-      for vid, p in zip(video_ids, preds, strict=True)
+      vid: inference.video_detections(p, proposal_config, t_s=t_s)
+      for vid, p in zip(predicted['video_ids'], predicted['per_video'], strict=True)
     }
-    class_names = list(manifest['classes'])
-    return {
-      'predictions': proposals.detections_json(detections, class_names),
-      'per_video': preds,
-      'video_ids': video_ids,
-      'class_names': class_names,
-    }
+    out = dict(predicted)
+    out['predictions'] = proposals.detections_json(detections, predicted['class_names'])
+    return out
 
-  def score(self, predicted: dict) -> dict:
-    """The primary protocol's result, with `result['extra'][name]` for each extra protocol."""
-    results = {name: self._score(name, predicted) for name in self.protocols}
+  def score(self, predicted: dict, proposal_config=None) -> dict:
+    """The primary protocol's result, with `result['extra'][name]` for each extra protocol.
+    `proposal_config` must be the one `predicted` was detected with (the rskp protocol builds
+    its own proposals from the maps with it)."""
+    results = {name: self._score(name, predicted, proposal_config) for name in self.protocols}
     result = results.pop(self.protocols[0])
     if results:
       result['extra'] = results
     return result
 
-  def _score(self, protocol: str, predicted: dict) -> dict:
+  def _score(self, protocol: str, predicted: dict, proposal_config=None) -> dict:
     config, subset = self.config, self.config.data.eval_subset
+    proposal_config = proposal_config or config.eval.proposals
     ground_truth = self._input_pipeline.load_ground_truth(self.shards_dir)
     preds, class_names = predicted['per_video'], predicted['class_names']
     labels = np.stack([p['labels'] for p in preds])
@@ -95,7 +105,7 @@ class Evaluator:
         warnings.filterwarnings('ignore', message=r'rskp: classes .* have no proposal')
         result = evaluation.evaluate_rskp(
           [p['video_scores'] for p in preds], [p['cas'] for p in preds], predicted['video_ids'],
-          ground_truth, class_names, subset=subset, config=config.eval.proposals,
+          ground_truth, class_names, subset=subset, config=proposal_config,
           video_labels=labels, iou_thresholds=tuple(config.eval.tiou_thresholds),
         )  # fmt: skip
     else:
