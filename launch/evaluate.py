@@ -17,7 +17,7 @@ usage:
   issf-eval score --predictions PRED.json --ground_truth GT.json --subset test \
     [--protocol official] [--tiou 0.1:0.7:0.1] [--output_json OUT.json]
 
-`issf-eval score --help` describes the second form: it scores an ActivityNet-format
+`issf-eval score --help` describes the `score` form: it scores an ActivityNet-format
 predictions file the way the official evaluator does.
 """
 
