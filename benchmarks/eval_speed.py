@@ -154,8 +154,8 @@ def time_ours(gt_path: pathlib.Path, pred_path: pathlib.Path, subset: str, repea
     t0, c0 = time.perf_counter(), time.process_time()
     gt = json.loads(gt_path.read_text())
     parsed = gt_lib.parse_ground_truth(gt, subset)
-    known = [*parsed.class_names, *gt_lib.taxonomy_names(gt)]  # As `issf-eval score` reads.
-    pred = prediction_file.load_predictions(pred_path, labels=known)  # msgspec if installed.
+    known = gt_lib.known_labels(gt, parsed)  # As `issf-eval score` reads (msgspec if installed).
+    pred = prediction_file.load_predictions(pred_path, labels=known)
     result = evaluate_official(
       gt, pred, subset=subset, tiou_thresholds=THUMOS_TIOU, parsed_ground_truth=parsed
     )

@@ -48,15 +48,24 @@ _SWEEP_SCALES = flags.DEFINE_string(
 _SUBSET = flags.DEFINE_string('subset', 'train', 'With --sweep_scales: the split to sweep on.')
 
 
+def _restore(config, workdir: str, which, checkpoint_dir):
+  """(state, step, key_data): the checkpoint `which` and the evaluation key the trainer uses."""
+  import jax
+
+  from issf_jax.train import restore
+
+  checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
+  state, step = restore.restore_state(config, checkpoint_dir, which)
+  return state, step, jax.random.key_data(jax.random.key(config.train.seed))
+
+
 def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=None) -> dict:
   """Restores `which` checkpoint, predicts the eval split and scores it; returns the result."""
   import jax
 
-  from issf_jax.train import evaluator, restore
+  from issf_jax.train import evaluator
 
-  checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
-  state, step = restore.restore_state(config, checkpoint_dir, which)
-  key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  state, step, key_data = _restore(config, workdir, which, checkpoint_dir)
   evaluate = evaluator.Evaluator(config, workdir)
   result = evaluate(state.params, step, key_data, checkpoint={'step': int(step), 'which': which})
   if jax.process_index() == 0:
@@ -89,7 +98,7 @@ def sweep_checkpoint(config, workdir, scales_text, subset, which='latest', check
   import jax
 
   from data_pipelines import manifest
-  from issf_jax.train import evaluator, restore, sweep
+  from issf_jax.train import evaluator, sweep
 
   scales = sweep.parse_scales(scales_text)
   shards = config.data.shards_dir
@@ -99,9 +108,7 @@ def sweep_checkpoint(config, workdir, scales_text, subset, which='latest', check
   config = copy.deepcopy(config)
   with config.unlocked():
     config.data.eval_subset = subset
-  checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
-  state, step = restore.restore_state(config, checkpoint_dir, which)
-  key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  state, step, key_data = _restore(config, workdir, which, checkpoint_dir)
   result = sweep.sweep(evaluator.Evaluator(config, workdir), state.params, key_data, scales)
   result['checkpoint'] = {'step': int(step), 'which': which}
   if jax.process_index() == 0:

@@ -97,8 +97,7 @@ def score(args: argparse.Namespace) -> dict:
     raise InputError(f'ground truth file {args.ground_truth}: {err}') from None
   # The labels the GT knows let the fast reader share their strings (any other label still
   # reaches evaluate_official, which names it).
-  known = [*parsed.class_names, *gt_lib.taxonomy_names(gt)]
-  read = functools.partial(prediction_file.load_predictions, labels=known)
+  read = functools.partial(prediction_file.load_predictions, labels=gt_lib.known_labels(gt, parsed))
   pred = load_json(args.predictions, 'predictions', read)
   if parsed.num_instances == 0:
     found = sorted({str(v.get('subset')) for v in gt['database'].values() if isinstance(v, dict)})

@@ -140,6 +140,11 @@ def taxonomy_names(ground_truth: Mapping) -> list:
   return names
 
 
+def known_labels(ground_truth: Mapping, parsed: GroundTruth) -> list:
+  """Every label a prediction may carry: the subset's classes, then the taxonomy's names."""
+  return [*parsed.class_names, *taxonomy_names(ground_truth)]
+
+
 @dataclasses.dataclass
 class Predictions:
   """Flattened predictions in file order, with videos and labels coded.

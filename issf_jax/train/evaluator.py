@@ -12,6 +12,7 @@ model is small; this keeps the evaluators single-process and exact).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -48,8 +49,18 @@ class Evaluator:
     self._input_pipeline = input_pipeline
     self._predict = inference.make_predict_fn(config)  # compiled once, reused every evaluation
 
+  @functools.cached_property
+  def _ground_truth(self) -> dict:
+    """The shard folder's ground truth, read once (every evaluation, every sweep scale)."""
+    return self._input_pipeline.load_ground_truth(self.shards_dir)
+
   def predict(self, params, key_data) -> dict:
     """{'predictions': ActivityNet-format detections, 'per_video': raw predictions, ...}."""
+    return self.detect(self.predict_maps(params, key_data))
+
+  def predict_maps(self, params, key_data) -> dict:
+    """{'per_video': raw predictions (maps, scores), 'video_ids', 'class_names'}, no
+    detections yet: `detect` builds them (the threshold sweep builds several from one set)."""
     config, pipeline = self.config, self._input_pipeline
     subset = config.data.eval_subset
     manifest = pipeline.load_manifest(self.shards_dir)
@@ -61,12 +72,11 @@ class Evaluator:
     local_params = sharding.host_value(params)
     preds = inference.predict_batches(self._predict, local_params, batches, key_data)
     table = manifest['videos'][subset]
-    predicted = {
+    return {
       'per_video': preds,
       'video_ids': [table[p['video_index']]['video_id'] for p in preds],
       'class_names': list(manifest['classes']),
     }
-    return self.detect(predicted)
 
   def detect(self, predicted: dict, proposal_config=None) -> dict:
     """`predicted` with its 'predictions' (detections JSON) built from the maps with
@@ -82,11 +92,12 @@ class Evaluator:
     out['predictions'] = proposals.detections_json(detections, predicted['class_names'])
     return out
 
-  def score(self, predicted: dict, proposal_config=None) -> dict:
-    """The primary protocol's result, with `result['extra'][name]` for each extra protocol.
-    `proposal_config` must be the one `predicted` was detected with (the rskp protocol builds
-    its own proposals from the maps with it)."""
-    results = {name: self._score(name, predicted, proposal_config) for name in self.protocols}
+  def score(self, predicted: dict, proposal_config=None, *, extra: bool = True) -> dict:
+    """The primary protocol's result, with `result['extra'][name]` for each extra protocol
+    (unless `extra` is False). `proposal_config` must be the one `predicted` was detected with
+    (the rskp protocol builds its own proposals from the maps with it)."""
+    names = self.protocols if extra else self.protocols[:1]
+    results = {name: self._score(name, predicted, proposal_config) for name in names}
     result = results.pop(self.protocols[0])
     if results:
       result['extra'] = results
@@ -95,7 +106,7 @@ class Evaluator:
   def _score(self, protocol: str, predicted: dict, proposal_config=None) -> dict:
     config, subset = self.config, self.config.data.eval_subset
     proposal_config = proposal_config or config.eval.proposals
-    ground_truth = self._input_pipeline.load_ground_truth(self.shards_dir)
+    ground_truth = self._ground_truth
     preds, class_names = predicted['per_video'], predicted['class_names']
     labels = np.stack([p['labels'] for p in preds])
     scores = np.stack([p['video_scores'][: len(class_names)] for p in preds])

@@ -60,12 +60,12 @@ def sweep(evaluator, params, key_data, scales) -> dict:
      'best': the row with the highest average mAP (the smallest scale on ties)}.
   """
   config = evaluator.config
-  maps = evaluator.predict(params, key_data)  # The model runs once; each scale re-detects.
+  maps = evaluator.predict_maps(params, key_data)  # The model runs once; each scale detects.
   rows = []
   for scale in scales:
     proposal_config = scaled_proposals(config.eval.proposals, scale)
     predicted = evaluator.detect(maps, proposal_config)
-    result = evaluator.score(predicted, proposal_config)
+    result = evaluator.score(predicted, proposal_config, extra=False)  # The primary only.
     detections = predicted['predictions']['results']
     rows.append({
       'scale': float(scale),
