@@ -16,7 +16,8 @@ over background snippets (outside every segment) and action snippets separately:
   * the base branch's own numbers, for reference, and its mean foreground attention;
 and for the DEM read, the effective number of memory slots attended per snippet (exp of the
 attention entropy; 1 = a hard arg-max) and the share of snippets whose DEM logits put a
-ground-truth class first. `--attn_logits` recomputes the DEM read with another logit scaling
+ground-truth class first. The read follows the run's `model.dem_read` (the variants beyond the
+paper: docs/fidelity.md). `--attn_logits` recomputes the DEM read with another logit scaling
 (same parameters and memory), to see what `model.attn_logits` would change. A run without the
 DEM (modules=base or base_brm) gives its base (and BRM) rows only: the reference for what the
 memory phase changed in the base branch, the one that localises at test time.
@@ -114,14 +115,15 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
   summary = {k: total / max(count, 1) for k, (total, count) in sums.items()}
   summary.update(step=int(step), attn_logits=config.model.attn_logits, subset=subset,
                  modules=config.get('ablation', {}).get('modules'),
-                 recipe=config.get('ablation', {}).get('recipe'), workdir=workdir)  # fmt: skip
+                 recipe=config.get('ablation', {}).get('recipe'), workdir=workdir,
+                 dem_read=config.model.get('dem_read', 'paper'))  # fmt: skip
   return summary
 
 
 def table(summary: dict) -> str:
   lines = [
     f'step {summary["step"]}, subset {summary["subset"]}, modules {summary.get("modules")}, '
-    f'recipe {summary["recipe"]}, '
+    f'recipe {summary["recipe"]}, DEM read {summary.get("dem_read", "paper")}, '
     f'DEM attention logits {summary["attn_logits"]}; '
     f'effective slots read per snippet {summary.get("dem/slots_read", float("nan")):.2f}',
     f'{"teacher":<8}{"bg: argmax action":>19}{"bg: p(bg)":>11}{"act: argmax GT":>16}'

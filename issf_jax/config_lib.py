@@ -11,6 +11,8 @@ Arguments (paper tables):
   memory    sequential (default) | batched
   recipe    authors (default: the authors' released code) | spec_v1 (issf_jax/recipes.py)
   memory_class_index  own (default: a video's own classes) | released (class 0, the bug)
+  dem       paper (default: Eq. 9) | residual | gated | background | all_classes: DEM reads
+            beyond the paper (docs/fidelity.md, issue 18); `paper` adds nothing to the config
 Under `recipe=authors`, `update=ours` selects the authors' memory update (`merge_blend`).
 """
 
@@ -29,6 +31,7 @@ _ARG_DEFAULTS = dict(
   memory='sequential',
   recipe='authors',
   memory_class_index='own',
+  dem='paper',
 )
 _CHOICES = dict(
   saliency=('l1', 'l2', 'cosine', 'random', 'classification'),
@@ -39,6 +42,7 @@ _CHOICES = dict(
   memory=('sequential', 'batched'),
   recipe=recipes.RECIPES,
   memory_class_index=recipes.MEMORY_CLASS_INDEX,
+  dem=recipes.DEM_READS,
 )
 
 
@@ -82,4 +86,8 @@ def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.Confi
     m.use_brm, m.use_dem = True, False
   if not m.use_dem:
     config.train.memory_init_epoch = -1
-  config.ablation = arg.to_dict()
+  ablation = arg.to_dict()
+  # The faithful read leaves no trace, so a config without the argument is unchanged.
+  if ablation.pop('dem', 'paper') != 'paper':
+    m.dem_read = ablation['dem'] = arg.dem
+  config.ablation = ablation

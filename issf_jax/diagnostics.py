@@ -3,9 +3,9 @@
 At test time only the base and BRM branches run (`inference.py`). To see why a run localises
 as it does, `branch_logits` recomputes, in eval mode (no dropout), what the train step builds
 for the base branch's distillation: the base student S, the BRM teacher T~, the DEM read T^ of
-the memory rows of the video's classes (as in training, so the labels are needed) and the
-pseudo-label T^p the recipe mixes from them. `benchmarks/dem_diagnosis.py` and
-`issf-predict --branches` use it.
+the memory rows of the video's classes (as in training, so the labels are needed; the rows
+and the combination follow `model.dem_read`) and the pseudo-label T^p the recipe mixes from
+them. `benchmarks/dem_diagnosis.py` and `issf-predict --branches` use it.
 """
 
 from __future__ import annotations
@@ -61,11 +61,14 @@ def make_branch_logits_fn(config, *, with_dem: bool, attn_logits: str | None = N
     if not with_dem:
       return logits, aux
     class_ids = memory_lib.label_slots(labels, max_labels)
-    ids = step_lib.memory_class_ids(config, class_ids)
-    rows, readable = memory_lib.read_rows(memory, ids, config.memory.get('read_empty_slots'))
-    slot_labels = (class_ids >= 0).astype(jnp.float32)
+    ids = step_lib.with_background_slot(config, step_lib.memory_class_ids(config, class_ids))
+    ids, nonempty_rows = step_lib.read_slot_ids(config, ids)
+    rows, readable = memory_lib.read_rows(
+      memory, ids, config.memory.get('read_empty_slots'), nonempty_rows
+    )
+    slot_labels = (ids >= 0).astype(jnp.float32)
     out.update(model.apply({'params': params}, out['refined'], mask, rows, readable, slot_labels,
-                           method=ISSF.enhance))  # fmt: skip
+                           out['base']['attention'], method=ISSF.enhance))  # fmt: skip
     logits['dem'] = out['dem']['frame_logits']
     logits['mix'] = pseudo_label_logits(out, model_config)
     b, _, d = out['refined'].shape

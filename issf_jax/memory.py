@@ -254,13 +254,15 @@ def exact_merge_blend_update(memory: MemoryBank, feats, scores, valid, class_ids
   return memory
 
 
-def read_rows(memory: MemoryBank, class_ids, include_empty: bool = False):
+def read_rows(memory: MemoryBank, class_ids, include_empty: bool = False, nonempty_rows=False):
   """The memory rows of each video's label slots.
 
   Args:
     class_ids: [B, L] int, -1 for none.
     include_empty: every slot of a real label's row is readable, filled or not (the
       authors' code attends over the zero-initialised slots too).
+    nonempty_rows: a row with no filled slot is not read at all, whatever `include_empty`
+      (the `all_classes` read: classes absent so far are not zero rows to attend to).
   Returns:
     rows [B, L, N, D] and readable [B, L, N] bool (filled slots of real labels).
   """
@@ -270,7 +272,42 @@ def read_rows(memory: MemoryBank, class_ids, include_empty: bool = False):
     readable = jnp.broadcast_to(real, memory.filled[safe].shape)
   else:
     readable = memory.filled[safe] & real
+  if nonempty_rows:
+    readable = readable & memory.filled[safe].any(-1, keepdims=True)
   return memory.features[safe], readable
+
+
+def background_candidates(feats, attention, mask, slots: int):
+  """The background row's candidates (`model.dem_read='background'`, docs/fidelity.md).
+
+  Each video's N lowest-attention true snippets, any of them (salient or not), scored 1 - a.
+  Args: feats [B, T, D] embedded F; attention [B, T] the base foreground attention; mask
+    [B, T] bool; slots N.
+  Returns: as `candidates` with one label slot: feats [B, 1, N, D], scores [B, 1, N],
+    valid [B, 1, N] bool, pos [B, 1, N] int32 (snippet index).
+  """
+  feats = jax.lax.stop_gradient(feats)
+  score = 1.0 - jax.lax.stop_gradient(attention)
+  mask = mask.astype(bool)
+  if feats.shape[1] < slots:
+    pad = slots - feats.shape[1]
+    feats = jnp.pad(feats, ((0, 0), (0, pad), (0, 0)))
+    score = jnp.pad(score, ((0, 0), (0, pad)))
+    mask = jnp.pad(mask, ((0, 0), (0, pad)))
+  top, pos = jax.lax.top_k(jnp.where(mask, score, -jnp.inf), slots)  # [B, N], descending
+  valid = jnp.isfinite(top)
+  cand_feats = jax.vmap(lambda f, idx: f[idx])(feats, pos)
+  return (
+    cand_feats[:, None], jnp.where(valid, top, 0.0)[:, None], valid[:, None],
+    pos.astype(jnp.int32)[:, None],
+  )  # fmt: skip
+
+
+def all_background_candidates(attention, mask):
+  """The background row's slot for `all_salient_candidates`: scores 1 - a [B, 1, T] and
+  valid [B, 1, T] (every true snippet)."""
+  score = 1.0 - jax.lax.stop_gradient(attention)
+  return score[:, None], mask.astype(bool)[:, None]
 
 
 def scan_updates(
@@ -284,11 +321,15 @@ def scan_updates(
   *,
   include_empty: bool = False,
   trace: bool = False,
+  read_ids=None,
+  nonempty_rows: bool = False,
 ):
   """Sequential updates over a batch in video order (RSKP's per-video order, docs/design.md §4.1).
 
   Args: candidates of B videos ([B, L, N, D], [B, L, N], [B, L, N], [B, L]); `include_empty`
-    as in `read_rows`; `trace` also returns the memory after each video's update.
+    and `nonempty_rows` as in `read_rows`; `trace` also returns the memory after each video's
+    update; `read_ids` [B, L'] the rows each video reads when they are not the rows it
+    updates (the `all_classes` read), `class_ids` by default.
   Returns:
     the final memory, and (rows [B, L, N, D], readable [B, L, N]): what video j reads,
     the memory as the videos before it left it; with `trace`, a fourth value (features
@@ -296,14 +337,15 @@ def scan_updates(
   """
 
   def body(mem, video):
-    f, s, v, ids = video
-    read = read_rows(mem, ids[None], include_empty)
+    f, s, v, ids, rids = video
+    read = read_rows(mem, rids[None], include_empty, nonempty_rows)
     mem = update(mem, f, s, v, ids, eta_value, mode)
     after = (mem.features, mem.scores) if trace else None
     return mem, (read[0][0], read[1][0], after)
 
+  read_ids = class_ids if read_ids is None else read_ids
   memory, (rows, readable, after) = jax.lax.scan(
-    body, memory, (cand_feats, cand_scores, cand_valid, class_ids)
+    body, memory, (cand_feats, cand_scores, cand_valid, class_ids, read_ids)
   )
   if trace:
     return memory, rows, readable, after

@@ -28,6 +28,9 @@ import ml_collections
 
 RECIPES = ('authors', 'spec_v1')
 MEMORY_CLASS_INDEX = ('own', 'released')
+# model.dem_read: 'paper' is Eq. 9; the others are options beyond the paper (docs/fidelity.md,
+# "DEM variants beyond the paper"), set by the config argument `dem=`.
+DEM_READS = ('paper', 'residual', 'gated', 'background', 'all_classes')
 
 # The authors' schedule, in epochs of their 180-epoch THUMOS14 run.
 AUTHORS_EPOCHS = 180

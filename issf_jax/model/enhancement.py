@@ -4,6 +4,11 @@ F_hat = softmax(F~ . M_[c]^T) . M_[c], where M_[c] concatenates the memory slots
 video's ground-truth classes and one softmax runs over all of them (A12). There is no
 residual: every row of F_hat is a convex combination of memory slots. The memory is
 stop-gradient; the gradient reaches F~ (the queries) only.
+
+`combine` builds F_hat from the read for the variants beyond the paper (`model.dem_read`,
+docs/fidelity.md "DEM variants beyond the paper"): `paper` F_hat = read (Eq. 9), `residual`
+F~ + read, `gated` (1 - a) F~ + a read with a the stop-gradient base attention. The variants
+`background` and `all_classes` change which memory rows are read (train/step.py), not this.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from issf_jax.model.refinement import attention_logits, masked_softmax
+from issf_jax.recipes import DEM_READS
 
 
 def read_memory(
@@ -44,3 +50,23 @@ def read_memory(
   logits = attention_logits(refined, memory, attn_logits, 'btd,bmd->btm')
   weights = masked_softmax(logits, readable[:, None, :])
   return jnp.einsum('btm,bmd->btd', weights, memory), readable.any(-1)
+
+
+def combine(refined: jax.Array, read: jax.Array, variant: str = 'paper', attention=None):
+  """F_hat from the read of the memory.
+
+  Args:
+    refined: [B, T, D] F~; read: [B, T, D] the read (`read_memory`).
+    variant: one of DEM_READS.
+    attention: [B, T] the base branch's foreground attention (needed for `gated`).
+  """
+  if variant not in DEM_READS:
+    raise ValueError(f'Unknown model.dem_read {variant!r}; choose from {DEM_READS}.')
+  if variant == 'residual':
+    return refined + read
+  if variant == 'gated':
+    if attention is None:
+      raise ValueError("model.dem_read='gated' needs the base attention.")
+    gate = jax.lax.stop_gradient(attention)[..., None]
+    return (1.0 - gate) * refined + gate * read
+  return read

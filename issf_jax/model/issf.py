@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from issf_jax.model.enhancement import read_memory
+from issf_jax.model.enhancement import combine, read_memory
 from issf_jax.model.heads import ClassificationHead, Embedding
 from issf_jax.model.refinement import BoundaryRefinement
 from issf_jax.model.saliency import infer_saliency
@@ -94,21 +94,23 @@ class ISSF(nn.Module):
     out.update(salient=salient, refined=refined, brm=self.head(refined, mask))
     return out
 
-  def enhance(self, refined, mask, memory, slot_valid, labels) -> dict:
+  def enhance(self, refined, mask, memory, slot_valid, labels, attention=None) -> dict:
     """The DEM branch: read the memory with F~ and classify F_hat.
 
     Args:
       refined: [B, T, D] F~.
       mask: [B, T] bool.
       memory: [B or 1, C, N, D]; slot_valid: [B or 1, C, N] bool; labels: [B, C].
+      attention: [B, T] the base attention (for `model.dem_read='gated'`).
     Returns:
       dict: `enhanced` F_hat [B, T, D], `has_memory` [B] bool, `dem` head outputs.
     """
     mask = mask.astype(bool)
-    enhanced, has_memory = read_memory(
+    read, has_memory = read_memory(
       refined, memory, slot_valid, labels, attn_logits=self.config.attn_logits
     )
-    enhanced = enhanced * mask[..., None]
+    variant = self.config.get('dem_read', 'paper')
+    enhanced = combine(refined, read, variant, attention) * mask[..., None]
     return {'enhanced': enhanced, 'has_memory': has_memory, 'dem': self.head(enhanced, mask)}
 
   def __call__(
@@ -122,7 +124,8 @@ class ISSF(nn.Module):
     if not self.config.use_brm:
       return out
     if memory is not None and self.config.use_dem:
-      out.update(self.enhance(out['refined'], mask, memory, slot_valid, labels))
+      out.update(self.enhance(out['refined'], mask, memory, slot_valid, labels,
+                              out['base']['attention']))  # fmt: skip
     out['pseudo_logits'] = pseudo_label_logits(out, self.config)
     return out
 

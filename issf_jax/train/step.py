@@ -56,8 +56,42 @@ def create_train_state(config, rng: jax.Array) -> TrainState:
     step=jnp.zeros((), jnp.int32),
     params=params,
     opt_state=optimizer.init(params),
-    memory=memory_lib.empty(config.model.num_classes, config.memory.slots, config.model.embed_dim),
+    memory=memory_lib.empty(memory_rows(config), config.memory.slots, config.model.embed_dim),
   )
+
+
+def dem_read(config) -> str:
+  """`model.dem_read`: 'paper' (Eq. 9, the default) or a variant beyond the paper."""
+  return config.model.get('dem_read', 'paper')
+
+
+def memory_rows(config) -> int:
+  """Rows of the bank: C, plus the background row (index C) with `dem_read='background'`."""
+  return config.model.num_classes + (dem_read(config) == 'background')
+
+
+def with_background_slot(config, ids):
+  """[B, L] row ids -> [B, L + 1] with the background row C for every labelled video
+  (`dem_read='background'`); unchanged otherwise."""
+  if dem_read(config) != 'background':
+    return ids
+  labelled = (ids >= 0).any(-1, keepdims=True)
+  return jnp.concatenate([ids, jnp.where(labelled, config.model.num_classes, -1)], -1)
+
+
+def read_slot_ids(config, memory_ids):
+  """(the rows each video reads [B, L'], whether rows with no filled slot are skipped).
+
+  Eq. 9 reads the rows a video updates; `all_classes` reads every class row that has a filled
+  slot, whatever the video's labels.
+  """
+  if dem_read(config) == 'all_classes':
+    classes = config.model.num_classes
+    ids = jnp.broadcast_to(
+      jnp.arange(classes, dtype=memory_ids.dtype), (memory_ids.shape[0], classes)
+    )
+    return ids, True
+  return memory_ids, False
 
 
 def max_labels(config) -> int:
@@ -160,33 +194,49 @@ def _train_body(
     new_memory = state.memory
     if use_memory:
       probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
+      background = dem_read(config) == 'background'
       if update_mode == memory_lib.EXACT_MERGE:
         cand_f, cand_s, cand_v = memory_lib.all_salient_candidates(
           out['embedded'], out['salient'], probs, memory_ids
         )
+        if background:
+          bg_s, bg_v = memory_lib.all_background_candidates(out['base']['attention'], mask)
+          cand_s = jnp.concatenate([cand_s, bg_s], 1)
+          cand_v = jnp.concatenate([cand_v, bg_v], 1)
       else:
         cand = memory_lib.candidates(
           out['embedded'], out['salient'], probs, memory_ids, config.memory.slots, update_mode
         )
         cand_f, cand_s, cand_v, _ = cand
-      cand_v = cand_v & (valid > 0)[:, None, None]
+        if background:
+          bg = memory_lib.background_candidates(
+            out['embedded'], out['base']['attention'], mask, config.memory.slots
+          )
+          cand_f, cand_s, cand_v = (
+            jnp.concatenate([a, b], 1) for a, b in zip(cand[:3], bg[:3], strict=True)
+          )
+      update_ids = with_background_slot(config, memory_ids)
+      read_ids, nonempty_rows = read_slot_ids(config, update_ids)
+      cand_v = cand_v & (valid > 0)[:, None, None] & (update_ids >= 0)[:, :, None]
       gather = gather_invariant
       scanned = memory_lib.scan_updates(
-        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(memory_ids),
+        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(update_ids),
         eta_value, update_mode, include_empty=include_empty, trace=return_per_video,
+        read_ids=gather(read_ids), nonempty_rows=nonempty_rows,
       )  # fmt: skip
       new_memory, rows, readable = scanned[:3]
       if return_per_video:
         traces['memory_features'], traces['memory_scores'] = scanned[3]
       if config.memory.mode == 'batched':
-        rows, readable = memory_lib.read_rows(state.memory, memory_ids, include_empty)
+        rows, readable = memory_lib.read_rows(state.memory, read_ids, include_empty, nonempty_rows)
       else:
         start = jax.lax.axis_index(AXIS) * local_batch
         rows = jax.lax.dynamic_slice_in_dim(rows, start, local_batch)
         readable = jax.lax.dynamic_slice_in_dim(readable, start, local_batch)
-      slot_labels = (class_ids >= 0).astype(jnp.float32)
+      slot_labels = (read_ids >= 0).astype(jnp.float32)
+      attention = out['base']['attention']
       out.update(model.apply({'params': params}, out['refined'], mask, rows, readable,
-                             slot_labels, method=ISSF.enhance))  # fmt: skip
+                             slot_labels, attention, method=ISSF.enhance))  # fmt: skip
     if 'refined' in out:
       out['pseudo_logits'] = pseudo_label_logits(out, config.model)
     total, terms = losses.issf_objective(out, labels, mask, lam_s, config.loss)
@@ -277,11 +327,21 @@ def _init_body(params, acc_memory, acc_ids, batch, base_key_data, *, config, mod
   cand_f, cand_s, cand_v, cand_pos = memory_lib.candidates(
     out['embedded'], out['salient'], probs, class_ids, config.memory.slots, 'ours'
   )
+  if dem_read(config) == 'background':
+    bg = memory_lib.background_candidates(
+      out['embedded'], out['base']['attention'], mask, config.memory.slots
+    )
+    cand_f, cand_s, cand_v, cand_pos = (
+      jnp.concatenate([a, b], 1)
+      for a, b in zip((cand_f, cand_s, cand_v, cand_pos), bg, strict=True)
+    )
+    class_ids = with_background_slot(config, class_ids)
+    cand_v = cand_v & (class_ids >= 0)[:, :, None]
   cand_v = cand_v & valid[:, None, None]
   cand_ids = memory_lib.global_snippet_ids(index, cand_pos)
   gather = gather_invariant
   per_class = memory_lib.scatter_to_classes(
-    config.model.num_classes, gather(class_ids), gather(cand_f), gather(cand_s), gather(cand_v),
+    memory_rows(config), gather(class_ids), gather(cand_f), gather(cand_s), gather(cand_v),
     gather(cand_ids),
   )  # fmt: skip
   return memory_lib.init_merge(acc_memory, acc_ids, *per_class)
@@ -305,5 +365,5 @@ def make_memory_init_step(config, mesh, compiler_options: dict | None = None) ->
 
 
 def initial_snippet_ids(config) -> jax.Array:
-  shape = (config.model.num_classes, config.memory.slots)
+  shape = (memory_rows(config), config.memory.slots)
   return jnp.full(shape, jnp.iinfo(jnp.int32).max, jnp.int32)
