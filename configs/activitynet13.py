@@ -12,7 +12,7 @@ merge until epoch round(85E/180) = 47. `:recipe=spec_v1`: memory at the end of e
     --config.data.shards_dir=data/anet_shards
 
 The `scale` argument sizes the run for the synthetic ActivityNet benchmark
-(`python -m data_pipelines.synthetic --dataset activitynet13 --scale S`, the real v1.3
+(`python -m launch.synthetic --dataset activitynet13 --scale S`, the real v1.3
 annotations with rendered features):
   :scale=full   (default) the paper's run above, D = 2048.
   :scale=small  D = 256, 800 train / 400 test videos (class-stratified, 200 classes):
@@ -29,7 +29,7 @@ recipe=spec_v1 (Base 30.9 +- 1.9, Base+BRM 26.7 +- 1.0). Expected result at full
 features (paper, Table 2): average mAP 25.8 (0.5: 39.4, 0.75: 25.8, 0.95: 6.4).
 """
 
-from issf_jax import config_lib, experiment
+from issf_jax import config_lib, errors, experiment
 
 # scale -> (feature_dim, num_epochs, batch_size, eval/checkpoint every, eval_batch_size, lr).
 # small: 500 steps instead of 28k, so lr 5e-4 (at 1e-4 it is still at 7 % classification mAP
@@ -44,7 +44,7 @@ SCALES = {
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, scale='full')
   if arg.scale not in SCALES:
-    raise ValueError(f'Config argument scale={arg.scale!r}; choose from {tuple(SCALES)}.')
+    raise errors.ConfigError(f'Config argument scale={arg.scale!r}; choose from {tuple(SCALES)}.')
   config = experiment.base_config(
     dataset='activitynet13', num_classes=200, feature_dim=2048, lr=1e-4, num_epochs=100,
     batch_size=32,

@@ -10,7 +10,7 @@ with `train.num_epochs` E (lazily, so an override moves them):
 
   make demo          # = python -m launch.demo --workdir runs/demo
 or by hand:
-  python -m data_pipelines.synthetic --scale small --out runs/synthetic/raw
+  python -m launch.synthetic --scale small --out runs/synthetic/raw
   issf-prepare --format wtalc --src runs/synthetic/raw --out runs/synthetic/shards
   issf-train --config configs/synthetic.py --workdir runs/demo \
     --config.data.shards_dir=runs/synthetic/shards
@@ -19,11 +19,17 @@ Hardware and time: a few minutes on a 2-core CPU. Expected result: see docs/resu
 (Table 4 over seeds for both recipes: `issf-repro --table 4 --seeds 3`).
 """
 
-from issf_jax import config_lib, experiment
+from issf_jax import config_lib, errors, experiment
 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, scale='small')
+  from data_pipelines import synthetic  # numpy only; the scales of the generator
+
+  if arg.scale not in synthetic.SCALES:
+    raise errors.ConfigError(
+      f'Config argument scale={arg.scale!r}; choose from {tuple(synthetic.SCALES)}.'
+    )
   config = experiment.base_config(
     dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=30, batch_size=10
   )

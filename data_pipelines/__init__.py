@@ -7,7 +7,7 @@ Modules (only those marked TF import TensorFlow, through `_tf.py`, which hides e
   acmnet.py           ACM-Net reader and writer
   manifest.py         manifest.json / ground_truth.json, checksums, atomic writes
   shards.py      TF   tf.train.Example encoding, shard writer, random-access record index
-  prepare.py     TF   the converter CLI (`issf-prepare`)
+  prepare.py     TF   the converter behind `issf-prepare` (launch/prepare.py)
   sampling.py         numpy index plans: epoch order, buckets, T_s sampling
   input_pipeline.py TF the tf.data pipeline: create_train_iterator, create_eval_iterator
   tfds_builders.py TF TFDS builders issf_thumos14 / issf_activitynet13 over manual_dir

@@ -104,7 +104,7 @@ def _check(path: str, expected: str) -> None:
   if actual != expected:
     raise ChecksumError(
       f'{path}: sha256 {actual} disagrees with the manifest ({expected}); the file was modified '
-      'or the conversion was interrupted; rerun data_pipelines.prepare'
+      'or the conversion was interrupted; rerun issf-prepare'
     )
 
 

@@ -4,8 +4,8 @@ ActivityNet format, and a manifest with the checksums of every file. A video tha
 (wrong width, NaN/Inf, no snippets, an unknown label) stops the conversion with one line naming
 the video and the file.
 
-  python -m data_pipelines.prepare --format wtalc --src DIR --out SHARDS_DIR
-  issf-prepare --format acmnet --src DIR --out SHARDS_DIR --classes activitynet13
+  issf-prepare --format wtalc --src DIR --out SHARDS_DIR        (the command: launch/prepare.py)
+  prepare.convert('acmnet', DIR, SHARDS_DIR, classes=class_names.ACTIVITYNET13)
 
 Every video is loaded, validated (width, NaN/Inf, T = 0, labels; T vs duration warns) and written
 as one tf.train.Example (`shards.py`). The output is `<subset>-KKKKK-of-NNNNN.tfrecord` per subset,
@@ -17,9 +17,7 @@ input writes the same bytes (no timestamps or absolute paths; Examples serialize
 deterministically).
 """
 
-import argparse
 import os
-import sys
 from collections.abc import Sequence
 
 from absl import logging
@@ -33,7 +31,6 @@ SUBSET_RULE = (
   "(packages that also have 'training', i.e. ActivityNet); other subsets skipped. "
   'ACM-Net: split_train.txt -> train, split_test.txt -> test.'
 )
-EXIT_BAD_INPUT = 2
 NAMED_CLASS_LISTS = {'thumos14': class_names.THUMOS14, 'activitynet13': class_names.ACTIVITYNET13}
 
 
@@ -202,58 +199,3 @@ def convert(
     len(dataset.length_mismatches),
   )
   return manifest
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  description = __doc__.split('\n\n', 1)[0]
-  p = argparse.ArgumentParser(prog='issf-prepare', description=description)
-  p.add_argument('--format', required=True, choices=('wtalc', 'acmnet'))
-  p.add_argument('--src', required=True, help='released dataset folder')
-  p.add_argument('--out', required=True, help='shard directory to write')
-  p.add_argument('--name', default=None, help='W-TALC <Name> if src holds several')
-  p.add_argument('--feature_dim', type=int, default=None, help='expected D (default: inferred)')
-  p.add_argument(
-    '--classes', default=None, help='thumos14 | activitynet13 | file with one class per line'
-  )
-  p.add_argument('--videos_per_shard', type=int, default=64)
-  p.add_argument('--num_shards', type=int, default=None, help='shards per subset')
-  p.add_argument('--length_tolerance', type=int, default=2, help='snippets (absolute)')
-  p.add_argument('--length_rel_tolerance', type=float, default=0.01, help='fraction of T')
-  return p.parse_args(argv)
-
-
-def run(argv: Sequence[str] | None = None) -> int:
-  """Console-script entry point (`issf-prepare`); returns the exit status (2: bad input)."""
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  logging.set_verbosity(logging.INFO)
-  try:
-    manifest = _convert(args)
-  except (errors.InputError, FileNotFoundError) as err:
-    # One line naming the file or video, no traceback (as every issf-* command).
-    print(f'issf-prepare: error: {" ".join(str(err).split())}', file=sys.stderr)
-    return EXIT_BAD_INPUT
-  print(
-    f'{args.out}: {manifest["counts"]}, D={manifest["feature_dim"]}, '
-    f'{len(manifest["missing_videos"])} missing, '
-    f'{len(manifest["length_mismatches"])} length warnings'
-  )
-  return 0
-
-
-def _convert(args: argparse.Namespace) -> dict:
-  return convert(
-    args.format,
-    args.src,
-    args.out,
-    name=args.name,
-    feature_dim=args.feature_dim,
-    classes=resolve_classes(args.classes),
-    videos_per_shard=args.videos_per_shard,
-    num_shards=args.num_shards,
-    length_abs_tol=args.length_tolerance,
-    length_rel_tol=args.length_rel_tolerance,
-  )
-
-
-if __name__ == '__main__':
-  sys.exit(run())

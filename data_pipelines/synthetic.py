@@ -1,9 +1,10 @@
 """A synthetic, THUMOS14-shaped WTAL benchmark written in the W-TALC format (the embedded default).
 
-  python -m data_pipelines.synthetic --out DIR --scale tiny|small|full --seed 0
-  python -m data_pipelines.synthetic --out DIR --real_annotations thumos14 --feature_dim 256
-  python -m data_pipelines.synthetic --out DIR --dataset activitynet13 --scale small \\
+  python -m launch.synthetic --out DIR --scale tiny|small|full --seed 0
+  python -m launch.synthetic --out DIR --real_annotations thumos14 --feature_dim 256
+  python -m launch.synthetic --out DIR --dataset activitynet13 --scale small \\
       --format acmnet|wtalc      (the real ActivityNet v1.3 annotations: synthetic_activitynet.py)
+(the command is launch/synthetic.py; `generate` here writes the data).
 
 Two steps: a plan (video ids, subsets, durations, instances, ambiguous stretches, video labels) and
 features rendered from it (`synthetic_features.py`). The plan comes either from a parametric model
@@ -18,11 +19,9 @@ Only the video lengths are compressed; instance lengths keep their real seconds,
 count follows the duration, so the action coverage of a video keeps the real distribution.
 """
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -301,29 +300,3 @@ def _generate_activitynet(out_dir, scale, seed, name, layout, out_format, featur
     wtalc.write_wtalc(out_dir, name or anet.WTALC_NAME, classes, plan, features,
                       raw_subsets=raw_subsets, layout=layout)  # fmt: skip
   return out_dir
-
-
-def run(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='data_pipelines.synthetic', description=__doc__.splitlines()[0])
-  p.add_argument('--out', required=True)
-  p.add_argument('--scale', default='small', choices=sorted(SCALES))
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--dataset', default='thumos14', choices=('thumos14', 'activitynet13'))
-  p.add_argument('--name', default=None, help='W-TALC <Name> (Synthetic / ActivityNet1.3)')
-  p.add_argument('--layout', default='wtalc', choices=('wtalc', 'rskp'))
-  p.add_argument('--format', dest='out_format', default='wtalc', choices=('wtalc', 'acmnet'))
-  p.add_argument('--feature_dim', type=int, default=None)
-  p.add_argument('--num_train', type=int, default=None)
-  p.add_argument('--num_test', type=int, default=None)
-  p.add_argument(
-    '--real_annotations', default=None, help='W-TALC annotation folder, or thumos14 (packaged)'
-  )
-  p.add_argument('--max_videos', type=int, default=None, help='per subset, real mode')
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  out = generate(args.out, **{k: v for k, v in vars(args).items() if k != 'out'})
-  print(f'wrote {out}')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(run())

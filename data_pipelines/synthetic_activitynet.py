@@ -1,6 +1,6 @@
 """The ActivityNet v1.3 plan of the synthetic benchmark: the real videos, durations and segments.
 
-  python -m data_pipelines.synthetic --dataset activitynet13 --scale small --format acmnet --out DIR
+  python -m launch.synthetic --dataset activitynet13 --scale small --format acmnet --out DIR
 
 The plan comes from the real v1.3 annotations shipped in `annotations/activitynet13/` (BSN's copy:
 9,649 training and 4,728 validation videos, 200 classes; see the README there). 'training' becomes

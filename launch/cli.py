@@ -5,21 +5,25 @@
     exits 0. absl's own short help lists the flags of `sys.argv[0]`'s module, which for a
     console script (`.venv/bin/issf-train`, a generated wrapper) is no module at all, so it
     printed only "USAGE: ... [flags]". `--helpfull` still lists every flag (absl's).
-  * a bad flag, a config file that does not load, or a `--config.a.b=v` override naming no
-    config field prints one line and exits 2 (absl: a multi-line "FATAL Flags parsing error" and
-    exit 1, or a traceback for config overrides);
+  * a bad flag, a config file that does not load, a `--config.a.b=v` override naming no
+    config field, or a config value out of its range (`issf_jax/config_validation.py`) prints
+    one line and exits 2 (absl: a multi-line "FATAL Flags parsing error" and exit 1, or a
+    traceback for config overrides; an out-of-range value would crash later or train anyway);
   * an `errors.InputError` raised by `main` prints one line and exits 2. Other exceptions are
     bugs and keep their traceback.
-`user_errors(prog)` gives the argparse commands (`issf-prepare`, `issf-eval score`) the same
-error behaviour.
+`run_argparse(main, parser, argv)` gives the argparse commands (`issf-prepare`,
+`issf-eval score`, `python -m launch.synthetic`) the same behaviour: a bad argument or an
+`errors.InputError` prints one line and exits 2. Every command reaches exit status 2 through
+`report` here, and nowhere else.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import NoReturn
 
@@ -31,11 +35,16 @@ EXIT_USER_ERROR = 2
 HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
 
 
-def fail(prog: str, message) -> NoReturn:
-  """Prints `<prog>: error: <message>` as one line on stderr and exits with status 2."""
+def report(prog: str, message) -> int:
+  """Prints `<prog>: error: <message>` as one line on stderr; returns EXIT_USER_ERROR."""
   text = ' '.join(str(message).split())
   print(f'{prog}: error: {text}', file=sys.stderr, flush=True)
-  sys.exit(EXIT_USER_ERROR)
+  return EXIT_USER_ERROR
+
+
+def fail(prog: str, message) -> NoReturn:
+  """`report(prog, message)`, then exits with status 2."""
+  sys.exit(report(prog, message))
 
 
 @contextlib.contextmanager
@@ -45,6 +54,31 @@ def user_errors(prog: str) -> Iterator[None]:
     yield
   except errors.InputError as err:
     fail(prog, err)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the commands' error line: one `<prog>: error: ...` line, exit status 2
+  (argparse's own prints the usage first)."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(self.prog, f'{message} (see --help)')
+
+
+def run_argparse(
+  main: Callable[[argparse.Namespace], int | None],
+  parser: argparse.ArgumentParser,
+  argv: Sequence[str] | None = None,
+) -> int:
+  """Parses `argv` (default: sys.argv[1:]) and runs `main(args)`; returns the exit status.
+
+  An `errors.InputError` from `main` is reported as one line, status 2; a bad argument exits 2
+  from the parser (`ArgumentParser`).
+  """
+  args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+  try:
+    return main(args) or 0
+  except errors.InputError as err:
+    return report(parser.prog, err)
 
 
 class _DropLibraryInfo(logging.Filter):
@@ -71,7 +105,9 @@ def quiet_libraries() -> None:
 def module_flags_help(module: ModuleType) -> str:
   """The help text of the flags that `module` defines (absl's per-module listing)."""
   key = sys.argv[0] if module.__name__ == '__main__' else module.__name__
-  return flags.FLAGS.module_help(key)
+  # A config flag without a default would read "(default: 'None')", as if 'None' were a file.
+  lines = flags.FLAGS.module_help(key).splitlines()
+  return '\n'.join(line for line in lines if line.strip() != "(default: 'None')")
 
 
 def help_text(module: ModuleType, prog: str) -> str:
@@ -117,9 +153,10 @@ def flag_error_message(err: BaseException, argv) -> str | None:
     message = str(missing_fields[-1].args[0]) if missing_fields[-1].args else ''
     field, _, hint = message.partition('\n')
     field = field.strip('\'"')
-    overrides = [a for a in argv if a.startswith('--config.')]
-    named = [a for a in overrides if f'.{field}=' in a or a.endswith(f'.{field}')] or overrides
-    where = named[0].split('=', 1)[0] if named else '--config.*'
+    overrides = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')]
+    # The override whose path holds the missing field (`--config.nosuch.key`: 'nosuch').
+    named = [a for a in overrides if field in a.split('.')[1:]] or overrides
+    where = named[0] if named else '--config.*'
     if not hint.strip():  # ml_collections puts its suggestion in one of the chained messages
       hints = [m for e in chain for m in [str(e)] if 'Did you mean' in m]
       hint = (
@@ -149,6 +186,28 @@ def unloadable_config_message(name: str) -> str | None:
   return f'--{name} {flags.FLAGS[name].config_filename}: cannot load the config file ({reason})'
 
 
+def invalid_config_message(name: str, argv) -> str | None:
+  """A one-line message when config flag `name` holds a value out of its range, else None.
+
+  Names the override that set the value (`--config.train.batch_size=0: must be >= 1`), or the
+  config file when the value is the file's own.
+  """
+  if name not in flags.FLAGS:
+    return None
+  config = flags.FLAGS[name].value
+  if config is None or not hasattr(config, 'to_dict'):
+    return None
+  from issf_jax import config_validation
+
+  for key, value, rule in config_validation.problems(config):
+    flag = f'--{name}.{key}'
+    if any(arg.split('=', 1)[0] == flag for arg in argv):
+      return f'{flag}={value}: {rule}'
+    filename = flags.FLAGS[name].config_filename
+    return f'--{name} {filename}: {config_validation.describe(key, value, rule)}'
+  return None
+
+
 def _parse_flags(module: ModuleType, prog: str) -> Callable:
   def parse(argv):
     if any(arg in HELP_ARGS for arg in argv[1:]):
@@ -161,7 +220,7 @@ def _parse_flags(module: ModuleType, prog: str) -> Callable:
       if message is None:
         raise
       fail(prog, message)
-    message = unloadable_config_message('config')
+    message = unloadable_config_message('config') or invalid_config_message('config', argv)
     if message:
       fail(prog, message)
     return rest

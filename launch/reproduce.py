@@ -260,12 +260,8 @@ def main(argv):
   del argv  # launch/cli.py refuses positional arguments
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
+  p = plan(workdir)  # an InputError: one line, exit status 2 (launch/cli.py), nothing written
   os.makedirs(workdir, exist_ok=True)
-  try:
-    p = plan(workdir)
-  except InputError as e:
-    print(f'issf-repro: {e}', file=sys.stderr)
-    sys.exit(2)
   if _DRY_RUN.value:
     print_plan(p['specs'], workdir)
     return

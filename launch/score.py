@@ -24,8 +24,8 @@ from decimal import Decimal, InvalidOperation
 from issf_jax import errors, evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
 from issf_jax.evaluation import prediction_file
+from launch import cli
 
-EXIT_BAD_INPUT = 2
 InputError = errors.InputError
 
 
@@ -69,7 +69,7 @@ def load_json(path: str, what: str, loader=None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='issf-eval score', description=__doc__.split('\n\n', 1)[0])
+  p = cli.ArgumentParser(prog='issf-eval score', description=__doc__.split('\n\n', 1)[0])
   p.add_argument('--predictions', required=True, help='predictions JSON ({"results": ...})')
   p.add_argument('--ground_truth', required=True, help='ground-truth JSON ({"database": ...})')
   p.add_argument('--subset', required=True, help='GT subset, e.g. Test, test, validation')
@@ -114,19 +114,19 @@ def score(args: argparse.Namespace) -> dict:
 
 
 def main(argv=None) -> int:
-  """Entry point of `issf-eval score` and `python -m launch.score`. Returns the exit status."""
-  args = build_parser().parse_args(argv)
-  try:
-    result = score(args)
-    if args.output_json:
-      try:
-        with open(args.output_json, 'w') as f:
-          json.dump(result, f, indent=1)
-      except OSError as err:
-        raise InputError(f'output file {args.output_json}: cannot be written ({err})') from None
-  except InputError as err:
-    print(f'issf-eval score: error: {" ".join(str(err).split())}', file=sys.stderr)
-    return EXIT_BAD_INPUT
+  """Entry point of `issf-eval score` and `python -m launch.score`. Returns the exit status
+  (2: bad input, reported as one line by `cli.run_argparse`)."""
+  return cli.run_argparse(_main, build_parser(), argv)
+
+
+def _main(args: argparse.Namespace) -> int:
+  result = score(args)
+  if args.output_json:
+    try:
+      with open(args.output_json, 'w') as f:
+        json.dump(result, f, indent=1)
+    except OSError as err:
+      raise InputError(f'output file {args.output_json}: cannot be written ({err})') from None
   print(evaluation.format_results_table(result))
   if result.get('num_predictions_outside_subset'):
     print(

@@ -12,8 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-from data_pipelines import acmnet, class_names, prepare, source, synthetic, wtalc
+from data_pipelines import acmnet, class_names, source, synthetic, wtalc
 from data_pipelines import synthetic_activitynet as anet
+from launch import prepare as prepare_cli
 
 
 @pytest.fixture(scope='module')
@@ -137,7 +138,7 @@ def _copy(src, tmp_path):
 
 def _prepare(src, out, capsys):
   argv = ['--format', 'acmnet', '--src', src, '--out', out, '--classes', 'activitynet13']
-  code = prepare.run(argv)
+  code = prepare_cli.run(argv)
   return code, capsys.readouterr()
 
 
@@ -211,7 +212,7 @@ def test_wtalc_video_without_features_is_in_the_manifest(tiny_packages, tmp_path
   feats[3] = None
   np.save(path, feats, allow_pickle=True)
   out = str(tmp_path / 'shards')
-  assert prepare.run(['--format', 'wtalc', '--src', pkg, '--out', out]) == 0
+  assert prepare_cli.run(['--format', 'wtalc', '--src', pkg, '--out', out]) == 0
   with open(os.path.join(out, 'manifest.json')) as f:
     manifest = json.load(f)
   video = wtalc.read_annotations(os.path.join(pkg, 'ActivityNet1.3-Annotations'))['videoname'][3]

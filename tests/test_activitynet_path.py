@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from configs import activitynet13
-from data_pipelines import prepare, sampling, synthetic
+from data_pipelines import sampling, synthetic
 from issf_jax import inference, proposals
 from issf_jax import memory as memory_lib
 from issf_jax.model.refinement import BoundaryRefinement
 from issf_jax.model.saliency import infer_saliency
 from issf_jax.train import step as step_lib
+from launch import prepare as prepare_cli
 from tests.conftest import REPO_DIR, run_python, subprocess_env
 
 ANET = proposals.proposal_config('activitynet13')
@@ -175,7 +176,7 @@ def anet_tiny_shards(tmp_path_factory):
                            out_format='acmnet')  # fmt: skip
   argv = ['--format', 'acmnet', '--src', src, '--out', str(root / 'shards'),
           '--classes', 'activitynet13']  # fmt: skip
-  assert prepare.run(argv) == 0
+  assert prepare_cli.run(argv) == 0
   return root / 'raw', root / 'shards'
 
 

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from data_pipelines import prepare, synthetic
+from data_pipelines import synthetic
+from launch import prepare as prepare_cli
 from tests.conftest import REPO_DIR, run_python, subprocess_env
 
 
@@ -21,7 +22,7 @@ from tests.conftest import REPO_DIR, run_python, subprocess_env
 def test_small_benchmark_trains_and_scores(tmp_path, jax_cache_dir):
   src = synthetic.generate(str(tmp_path / 'raw'), dataset='activitynet13', scale='small')
   shards = tmp_path / 'shards'
-  assert prepare.run(['--format', 'wtalc', '--src', src, '--out', str(shards)]) == 0
+  assert prepare_cli.run(['--format', 'wtalc', '--src', src, '--out', str(shards)]) == 0
   with open(shards / 'manifest.json') as f:
     manifest = json.load(f)
   assert manifest['counts'] == {'train': 800, 'test': 400} and manifest['num_classes'] == 200

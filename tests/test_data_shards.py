@@ -10,6 +10,7 @@ import pytest
 
 from data_pipelines import acmnet, input_pipeline, prepare, shards, source, synthetic, wtalc
 from data_pipelines import manifest as manifest_lib
+from launch import prepare as prepare_cli
 
 
 @pytest.fixture(scope='module')
@@ -17,7 +18,7 @@ def converted(tmp_path_factory):
   src = synthetic.generate(str(tmp_path_factory.mktemp('src')), scale='tiny', seed=3)
   out = str(tmp_path_factory.mktemp('shards'))
   argv = ['--format', 'wtalc', '--src', src, '--out', out, '--videos_per_shard', '7']
-  assert prepare.run(argv) == 0
+  assert prepare_cli.run(argv) == 0
   return src, out
 
 
@@ -131,8 +132,9 @@ def test_checksum_mismatch_names_the_file(converted, tmp_path):
   open(shard, 'wb').write(bytes(data))
   with pytest.raises(source.ChecksumError, match='train-00001-of-00004.tfrecord') as info:
     input_pipeline.create_train_iterator(
-      target, global_batch_size=4, seed=0, mode='thumos', process_index=0, process_count=1
-    )
+      target, input_pipeline.BatchingOptions(global_batch_size=4, seed=0, mode='thumos'),
+      process_index=0, process_count=1,
+    )  # fmt: skip
   assert isinstance(info.value, ValueError)
   gt = os.path.join(target, 'ground_truth.json')
   with open(gt, 'a') as f:

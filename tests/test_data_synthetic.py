@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import class_names, source, synthetic, wtalc
+from launch import synthetic as synthetic_cli
 
 THUMOS_ANN = wtalc.packaged_annotations('thumos14')
 SNIPPET = 16 / 25
@@ -187,7 +188,7 @@ def test_real_annotation_structure_mode(tmp_path):
 
 
 def test_cli_writes_acmnet_format(tmp_path):
-  assert synthetic.run(['--out', str(tmp_path), '--scale', 'tiny', '--format', 'acmnet']) == 0
+  assert synthetic_cli.run(['--out', str(tmp_path), '--scale', 'tiny', '--format', 'acmnet']) == 0
   assert {'gt.json', 'split_train.txt', 'split_test.txt', 'train', 'test'} <= set(
     os.listdir(tmp_path)
   )

@@ -9,7 +9,7 @@ import pytest
 
 from issf_jax.evaluation import evaluate_official, prediction_file
 from issf_jax.evaluation import ground_truth as gt_lib
-from launch import score
+from launch import cli, score
 
 msgspec = pytest.importorskip('msgspec')
 
@@ -166,6 +166,6 @@ def test_malformed_file_gives_the_clear_error(tmp_path, capsys, text, message):
   gt.write_text(json.dumps({'database': {'v': video}}))
   rc = score.main(['--predictions', str(pred), '--ground_truth', str(gt), '--subset', 'test'])
   _, err = capsys.readouterr()
-  assert rc == score.EXIT_BAD_INPUT
+  assert rc == cli.EXIT_USER_ERROR
   assert 'bad_pred.json' in err and message in err
   assert 'Traceback' not in err and err.count('\n') == 1

@@ -244,8 +244,8 @@ def _columns(results: Mapping) -> Predictions | None:
     score = np.array(scores, np.float64)
   except (KeyError, TypeError, ValueError, OverflowError):
     return None
-  if np.isnan(seg).any() or np.isnan(score).any():
-    return None
+  if np.isnan(seg).any() or not np.isfinite(score).all():
+    return None  # _check_items names the entry
   counts = np.fromiter(map(len, results.values()), np.int64, len(results))
   return predictions_from_columns(results, counts, labels, seg[:, 0], seg[:, 1], score)
 
@@ -259,8 +259,8 @@ def _check_items(results: Mapping) -> None:
         raise FormatError(f'{here}: expected {{"label", "score", "segment"}}, got {p!r}')
       _segment(p['segment'], here)
       score = _number(p['score'], here)
-      if math.isnan(score):
-        raise FormatError(f'{here}: score is NaN')
+      if not math.isfinite(score):  # an infinite score would rank first whatever its segment
+        raise FormatError(f'{here}: score is {score} (NaN and Infinity are not scores)')
       try:
         str(p['label'])
         float(p['segment'][0]), float(p['segment'][1]), float(p['score'])

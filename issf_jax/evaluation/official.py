@@ -208,13 +208,19 @@ def evaluate_official(
   }
 
 
+def _count(n: int, noun: str) -> str:
+  """'1 such segment', '3 such segments'."""
+  return f'{n} {noun}' + ('' if n == 1 else 's')
+
+
 def _check_segments(pred: gt_lib.Predictions) -> None:
   """Rejects a segment with start > end, a negative time or an infinite one (its tIoU would be
   NaN or negative, and a NaN tIoU would match), naming the video. Vectorised: [P] checks."""
   bad = (pred.start > pred.end) | (pred.start < 0) | ~np.isfinite(pred.start + pred.end)
   if bad.any():
     i = int(np.flatnonzero(bad)[0])
+    count = _count(int(bad.sum()), 'such segment')
     raise gt_lib.FormatError(
       f'video {pred.video[i]!r}: prediction segment [{pred.start[i]:g}, {pred.end[i]:g}] is '
-      f'invalid (start > end, a negative or an infinite time); {int(bad.sum())} such segments'
+      f'invalid (start > end, a negative or an infinite time); {count}'
     )

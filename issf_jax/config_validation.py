@@ -1,0 +1,160 @@
+"""The numeric ranges of an experiment config, checked once, when the config loads.
+
+A value out of its range either crashes far from its cause (`train.batch_size=0`: a
+ZeroDivisionError in the loop; a negative one: a TensorFlow traceback) or, worse, trains to a
+result that means nothing (`optim.lr=-1`, `model.dropout=1.5`). `problems(config)` lists every
+such value; the commands report the first as one line naming the key (`launch/cli.py`), and
+`validate(config)` raises it for library callers (issf-repro's runs).
+
+Only keys present in the config are checked, so a section an older run folder lacks passes.
+The checks are written `not value >= low` rather than `value < low` so that NaN fails them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+from issf_jax import errors
+
+
+def _at_least(low) -> tuple[Callable, str]:
+  return (lambda v: v >= low), f'must be >= {low}'
+
+
+def _above(low) -> tuple[Callable, str]:
+  return (lambda v: v > low), f'must be > {low}'
+
+
+def _closed(low, high) -> tuple[Callable, str]:
+  return (lambda v: low <= v <= high), f'must lie in [{low}, {high}]'
+
+
+def _half_open(low, high) -> tuple[Callable, str]:
+  return (lambda v: low <= v < high), f'must lie in [{low}, {high})'
+
+
+def _left_open(low, high) -> tuple[Callable, str]:
+  return (lambda v: low < v <= high), f'must lie in ({low}, {high}]'
+
+
+# Dotted key -> (check of one value, what the value must be). Lists are checked element-wise.
+RULES: dict[str, tuple[Callable, str]] = {
+  # Data and batches.
+  'data.bucket_size': _at_least(1),
+  'data.max_len': _at_least(0),  # 0: full length
+  'data.t_s': _at_least(1),
+  'data.eval_batch_size': _at_least(1),
+  'data.micro_batch_size': _at_least(0),  # 0: the device count
+  'data.bucket_growth': _above(1),
+  'train.batch_size': _at_least(1),
+  'train.num_epochs': _at_least(1),
+  'train.memory_init_epoch': _at_least(-1),  # -1: no memory
+  'train.num_devices': _at_least(0),  # 0: every device
+  'train.log_every_steps': _at_least(1),
+  'train.eval_every_epochs': _at_least(1),
+  'train.checkpoint_every_epochs': _at_least(1),
+  'train.keep_last': _at_least(1),
+  'train.max_steps': _at_least(0),  # 0: no cap
+  # Model.
+  'model.num_classes': _at_least(1),
+  'model.feature_dim': _at_least(1),
+  'model.embed_dim': _at_least(1),
+  'model.scale': _above(0),
+  'model.dropout': _half_open(0, 1),
+  'model.saliency_ratio': _closed(0, 1),
+  'model.saliency_min_selected': _at_least(0),
+  'model.brm_reduction': _at_least(1),
+  'model.sigma': _closed(0, 1),
+  'model.pseudo_label_brm_weight': _at_least(0),
+  'model.pseudo_label_dem_weight': _at_least(0),
+  'model.fusion_base_weight': _closed(0, 1),
+  # Memory.
+  'memory.slots': _at_least(1),
+  'memory.eta0': _at_least(0),
+  'memory.momentum_scale': _at_least(0),
+  'memory.max_labels_per_video': _at_least(0),  # 0: C
+  'memory.merge_until_epoch': _at_least(-1),
+  # Loss.
+  'loss.theta': _at_least(0),
+  'loss.lambda_att': _at_least(0),
+  'loss.att_divisor': _above(0),
+  'loss.kd_temperature': _above(0),
+  'loss.lambda_s_before': _at_least(0),
+  'loss.lambda_s_after': _at_least(0),
+  'loss.brm_cls_weight': _at_least(0),
+  'loss.dem_cls_weight': _at_least(0),
+  # Optimizer.
+  'optim.lr': _above(0),
+  'optim.weight_decay': _at_least(0),
+  'optim.b1': _half_open(0, 1),
+  'optim.b2': _half_open(0, 1),
+  'optim.eps': _above(0),
+  # Evaluation and proposals.
+  'eval.tiou_thresholds': _left_open(0, 1),
+  'eval.proposals.thresholds_step': _above(0),
+  'eval.proposals.min_length': _at_least(0),
+  'eval.proposals.class_threshold': _closed(0, 1),
+  'eval.proposals.nms_threshold': _closed(0, 1),
+  'eval.proposals.upsample': _at_least(1),
+  'eval.proposals.fps': _above(0),
+  'eval.proposals.stride': _at_least(1),
+}
+
+
+def _lookup(config, key: str):
+  """The value at dotted `key`, or a sentinel when a section or the field is absent."""
+  node = config
+  for name in key.split('.'):
+    try:
+      if name not in node:
+        return _ABSENT
+      node = node[name]
+    except TypeError:  # a leaf where a section was expected
+      return _ABSENT
+  return node
+
+
+_ABSENT = object()
+
+
+def _fails(check: Callable, value) -> bool:
+  if isinstance(value, bool) or not isinstance(value, int | float):
+    return True  # a number was expected (ml_collections keeps the default's type otherwise)
+  try:
+    return not check(value)
+  except TypeError:
+    return True
+
+
+def problems(config) -> Iterator[tuple[str, object, str]]:
+  """Yields (dotted key, value, what it must be) for every value out of its range."""
+  for key, (check, rule) in RULES.items():
+    value = _lookup(config, key)
+    if value is _ABSENT or value is None:
+      continue
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if isinstance(value, list | tuple) and not values:
+      yield key, value, 'must not be empty'
+    elif any(_fails(check, v) for v in values):
+      yield key, value, rule
+  proposals = _lookup(config, 'eval.proposals')
+  if proposals is not _ABSENT:
+    start = _lookup(config, 'eval.proposals.thresholds_start')
+    stop = _lookup(config, 'eval.proposals.thresholds_stop')
+    if _ABSENT not in (start, stop) and not (math.isfinite(start) and stop > start):
+      yield (
+        'eval.proposals.thresholds_stop', stop,
+        f'must be > eval.proposals.thresholds_start ({start}): the CAS threshold range is empty',
+      )  # fmt: skip
+
+
+def describe(key: str, value, rule: str) -> str:
+  """'train.batch_size=0: must be >= 1'."""
+  return f'{key}={value}: {rule}'
+
+
+def validate(config) -> None:
+  """Raises errors.ConfigError naming the first value out of its range (module docstring)."""
+  for key, value, rule in problems(config):
+    raise errors.ConfigError(f'config {describe(key, value, rule)}')
