@@ -87,7 +87,10 @@ def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.Confi
   if not m.use_dem:
     config.train.memory_init_epoch = -1
   ablation = arg.to_dict()
-  # The faithful read leaves no trace, so a config without the argument is unchanged.
+  # The faithful read leaves no trace, so a config without the argument is unchanged; nor does
+  # a read without a DEM (Base, Base+BRM: the same run whatever `dem=`).
   if ablation.pop('dem', 'paper') != 'paper':
-    m.dem_read = ablation['dem'] = arg.dem
+    ablation['dem'] = arg.dem
+    if m.use_dem:
+      m.dem_read = arg.dem
   config.ablation = ablation
