@@ -38,6 +38,7 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import cpu_name
 from issf_jax.evaluation import evaluate_official, evaluate_rskp, prediction_file
 from issf_jax.evaluation import ground_truth as gt_lib
 
@@ -58,16 +59,6 @@ ev = ANETdetection(sys.argv[2], sys.argv[3], ground_truth_fields=['database'],
 ev.evaluate()
 print(json.dumps({'seconds': time.perf_counter() - t0, 'mAP': [float(x) for x in ev.mAP]}))
 """
-
-
-def cpu_name() -> str:
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def generate_predictions(gt: dict, subset: str, count: int, seed: int = 0) -> dict:

@@ -12,9 +12,10 @@ THUMOS14), D = 2048, 200 train + 212 test videos at scale full, prepared by
 Recipe: `configs/thumos14.py` (the paper's hyperparameters: batch 10, memory built after epoch
 100 of 180, evaluation and a checkpoint every 5 epochs, `rskp` protocol) run by the project's
 trainer (`issf_jax.train.loop.Trainer`: its train steps, memory-initialisation pass, evaluator
-and checkpoints), instrumented: wall time per phase (train steps before / after the memory,
-memory init, evaluations, checkpoints) and the JAX compile time (jax.monitoring's trace, lowering
-and backend-compile events) of each phase, so that the steady step time excludes compilation.
+and checkpoints), timed through its `timer` hook: wall time per phase (train steps before / after
+the memory, memory init, evaluations, checkpoints) and the JAX compile time (jax.monitoring's
+trace, lowering and backend-compile events) of each phase, so that the steady step time excludes
+compilation.
 `--epochs auto` (the default) first runs a probe (4 epochs, memory after epoch 1, evaluated at 2
 and 4), projects the 180-epoch recipe from it, and runs the real 180 epochs when the projection
 fits what is left of `--time_limit_s` (450 s, less a `--reserve_s` of 90 s for the precision
@@ -105,6 +106,15 @@ class Clock:
       self._charge()
       self.stack.pop()
 
+  @contextlib.contextmanager
+  def trainer_phase(self, name: str):
+    """The trainer's timer (`loop.Trainer`, one of `loop.PHASES`): the training steps after the
+    memory initialisation are charged to 'train_memory'."""
+    with self.phase(name):
+      yield
+    if name == 'memory_init':
+      self.switch('train_memory')
+
 
 _CLOCK: Clock | None = None
 
@@ -116,36 +126,6 @@ def _clock() -> Clock:
     _CLOCK = Clock()
     jax.monitoring.register_event_duration_secs_listener(lambda *a, **k: _CLOCK.on_event(*a, **k))
   return _CLOCK
-
-
-def _timed_trainer_class():
-  from issf_jax.train import loop
-
-  class TimedTrainer(loop.Trainer):
-    """The project's trainer with each phase charged to the clock."""
-
-    def __init__(self, config, workdir, clock: Clock):
-      super().__init__(config, workdir)
-      self.clock = clock
-      save = self.checkpointer.save
-
-      def timed_save(*args, **kwargs):
-        with clock.phase('checkpoint'):
-          return save(*args, **kwargs)
-
-      self.checkpointer.save = timed_save
-
-    def init_memory(self, state):
-      with self.clock.phase('memory_init'):
-        state = super().init_memory(state)
-      self.clock.switch('train_memory')
-      return state
-
-    def evaluate(self, state, step):
-      with self.clock.phase('eval'):
-        return super().evaluate(state, step)
-
-  return TimedTrainer
 
 
 # --------------------------------------------------------------------------------------- data
@@ -227,12 +207,13 @@ def schedule_counts(config, steps_per_epoch: int) -> dict:
 
 def run_recipe(config, workdir: str) -> dict:
   """Runs the trainer; per-phase wall and compile seconds, steady unit times, counts."""
+  from issf_jax.train import loop
+
   clock = _clock()
   for table in (clock.wall, clock.compile, clock.calls):
     table.clear()
-  trainer = _timed_trainer_class()(config, workdir, clock)
+  trainer = loop.Trainer(config, workdir, timer=clock.trainer_phase)
   counts = schedule_counts(config, trainer.steps_per_epoch)
-  from issf_jax.train import loop
 
   t0 = time.perf_counter()
   clock.switch('train_warmup')
@@ -311,11 +292,9 @@ def precision_drift(config, workdir: str, steps: int) -> dict:
   from issf_jax.train import step as step_lib
 
   trainer = loop.Trainer(config, workdir)
-  data = config.data
-  iterator = trainer.input_pipeline.create_train_iterator(
-    trainer.shards_dir, global_batch_size=config.train.batch_size, seed=config.train.seed,
-    mode=data.mode, bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
-  )  # fmt: skip
+  # One padded batch per step, whatever the config's batching.
+  options = dataclasses.replace(loop.batching_options(config, 1), batching='exact')
+  iterator = trainer.input_pipeline.create_train_iterator(trainer.shards_dir, options)
   raw = [next(iterator) for _ in range(steps)]
   iterator.close()
   # One length for all (masked padding): one program per precision, not one per bucket.

@@ -71,12 +71,12 @@ def main(argv=None) -> int:
   )
 
   rows = []
-  common = dict(global_batch_size=args.batch_size, seed=0, process_index=0, process_count=1)
   for name, kwargs in (
     ('train / thumos (bucket 64)', dict(mode='thumos', bucket_size=64)),
     ('train / activitynet (T_s 75)', dict(mode='activitynet', t_s=75)),
   ):
-    it = input_pipeline.create_train_iterator(out, **common, **kwargs)
+    options = input_pipeline.BatchingOptions(global_batch_size=args.batch_size, seed=0, **kwargs)
+    it = input_pipeline.create_train_iterator(out, options, process_index=0, process_count=1)
     rows.append((name, *_time(it, args.batches)))
   ev = input_pipeline.create_eval_iterator(
     out, batch_size=args.batch_size, mode='thumos', process_index=0, process_count=1

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import time
 
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from benchmarks.machine import cpu_name
 from data_pipelines import sampling
 from issf_jax import defaults, sharding
 from issf_jax.train import micro as micro_lib
@@ -164,16 +164,6 @@ def matmul_rate(rows: int, dim: int, repeats: int) -> float:
     _MATMULS[rows, dim] = (mm, x, w)
   mm, x, w = _MATMULS[rows, dim]
   return 2 * rows * dim * dim / _median_time(lambda: mm(x, w), repeats) / 1e9
-
-
-def cpu_name() -> str:
-  try:
-    for line in pathlib.Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 class Runner:

@@ -33,6 +33,7 @@ FLOPs fall from about 4x the true-length FLOPs to about 1.15x (docs/results.md).
 
 import atexit
 import collections
+import dataclasses
 import weakref
 from collections.abc import Iterator
 
@@ -71,40 +72,70 @@ def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, i
   return process_index, process_count
 
 
-def check_batching(
-  mode: str, global_batch_size: int, n_hosts: int, batching: str, micro_batch_size: int
-) -> None:
-  if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-  if batching not in BATCHING:
-    raise ValueError(f'batching must be one of {BATCHING}, got {batching!r}')
-  if global_batch_size % n_hosts:
-    raise ValueError(f'global_batch_size {global_batch_size} not divisible by {n_hosts} hosts')
-  if batching == 'micro' and (
-    micro_batch_size < 1 or global_batch_size % micro_batch_size or micro_batch_size % n_hosts
-  ):
-    raise ValueError(
-      f'micro_batch_size {micro_batch_size} must divide global_batch_size {global_batch_size}'
-      f' and be a multiple of the {n_hosts} hosts'
-    )
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+  """How the training batches are planned: the same on every host and for both iterators
+  (`TrainIterator`, `resident.ResidentTrainIterator`).
+
+  mode: 'thumos' | 'activitynet'. max_len (thumos): videos longer than this are cropped to a
+  random window (RSKP: None, full length). t_s (activitynet): snippets sampled per video.
+  batching: 'exact' (one padded batch per step) | 'micro' (a list of micro-batches per step,
+  `plan_steps`); micro_batch_size and bucket_growth only matter for 'micro'.
+  """
+
+  global_batch_size: int
+  seed: int
+  mode: str
+  bucket_size: int = 64
+  max_len: int | None = None
+  t_s: int = 75
+  batching: str = 'exact'
+  micro_batch_size: int = 1
+  bucket_growth: float = 1.2
+
+  def check(self, n_hosts: int) -> None:
+    """Raises ValueError when these options cannot serve `n_hosts` hosts."""
+    size, micro = self.global_batch_size, self.micro_batch_size
+    if self.mode not in MODES:
+      raise ValueError(f'mode must be one of {MODES}, got {self.mode!r}')
+    if self.batching not in BATCHING:
+      raise ValueError(f'batching must be one of {BATCHING}, got {self.batching!r}')
+    if size % n_hosts:
+      raise ValueError(f'global_batch_size {size} not divisible by {n_hosts} hosts')
+    if self.batching == 'micro' and (micro < 1 or size % micro or micro % n_hosts):
+      raise ValueError(
+        f'micro_batch_size {micro} must divide global_batch_size {size}'
+        f' and be a multiple of the {n_hosts} hosts'
+      )
+
+
+class Position:
+  """(epoch, batch) of an iterator's next training batch; `state()` resumes it exactly."""
+
+  def __init__(self, num_videos: int, global_batch_size: int, start_epoch: int, start_batch: int):
+    self.steps_per_epoch = num_videos // global_batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f'{num_videos} train videos < global_batch_size {global_batch_size}')
+    self.epoch = start_epoch + start_batch // self.steps_per_epoch
+    self.batch = start_batch % self.steps_per_epoch
+
+  def advance(self) -> None:
+    self.batch += 1
+    if self.batch == self.steps_per_epoch:
+      self.epoch, self.batch = self.epoch + 1, 0
+
+  def state(self) -> dict:
+    return {'epoch': self.epoch, 'batch': self.batch}
 
 
 def plan_steps(
   lengths: np.ndarray,
+  options: BatchingOptions,
   *,
-  global_batch_size: int,
-  seed: int,
-  mode: str,
-  bucket_size: int,
-  max_len: int | None,
-  t_s: int,
   start_epoch: int,
   start_batch: int,
   process_index: int,
   process_count: int,
-  batching: str = 'exact',
-  micro_batch_size: int = 1,
-  bucket_growth: float = 1.2,
 ) -> Iterator[list[tuple[int, list[tuple[int, np.ndarray, int]]]]]:
   """This host's plan of every training step from (start_epoch, start_batch) on, forever.
 
@@ -117,9 +148,11 @@ def plan_steps(
   videos sorted by length (stable), so that each group holds videos of similar lengths. Host p
   takes rows [p k, (p + 1) k) of every group, k = group size // process_count. Pure numpy.
   """
-  n, size, p = len(lengths), global_batch_size, process_index
+  o, p = options, process_index
+  seed, mode, max_len, batching = o.seed, o.mode, o.max_len, o.batching
+  n, size = len(lengths), o.global_batch_size
   steps = n // size
-  group_size = micro_batch_size if batching == 'micro' else size
+  group_size = o.micro_batch_size if batching == 'micro' else size
   epoch, first = start_epoch, start_batch
   while True:
     order = sampling.epoch_order(seed, epoch, n)
@@ -134,11 +167,11 @@ def plan_steps(
       for g in range(0, size, group_size):
         members = sequence[g : g + group_size]
         if mode != 'thumos':
-          t_pad = t_s
+          t_pad = o.t_s
         elif batching == 'exact':
-          t_pad = sampling.bucket_length(used[members].max(), bucket_size)
+          t_pad = sampling.bucket_length(used[members].max(), o.bucket_size)
         else:
-          t_pad = sampling.geometric_bucket_length(used[members].max(), bucket_growth)
+          t_pad = sampling.geometric_bucket_length(used[members].max(), o.bucket_growth)
         share = group_size // process_count
         rows = []
         for position in members[p * share : (p + 1) * share]:
@@ -147,14 +180,14 @@ def plan_steps(
           if mode == 'thumos':
             idx = sampling.crop_indices(int(lengths[v]), max_len, rng)
           else:
-            idx = sampling.random_bin_indices(int(lengths[v]), t_s, rng)
+            idx = sampling.random_bin_indices(int(lengths[v]), o.t_s, rng)
           rows.append((v, idx, int(position)))
         step.append((int(t_pad), rows))
       yield step
     epoch, first = epoch + 1, 0
 
 
-class _Source:
+class ShardSubset:
   """One subset of a shard directory: manifest, lengths, random access to the records."""
 
   def __init__(self, shards_dir: str, subset: str, verify: bool):
@@ -238,46 +271,32 @@ class TrainIterator:
   def __init__(
     self,
     shards_dir: str,
+    options: BatchingOptions,
     *,
-    global_batch_size: int,
-    seed: int,
-    mode: str,
-    bucket_size: int = 64,
-    max_len: int | None = None,
-    t_s: int = 75,
     start_epoch: int = 0,
     start_batch: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
     verify: bool = True,
     prefetch: int = 2,
-    batching: str = 'exact',
-    micro_batch_size: int = 1,
-    bucket_growth: float = 1.2,
   ):
     p, n_hosts = _hosts(process_index, process_count)
-    check_batching(mode, global_batch_size, n_hosts, batching, micro_batch_size)
-    src = _Source(shards_dir, 'train', verify)
-    n = len(src.lengths)
-    self.steps_per_epoch = n // global_batch_size
-    if self.steps_per_epoch == 0:
-      raise ValueError(f'{n} train videos < global_batch_size {global_batch_size}')
-    self.global_batch_size = global_batch_size
-    self.host_batch_size = global_batch_size // n_hosts
+    options.check(n_hosts)
+    src = ShardSubset(shards_dir, 'train', verify)
+    size = options.global_batch_size
+    self._position = Position(len(src.lengths), size, start_epoch, start_batch)
+    self.steps_per_epoch = self._position.steps_per_epoch
+    self.global_batch_size = size
+    self.host_batch_size = size // n_hosts
     self.manifest = src.manifest
-    start_epoch += start_batch // self.steps_per_epoch
-    start_batch %= self.steps_per_epoch
-    self._epoch, self._batch = start_epoch, start_batch
     self.shape_counts: collections.Counter = collections.Counter()
     plan = plan_steps(
-      src.lengths, global_batch_size=global_batch_size, seed=seed, mode=mode,
-      bucket_size=bucket_size, max_len=max_len, t_s=t_s, start_epoch=start_epoch,
-      start_batch=start_batch, process_index=p, process_count=n_hosts, batching=batching,
-      micro_batch_size=micro_batch_size, bucket_growth=bucket_growth,
+      src.lengths, options, start_epoch=self._position.epoch, start_batch=self._position.batch,
+      process_index=p, process_count=n_hosts,
     )  # fmt: skip
-    micro = batching == 'micro'
-    self.micro_batches_per_step = global_batch_size // micro_batch_size if micro else 0
-    group_rows = micro_batch_size // n_hosts if micro else self.host_batch_size
+    micro = options.batching == 'micro'
+    self.micro_batches_per_step = size // options.micro_batch_size if micro else 0
+    group_rows = options.micro_batch_size // n_hosts if micro else self.host_batch_size
 
     def rows():
       for step in plan:
@@ -286,7 +305,7 @@ class TrainIterator:
             row = (src.index.read(v), np.int32(v), idx, np.int32(t_pad))
             yield row + (np.int32(position),) if micro else row
 
-    ds = src.dataset(rows, False, contiguous=mode == 'thumos', position=micro)
+    ds = src.dataset(rows, False, contiguous=options.mode == 'thumos', position=micro)
     ds = _batched(ds, group_rows, prefetch)
     self._it = ds.as_numpy_iterator()
     _OPEN.add(self)
@@ -301,9 +320,7 @@ class TrainIterator:
       batch = [self._next_group() for _ in range(self.micro_batches_per_step)]
     else:
       batch = self._next_group()
-    self._batch += 1
-    if self._batch == self.steps_per_epoch:
-      self._epoch, self._batch = self._epoch + 1, 0
+    self._position.advance()
     return batch
 
   def _next_group(self) -> dict:
@@ -325,52 +342,28 @@ class TrainIterator:
 
   def state(self) -> dict:
     """Position of the NEXT batch: pass it back as start_epoch / start_batch to resume."""
-    return {'epoch': self._epoch, 'batch': self._batch}
+    return self._position.state()
 
 
 def create_train_iterator(
   shards_dir: str,
+  options: BatchingOptions,
   *,
-  global_batch_size: int,
-  seed: int,
-  mode: str,
-  bucket_size: int = 64,
-  max_len: int | None = None,
-  t_s: int = 75,
   start_epoch: int = 0,
   start_batch: int = 0,
   process_index: int | None = None,
   process_count: int | None = None,
   verify: bool = True,
-  batching: str = 'exact',
-  micro_batch_size: int = 1,
-  bucket_growth: float = 1.2,
 ) -> TrainIterator:
-  """Training batches from `shards_dir` (module docstring). mode: 'thumos' | 'activitynet'.
+  """Training batches from `shards_dir` planned by `options` (module docstring).
 
-  max_len (thumos): videos longer than this are cropped to a random window (RSKP: None, full
-  length). verify: check the train shards' sha256 against the manifest first (ChecksumError).
+  verify: check the train shards' sha256 against the manifest first (ChecksumError).
   process_index / process_count default to jax.process_index() / jax.process_count().
-  batching: 'exact' (one padded batch per step) | 'micro' (a list of micro-batches per step,
-  `plan_steps`); micro_batch_size and bucket_growth only matter for 'micro'.
   """
   return TrainIterator(
-    shards_dir,
-    global_batch_size=global_batch_size,
-    seed=seed,
-    mode=mode,
-    bucket_size=bucket_size,
-    max_len=max_len,
-    t_s=t_s,
-    start_epoch=start_epoch,
-    start_batch=start_batch,
-    process_index=process_index,
-    process_count=process_count,
-    verify=verify,
-    batching=batching,
-    micro_batch_size=micro_batch_size,
-    bucket_growth=bucket_growth,
-  )
+    shards_dir, options, start_epoch=start_epoch, start_batch=start_batch,
+    process_index=process_index, process_count=process_count, verify=verify,
+  )  # fmt: skip
 
 
 def create_eval_iterator(
@@ -399,7 +392,7 @@ def create_eval_iterator(
   p, n_hosts = _hosts(process_index, process_count)
   if batch_size % n_hosts:
     raise ValueError(f'batch_size {batch_size} not divisible by {n_hosts} hosts')
-  src = _Source(shards_dir, subset, verify)
+  src = ShardSubset(shards_dir, subset, verify)
   lengths, n, bh = src.lengths, len(src.lengths), batch_size // n_hosts
   pad_record = src.padding_record(subset)
   empty = np.zeros(0, np.int32)

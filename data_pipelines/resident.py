@@ -89,33 +89,22 @@ class ResidentTrainIterator:
     self,
     shards_dir: str,
     mesh,
+    options: input_pipeline.BatchingOptions,
     *,
-    global_batch_size: int,
-    seed: int,
-    mode: str,
-    bucket_size: int = 64,
-    max_len: int | None = None,
-    t_s: int = 75,
     start_epoch: int = 0,
     start_batch: int = 0,
     verify: bool = True,
-    batching: str = 'exact',
-    micro_batch_size: int = 1,
-    bucket_growth: float = 1.2,
   ):
     p, n_hosts = jax.process_index(), jax.process_count()
-    input_pipeline.check_batching(mode, global_batch_size, n_hosts, batching, micro_batch_size)
-    src = input_pipeline._Source(shards_dir, 'train', verify)
+    options.check(n_hosts)
+    src = input_pipeline.ShardSubset(shards_dir, 'train', verify)
     n = len(src.lengths)
-    self.steps_per_epoch = n // global_batch_size
-    if self.steps_per_epoch == 0:
-      raise ValueError(f'{n} train videos < global_batch_size {global_batch_size}')
+    size = options.global_batch_size
+    self._position = input_pipeline.Position(n, size, start_epoch, start_batch)
+    self.steps_per_epoch = self._position.steps_per_epoch
     self.manifest = src.manifest
-    start_epoch += start_batch // self.steps_per_epoch
-    start_batch %= self.steps_per_epoch
-    self._epoch, self._batch = start_epoch, start_batch
-    self._micro = batching == 'micro'
-    self._mesh, self._offset = mesh, p * (global_batch_size // n_hosts)
+    self._micro = options.batching == 'micro'
+    self._mesh, self._offset = mesh, p * (size // n_hosts)
     self._local_devices = len([d for d in mesh.devices.flat if d.process_index == p])
 
     feats, labels = [], []
@@ -137,10 +126,8 @@ class ResidentTrainIterator:
       lambda table, idx: jnp.take(table, idx, axis=0, mode='clip'), out_shardings=self._sharding
     )
     self._plan = input_pipeline.plan_steps(
-      src.lengths, global_batch_size=global_batch_size, seed=seed, mode=mode,
-      bucket_size=bucket_size, max_len=max_len, t_s=t_s, start_epoch=start_epoch,
-      start_batch=start_batch, process_index=p, process_count=n_hosts, batching=batching,
-      micro_batch_size=micro_batch_size, bucket_growth=bucket_growth,
+      src.lengths, options, start_epoch=self._position.epoch, start_batch=self._position.batch,
+      process_index=p, process_count=n_hosts,
     )  # fmt: skip
 
   def __iter__(self) -> ResidentTrainIterator:
@@ -171,9 +158,7 @@ class ResidentTrainIterator:
     if self._plan is None:
       raise StopIteration
     groups = [self._group(t_pad, rows) for t_pad, rows in next(self._plan)]
-    self._batch += 1
-    if self._batch == self.steps_per_epoch:
-      self._epoch, self._batch = self._epoch + 1, 0
+    self._position.advance()
     return groups if self._micro else groups[0]
 
   def close(self) -> None:
@@ -182,4 +167,4 @@ class ResidentTrainIterator:
 
   def state(self) -> dict:
     """Position of the NEXT batch: pass it back as start_epoch / start_batch to resume."""
-    return {'epoch': self._epoch, 'batch': self._batch}
+    return self._position.state()

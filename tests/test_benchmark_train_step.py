@@ -37,11 +37,13 @@ def test_micro_executes_at_most_1_3x_the_true_flops(lengths):
 
 
 def test_benchmark_plan_is_the_pipeline_plan(lengths):
-  plan = input_pipeline.plan_steps(
-    lengths, global_batch_size=10, seed=0, mode='thumos', bucket_size=64, max_len=None, t_s=75,
-    start_epoch=0, start_batch=0, process_index=0, process_count=1, batching='micro',
-    micro_batch_size=1, bucket_growth=1.2,
+  options = input_pipeline.BatchingOptions(
+    global_batch_size=10, seed=0, mode='thumos', bucket_size=64, max_len=None, t_s=75,
+    batching='micro', micro_batch_size=1, bucket_growth=1.2,
   )  # fmt: skip
+  plan = input_pipeline.plan_steps(
+    lengths, options, start_epoch=0, start_batch=0, process_index=0, process_count=1
+  )
   order = input_pipeline.sampling.epoch_order(0, 0, 200)
   for b in range(3):
     videos = order[b * 10 : (b + 1) * 10]

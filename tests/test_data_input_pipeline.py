@@ -36,11 +36,13 @@ def anet_run(data):
   return _train(data[0], 11, mode='activitynet', t_s=12)
 
 
-def _train(out, n, **kwargs):
-  kwargs = {'global_batch_size': 4, 'seed': 7, 'mode': 'thumos', 'bucket_size': BUCKET} | kwargs
-  kwargs.setdefault('process_index', 0)
-  kwargs.setdefault('process_count', 1)
-  it = input_pipeline.create_train_iterator(out, **kwargs)
+def _train(out, n, *, start_epoch=0, start_batch=0, process_index=0, process_count=1, **options):
+  """The first n batches of an iterator of BatchingOptions(defaults | options)."""
+  options = {'global_batch_size': 4, 'seed': 7, 'mode': 'thumos', 'bucket_size': BUCKET} | options
+  it = input_pipeline.create_train_iterator(
+    out, input_pipeline.BatchingOptions(**options), start_epoch=start_epoch,
+    start_batch=start_batch, process_index=process_index, process_count=process_count,
+  )  # fmt: skip
   return it, [next(it) for _ in range(n)]
 
 

@@ -8,6 +8,8 @@ source give bitwise the same state. The 'auto' choice is off on CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from issf_jax import sharding
 from issf_jax.train import step as step_lib
 from tests.conftest import FAST_COMPILE, TINY_TRAIN_OVERRIDES, synthetic_config
 
-KWARGS = dict(global_batch_size=4, seed=7, mode='thumos', bucket_size=16)
+OPTIONS = input_pipeline.BatchingOptions(global_batch_size=4, seed=7, mode='thumos', bucket_size=16)
 
 
 @pytest.fixture(scope='module')
@@ -33,9 +35,9 @@ def mesh():
   return sharding.make_mesh(1)
 
 
-def _tf_batches(shards, mesh, n, **kwargs):
+def _tf_batches(shards, mesh, n, **options):
   it = input_pipeline.create_train_iterator(
-    shards, **(KWARGS | kwargs), process_index=0, process_count=1
+    shards, dataclasses.replace(OPTIONS, **options), process_index=0, process_count=1
   )
 
   def feed(b):
@@ -50,8 +52,11 @@ def _tf_batches(shards, mesh, n, **kwargs):
   return out, state
 
 
-def _resident_batches(shards, mesh, n, **kwargs):
-  it = resident.ResidentTrainIterator(shards, mesh, **(KWARGS | kwargs))
+def _resident_batches(shards, mesh, n, start_epoch=0, start_batch=0, **options):
+  it = resident.ResidentTrainIterator(
+    shards, mesh, dataclasses.replace(OPTIONS, **options), start_epoch=start_epoch,
+    start_batch=start_batch,
+  )  # fmt: skip
   out = []
   for _ in range(n):
     b = next(it)
@@ -94,9 +99,11 @@ def test_same_training_steps_from_either_source(shards, mesh):
   )
   create = jax.jit(lambda k: step_lib.create_train_state(c, k), compiler_options=FAST_COMPILE)
   key = jax.random.key_data(jax.random.key(0))
-  kwargs = dict(global_batch_size=4, seed=3, mode='thumos', bucket_size=96)
-  tf_it = input_pipeline.create_train_iterator(shards, **kwargs, process_index=0, process_count=1)
-  res_it = resident.ResidentTrainIterator(shards, mesh, **kwargs)
+  options = input_pipeline.BatchingOptions(
+    global_batch_size=4, seed=3, mode='thumos', bucket_size=96
+  )
+  tf_it = input_pipeline.create_train_iterator(shards, options, process_index=0, process_count=1)
+  res_it = resident.ResidentTrainIterator(shards, mesh, options)
   finals = []
   for feed in (
     lambda: sharding.shard_batch(sharding.pad_batch(next(tf_it), 1), mesh),

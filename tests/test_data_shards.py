@@ -132,8 +132,9 @@ def test_checksum_mismatch_names_the_file(converted, tmp_path):
   open(shard, 'wb').write(bytes(data))
   with pytest.raises(source.ChecksumError, match='train-00001-of-00004.tfrecord') as info:
     input_pipeline.create_train_iterator(
-      target, global_batch_size=4, seed=0, mode='thumos', process_index=0, process_count=1
-    )
+      target, input_pipeline.BatchingOptions(global_batch_size=4, seed=0, mode='thumos'),
+      process_index=0, process_count=1,
+    )  # fmt: skip
   assert isinstance(info.value, ValueError)
   gt = os.path.join(target, 'ground_truth.json')
   with open(gt, 'a') as f:

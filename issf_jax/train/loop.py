@@ -21,8 +21,10 @@ batches held on the devices.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -51,15 +53,45 @@ def max_in_flight(mesh) -> int:
   return 2 if mesh.devices.size > 1 and jax.default_backend() == 'cpu' else 8
 
 
+def batching_options(config, num_devices: int):
+  """The `input_pipeline.BatchingOptions` of `config` (micro_batch_size 0: one video per device)."""
+  from data_pipelines import input_pipeline
+
+  data = config.data
+  return input_pipeline.BatchingOptions(
+    global_batch_size=config.train.batch_size, seed=config.train.seed, mode=data.mode,
+    bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
+    batching=data.get('batching', 'exact'),
+    micro_batch_size=data.get('micro_batch_size', 0) or num_devices,
+    bucket_growth=data.get('bucket_growth', 1.2),
+  )  # fmt: skip
+
+
+# A phase of the run that `Trainer`'s timer is told of: 'memory_init', 'eval' or 'checkpoint'
+# (the training steps are the time outside them).
+PHASES = ('memory_init', 'eval', 'checkpoint')
+
+
+def _untimed(phase: str) -> contextlib.AbstractContextManager:
+  del phase
+  return contextlib.nullcontext()
+
+
 class Trainer:
-  """Holds what the loop needs: mesh, compiled steps, iterators, checkpoints, writers."""
+  """Holds what the loop needs: mesh, compiled steps, iterators, checkpoints, writers.
+
+  timer: called with a phase name (`PHASES`) for a context that the phase runs in; a profiler
+  or a benchmark (benchmarks/gpu_recipe.py) times the run with it. Default: nothing.
+  """
 
   def __init__(self, config, workdir: str, reporter: reporting.Reporter | None = None,
-               allow_config_change: bool = False):  # fmt: skip
+               allow_config_change: bool = False,
+               timer: Callable[[str], contextlib.AbstractContextManager] = _untimed):  # fmt: skip
     from data_pipelines import manifest as manifest_lib  # no TF: bad input fails fast
 
     self.config, self.workdir = config, workdir
     self.reporter = reporter or reporting.Reporter()
+    self.timer = timer
     if not config.data.shards_dir:
       raise errors.ConfigError('config.data.shards_dir is empty; run issf-prepare and set it.')
     self.shards_dir = config.data.shards_dir
@@ -140,22 +172,16 @@ class Trainer:
     or with `data.batching='micro'` a step's list of micro-batches."""
     from data_pipelines import resident
 
-    cfg, data = self.config, self.config.data
-    kwargs = dict(
-      global_batch_size=cfg.train.batch_size, seed=cfg.train.seed, mode=data.mode,
-      bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
-      start_epoch=position['epoch'], start_batch=position['batch'],
-      batching=data.get('batching', 'exact'),
-      micro_batch_size=data.get('micro_batch_size', 0) or self.mesh.devices.size,
-      bucket_growth=data.get('bucket_growth', 1.2),
-    )  # fmt: skip
+    options = batching_options(self.config, self.mesh.devices.size)
+    start = dict(start_epoch=position['epoch'], start_batch=position['batch'])
     manifest = self.input_pipeline.load_manifest(self.shards_dir)
-    self.resident = resident.use_resident(data.get('resident', 'off'), manifest, self.mesh)
+    setting = self.config.data.get('resident', 'off')
+    self.resident = resident.use_resident(setting, manifest, self.mesh)
     if self.resident:
       logging.info('Training features resident on the devices (%.0f MB per replica).',
                    resident.train_set_bytes(manifest) / 1e6)  # fmt: skip
-      return resident.ResidentTrainIterator(self.shards_dir, self.mesh, **kwargs)
-    host = self.input_pipeline.create_train_iterator(self.shards_dir, **kwargs)
+      return resident.ResidentTrainIterator(self.shards_dir, self.mesh, options, **start)
+    host = self.input_pipeline.create_train_iterator(self.shards_dir, options, **start)
     return sharding.DeviceIterator(host, self.mesh)
 
   def initial_state(self):
@@ -242,7 +268,8 @@ class Trainer:
     if (
       init_at >= 0 and start >= init_at and not bool(sharding.host_value(state.memory.initialized))
     ):
-      state = self.init_memory(state)  # a run stopped between the epoch end and its init
+      with self.timer('memory_init'):
+        state = self.init_memory(state)  # a run stopped between the epoch end and its init
     iterator = self.train_iterator(position)
     last_eval: dict = {}
     in_flight = collections.deque()
@@ -263,15 +290,18 @@ class Trainer:
         continue
       epoch = done // self.steps_per_epoch  # epochs completed
       if done == init_at:
-        state = self.init_memory(state)
+        with self.timer('memory_init'):
+          state = self.init_memory(state)
       last = done == self.total_steps
       eval_metrics = None
       if last or epoch % cfg.train.eval_every_epochs == 0:
-        eval_metrics = self.evaluate(state, done)
+        with self.timer('eval'):
+          eval_metrics = self.evaluate(state, done)
         last_eval = eval_metrics
       # Evaluated steps are saved too, so the best-by-metric checkpoint can be kept.
       if last or eval_metrics is not None or epoch % cfg.train.checkpoint_every_epochs == 0:
-        self.checkpointer.save(done, state, iterator.state(), self.signature, eval_metrics)
+        with self.timer('checkpoint'):
+          self.checkpointer.save(done, state, iterator.state(), self.signature, eval_metrics)
       t_last = time.time()  # the rate counts training steps only
     iterator.close()  # a live generator-fed tf.data pipeline can hang interpreter exit
     return {'state': state, 'eval': last_eval, 'steps_per_epoch': self.steps_per_epoch}
