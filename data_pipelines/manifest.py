@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 
 from data_pipelines import source
 from issf_jax import errors
@@ -129,8 +130,42 @@ def shard_paths(shards_dir: str, manifest: dict, subset: str) -> list[str]:
 _VERIFIED: set[tuple[str, int, int, str]] = set()
 
 
+def scan_records(path: str) -> list[tuple[int, int]]:
+  """(offset, length) of the data of every record of a TFRecord file, from its framing.
+
+  TFRecord framing: uint64 length, uint32 masked crc of the length, data, uint32 masked crc of
+  the data. The sha256 against the manifest guards the bytes, so the crcs are not checked.
+
+  Raises:
+    source.DataValidationError: the file ends inside a record (a truncated file).
+  """
+  out = []
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    pos = 0
+    while pos < size:
+      f.seek(pos)
+      header = f.read(12)
+      if len(header) == 12:
+        (length,) = struct.unpack('<Q', header[:8])
+      if len(header) != 12 or pos + 16 + length > size:
+        raise source.DataValidationError(
+          f'{path}: truncated TFRecord file (record {len(out)} at byte {pos} ends past the '
+          f'{size} bytes of the file); rerun issf-prepare'
+        )
+      out.append((pos + 12, length))
+      pos += 16 + length
+  return out
+
+
 def verify_shards(shards_dir: str, manifest: dict, subset: str) -> None:
-  """Raises ChecksumError naming the first shard of `subset` whose sha256 disagrees."""
+  """Checks every shard of `subset`: present, its sha256 the manifest's, and its records whole
+  and as many as the manifest lists (a file cut short, with the manifest rewritten to match,
+  would otherwise fail at the first read of its last video, possibly hours into a run).
+
+  Raises:
+    errors.MissingFileError, ChecksumError or source.DataValidationError naming the file.
+  """
   for shard in manifest['shards'][subset]:
     path = os.path.abspath(os.path.join(shards_dir, shard['file']))
     if not os.path.isfile(path):
@@ -139,4 +174,9 @@ def verify_shards(shards_dir: str, manifest: dict, subset: str) -> None:
     key = (path, st.st_size, st.st_mtime_ns, shard['sha256'])
     if key not in _VERIFIED:
       _check(path, shard['sha256'])
+      count = len(scan_records(path))
+      if 'num_examples' in shard and count != shard['num_examples']:
+        raise source.DataValidationError(
+          f'{path}: {count} records, the manifest lists {shard["num_examples"]}; rerun issf-prepare'
+        )
       _VERIFIED.add(key)

@@ -19,7 +19,6 @@ record with one positioned read.
 """
 
 import os
-import struct
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -142,26 +141,15 @@ def write_subset(
 class RecordIndex:
   """Random access to the records of a list of TFRecord files, in file then record order.
 
-  TFRecord framing: uint64 length, uint32 masked crc of the length, data, uint32 masked crc of the
-  data. The files' sha256 (checked against the manifest) guards integrity, so the crcs are skipped.
+  The framing is read by `manifest_lib.scan_records` (a truncated file is a DataValidationError
+  naming it); the files' sha256 (checked against the manifest) guards integrity, so the crcs
+  are skipped.
   """
 
   def __init__(self, paths: Iterable[str]):
     self._locations: list[tuple[str, int, int]] = []
     for path in paths:
-      size = os.path.getsize(path)
-      with open(path, 'rb') as f:
-        pos = 0
-        while pos < size:
-          f.seek(pos)
-          header = f.read(12)
-          if len(header) != 12:
-            raise ValueError(f'{path}: truncated record header at byte {pos}')
-          (length,) = struct.unpack('<Q', header[:8])
-          if pos + 16 + length > size:
-            raise ValueError(f'{path}: truncated record at byte {pos}')
-          self._locations.append((path, pos + 12, length))
-          pos += 16 + length
+      self._locations += [(path, o, n) for o, n in manifest_lib.scan_records(path)]
 
   def __len__(self) -> int:
     return len(self._locations)

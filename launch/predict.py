@@ -146,18 +146,35 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   return pred
 
 
-def main(argv):
-  del argv
-  import numpy as np
-
+def check_flags() -> None:
+  """Raises InputError on a flag value that cannot work, before anything is read or written."""
   from issf_jax import errors
-  from issf_jax.train import restore
 
   if os.path.sep in _CHECKPOINT.value or os.path.isdir(_CHECKPOINT.value):
     raise errors.InputError(
       f'--checkpoint {_CHECKPOINT.value}: expected latest, best or a step number; the run '
       'folder is --workdir'
     )
+  # `not >`: NaN fails too. A zero or negative time base gives empty or reversed segments.
+  if not _FPS.value > 0:
+    raise errors.InputError(f'--fps {_FPS.value}: must be > 0 (frames per second)')
+  if not _STRIDE.value >= 1:
+    raise errors.InputError(f'--stride {_STRIDE.value}: must be >= 1 (frames per snippet)')
+  if not _TOP_K.value >= 1:
+    raise errors.InputError(f'--top_k {_TOP_K.value}: must be >= 1')
+  for flag in (_OUTPUT, _PLOT):
+    folder = os.path.dirname(os.path.abspath(flag.value)) if flag.value else None
+    if folder and not os.path.isdir(folder):
+      raise errors.MissingFileError(f'--{flag.name} {flag.value}: no such folder {folder}')
+
+
+def main(argv):
+  del argv
+  import numpy as np
+
+  from issf_jax.train import restore
+
+  check_flags()
   run_dir = _WORKDIR.value.rstrip('/')
   if os.path.basename(run_dir) == 'checkpoints':
     run_dir = os.path.dirname(run_dir)

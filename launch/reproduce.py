@@ -33,7 +33,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
-from issf_jax import errors
+from issf_jax import config_validation, errors
 from launch import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), 'synthetic.py')
@@ -125,6 +125,8 @@ def plan(workdir: str):
     data, desc, tag = datasets(module, extra_args, workdir)
     specs = runs.plan_table(table, module, data, extra_args=extra_args, epochs=_EPOCHS.value,
                             overrides=overrides)  # fmt: skip
+    for spec in specs:  # --epochs and the rows' arguments too, before any run trains
+      config_validation.validate(spec.config)
     table = tables.expand(table, extra_args)  # the rows as reported
   except ValueError as e:
     raise InputError(str(e)) from None

@@ -4,10 +4,11 @@ One host or a pod: each process reads its slice of every global batch, the mesh 
 device of every process, and the state is replicated (`issf_jax/sharding.py`).
 
 Before the first step: the shard folder must match the model (width, classes) and every split
-the run reads (train, the eval subset, the ground truth) must match its checksums; a resume must
-use the run's config (`run_dir.check_resume_config`). Per epoch end: the memory
-initialisation pass (once, at the end of `memory_init_epoch`), the periodic evaluation
-(`evaluator.Evaluator`), and the checkpoint (state + iterator position + eval metrics).
+the run reads (train, the eval subset, the ground truth) must match its checksums, with
+every shard's records whole; a resume must use the run's config (`run_dir.check_resume_config`);
+and process 0 must get the run folder's lock (`run_lock.py`: one trainer per folder). Per epoch
+end: the memory initialisation pass (once, at the end of `memory_init_epoch`), the periodic
+evaluation (`evaluator.Evaluator`), and the checkpoint (state + iterator position + eval metrics).
 Restarting with the same workdir resumes from the latest checkpoint, bitwise on the CPU, and
 the metric records of the steps it redoes are dropped first.
 
@@ -33,7 +34,7 @@ from absl import logging
 
 from issf_jax import checkpointing, errors, sharding
 from issf_jax import memory as memory_lib
-from issf_jax.train import evaluator, micro, reporting, run_dir, schedules
+from issf_jax.train import evaluator, micro, reporting, run_dir, run_lock, schedules
 from issf_jax.train import step as step_lib
 from issf_jax.train.metrics_writer import MetricsWriter
 
@@ -124,10 +125,18 @@ class Trainer:
     self.total_steps = config.train.num_epochs * self.steps_per_epoch
     if config.train.max_steps:
       self.total_steps = min(self.total_steps, config.train.max_steps)
-    self.checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
-      best_metric=config.train.best_metric or None,
-    )  # fmt: skip
+    # One trainer per run folder (process 0's lock, held until `run` ends): taken after the
+    # checks above, so bad input creates no folder, and before anything is written into it.
+    self._lock = contextlib.ExitStack()
+    self._lock.enter_context(run_lock.hold(workdir, enabled=jax.process_index() == 0))
+    try:
+      self.checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
+        best_metric=config.train.best_metric or None,
+      )  # fmt: skip
+    except BaseException:
+      self._lock.close()
+      raise
     try:
       # A resume with a config that changes the training is refused before anything is built.
       latest = self.checkpointer.latest_step()
@@ -139,6 +148,7 @@ class Trainer:
       self._build(config, workdir)
     except BaseException:
       self.checkpointer.close()
+      self._lock.close()
       raise
 
   def _build(self, config, workdir: str) -> None:
@@ -241,11 +251,13 @@ class Trainer:
     return summary
 
   def run(self) -> dict:
-    """Trains to the last step; the checkpoints and the writer are closed however it ends."""
+    """Trains to the last step; the checkpoints, the writer and the run folder's lock are
+    released however it ends."""
     try:
       return self._run()
     finally:
       self.checkpointer.close()  # waits for the last asynchronous save
+      self._lock.close()
       if self.writer is not None:
         self.writer.close()
 

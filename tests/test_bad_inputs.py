@@ -1,0 +1,165 @@
+"""Every console script over a table of bad inputs, as a new user would type them (issue 16).
+
+Each must print exactly one line on stderr, `<command>: error: ...`, naming the flag, file or
+value; exit with status 2; print no traceback; and write nothing (the table's paths all lie in
+the test's own folder, whose listing must not change). Each row is one subprocess (about 2-5 s:
+the commands import JAX or TensorFlow only once the input has been checked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_DIR, TINY_TRAIN_OVERRIDES, config_flags
+from tests.test_cli import command, run
+
+SYNTHETIC = str(REPO_DIR / 'configs' / 'synthetic.py')
+ANET = str(REPO_DIR / 'configs' / 'activitynet13.py')
+
+
+def listing(root: Path) -> list[str]:
+  return sorted(str(p.relative_to(root)) for p in root.rglob('*'))
+
+
+def assert_one_error_line(proc, prog: str, *pieces: str) -> str:
+  """Exit status 2, stderr exactly one line `<prog>: error: ...` holding `pieces`."""
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 2, (proc.returncode, out[-3000:])
+  assert 'Traceback' not in out, out[-3000:]
+  lines = proc.stderr.splitlines()
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert lines[0].startswith(f'{prog}: error: '), lines[0]
+  for piece in pieces:
+    assert piece in lines[0], (piece, lines[0])
+  return lines[0]
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+  """A ground truth, predictions with an infinite score, one video's features."""
+  video = {'subset': 'test', 'annotations': [{'segment': [0.0, 10.0], 'label': 'A'}]}
+  (tmp_path / 'gt.json').write_text(json.dumps({'database': {'v': video}}))
+  inf = {'results': {'v': [{'label': 'A', 'score': float('inf'), 'segment': [0.0, 5.0]}]}}
+  (tmp_path / 'pred_inf.json').write_text(json.dumps(inf))  # writes the literal Infinity
+  np.save(tmp_path / 'x.npy', np.zeros((8, 64), np.float32))
+  return tmp_path
+
+
+TRAIN = ['issf-train', '--config', SYNTHETIC, '--workdir', '{tmp}/run',
+         '--config.data.shards_dir={tmp}/shards']  # fmt: skip
+PREDICT = ['issf-predict', '--workdir', '{tmp}/run', '--features', '{tmp}/x.npy']
+SCORE = ['issf-eval', 'score', '--ground_truth', '{tmp}/gt.json', '--subset', 'test']
+PREPARE = ['issf-prepare', '--format', 'wtalc', '--src', '{tmp}', '--out', '{tmp}/shards']
+
+# id -> (command line, the error line's program, pieces the error line must hold)
+CASES = {
+  'train_unknown_key': (TRAIN + ['--config.nosuch.key=1'], 'issf-train',
+                        ['--config.nosuch.key', "no field 'nosuch'"]),
+  'train_batch_size_0': (TRAIN + ['--config.train.batch_size=0'], 'issf-train',
+                         ['--config.train.batch_size=0', '>= 1']),
+  'train_batch_size_negative': (TRAIN + ['--config.train.batch_size=-3'], 'issf-train',
+                                ['--config.train.batch_size=-3', '>= 1']),
+  'train_negative_lr': (TRAIN + ['--config.optim.lr=-1'], 'issf-train',
+                        ['--config.optim.lr=-1', '> 0']),
+  'train_dropout_1.5': (TRAIN + ['--config.model.dropout=1.5'], 'issf-train',
+                        ['--config.model.dropout=1.5', '[0, 1)']),
+  'train_unknown_scale': (['issf-train', '--config', f'{ANET}:scale=tinyy', '--workdir',
+                           '{tmp}/run'], 'issf-train', ["scale='tinyy'", 'tiny']),
+  'train_unknown_synthetic_scale': (['issf-train', '--config', f'{SYNTHETIC}:scale=tinyy',
+                                     '--workdir', '{tmp}/run'], 'issf-train', ["scale='tinyy'"]),
+  'eval_negative_lr': (['issf-eval', '--workdir', '{tmp}/run', '--config', SYNTHETIC,
+                        '--config.optim.lr=-1'], 'issf-eval', ['--config.optim.lr=-1']),
+  'predict_fps_0': (PREDICT + ['--fps', '0'], 'issf-predict', ['--fps 0', '> 0']),
+  'predict_fps_negative': (PREDICT + ['--fps', '-25'], 'issf-predict', ['--fps -25', '> 0']),
+  'predict_stride_0': (PREDICT + ['--stride', '0'], 'issf-predict', ['--stride 0', '>= 1']),
+  'predict_output_missing_folder': (PREDICT + ['--output', '{tmp}/nope/dets.json'],
+                                    'issf-predict', ['--output', '{tmp}/nope']),
+  'predict_plot_missing_folder': (PREDICT + ['--plot', '{tmp}/nope/plot.png'], 'issf-predict',
+                                  ['--plot', '{tmp}/nope']),
+  'score_infinite_score': (SCORE + ['--predictions', '{tmp}/pred_inf.json'], 'issf-eval score',
+                           ['pred_inf.json', "results['v'][0]", 'inf']),
+  'score_bad_tiou': (SCORE + ['--predictions', '{tmp}/pred_inf.json', '--tiou', '0.5:1.5:0.1'],
+                     'issf-eval score', ['--tiou', '(0, 1]']),
+  'score_missing_flag': (['issf-eval', 'score', '--predictions', '{tmp}/pred_inf.json'],
+                         'issf-eval score', ['--ground_truth', 'see --help']),
+  'prepare_videos_per_shard_0': (PREPARE + ['--videos_per_shard', '0'], 'issf-prepare',
+                                 ['--videos_per_shard 0', '>= 1']),
+  'prepare_unknown_format': (['issf-prepare', '--format', 'wtalk', '--src', '{tmp}', '--out',
+                              '{tmp}/shards'], 'issf-prepare', ['--format', "'wtalk'"]),
+  'repro_unknown_table': (['issf-repro', '--table', '7', '--workdir', '{tmp}/repro'],
+                          'issf-repro', ['Unknown table']),
+  'repro_batch_size_0': (['issf-repro', '--table', '4', '--workdir', '{tmp}/repro',
+                          '--config.train.batch_size=0'], 'issf-repro',
+                         ['--config.train.batch_size=0', '>= 1']),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize('case', list(CASES))
+def test_bad_input(case, inputs):
+  args, prog, pieces = CASES[case]
+  tmp = str(inputs)
+  args = [a.replace('{tmp}', tmp) for a in args]
+  before = listing(inputs)
+  proc = run(command(args[0]) + args[1:])
+  assert_one_error_line(proc, prog, *(p.replace('{tmp}', tmp) for p in pieces))
+  assert listing(inputs) == before
+
+
+def _train(workdir: Path, shards: Path) -> list[str]:
+  return command('issf-train') + [
+    '--config', SYNTHETIC, '--workdir', str(workdir), f'--config.data.shards_dir={shards}',
+    *config_flags(TINY_TRAIN_OVERRIDES),
+  ]  # fmt: skip
+
+
+def test_truncated_test_shard_is_named_before_training(tmp_path, tiny_shards):
+  """A test shard cut short, its checksum rewritten to match: refused before the first step
+  (it used to fail with a ValueError traceback at the first evaluation)."""
+  shards = tmp_path / 'shards'
+  shutil.copytree(tiny_shards, shards)
+  manifest = json.loads((shards / 'manifest.json').read_text())
+  entry = manifest['shards']['test'][-1]
+  shard = shards / entry['file']
+  shard.write_bytes(shard.read_bytes()[:-100])
+  from data_pipelines import manifest as manifest_lib
+
+  entry['sha256'] = manifest_lib.sha256_file(str(shard))
+  (shards / 'manifest.json').write_text(json.dumps(manifest))
+  before = listing(tmp_path)
+  proc = run(_train(tmp_path / 'run', shards))
+  assert_one_error_line(proc, 'issf-train', str(shard), 'truncated')
+  assert listing(tmp_path) == before
+
+
+def test_second_trainer_on_a_run_folder_is_refused(tmp_path, tiny_shards):
+  """A process holding the run folder's lock (as a first issf-train does) makes a second one
+  stop with the holder's pid; once the holder is gone, the lock is free again."""
+  workdir = tmp_path / 'run'
+  holder = subprocess.Popen(
+    [sys.executable, '-c', 'import sys, time\nfrom issf_jax.train import run_lock\n'
+     'with run_lock.hold(sys.argv[1]):\n  print("locked", flush=True)\n  time.sleep(600)\n',
+     str(workdir)],
+    cwd=REPO_DIR, env=dict(os.environ, PYTHONPATH=str(REPO_DIR)), stdout=subprocess.PIPE,
+    text=True,
+  )  # fmt: skip
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    before = listing(tmp_path)
+    proc = run(_train(workdir, tiny_shards))
+    assert_one_error_line(proc, 'issf-train', str(workdir), f'pid {holder.pid}')
+    assert listing(tmp_path) == before  # no checkpoints/, config.json or metrics.jsonl
+  finally:
+    holder.kill()
+    holder.wait()
+  from issf_jax.train import run_lock
+
+  with run_lock.hold(str(workdir)):  # the kernel freed the lock with its process
+    pass
