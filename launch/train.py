@@ -3,7 +3,8 @@ The run folder (--workdir) receives the config (config.json), the checkpoints, m
 TensorBoard logs, and the predictions/ and eval/ of every periodic evaluation. Started again
 with the same --workdir, it resumes from the latest checkpoint; a config that would change the
 training (any key but the evaluation and logging settings) is refused unless
---allow_config_change is given.
+--allow_config_change is given. One issf-train at a time per run folder: a second one on the
+same --workdir stops with the first one's pid (a lock on <workdir>/.lock, freed when it ends).
 
 usage:
   issf-train --config configs/thumos14.py --workdir runs/thumos14 \
