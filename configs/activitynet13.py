@@ -29,7 +29,8 @@ recipe=spec_v1 (Base 30.9 +- 1.9, Base+BRM 26.7 +- 1.0). Expected result at full
 features (paper, Table 2): average mAP 25.8 (0.5: 39.4, 0.75: 25.8, 0.95: 6.4).
 """
 
-from issf_jax import config_lib, errors, experiment
+from issf_common import errors
+from issf_jax import config_lib, experiment
 
 # scale -> (feature_dim, num_epochs, batch_size, eval/checkpoint every, eval_batch_size, lr).
 # small: 500 steps instead of 28k, so lr 5e-4 (at 1e-4 it is still at 7 % classification mAP

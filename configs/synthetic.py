@@ -19,7 +19,8 @@ Hardware and time: a few minutes on a 2-core CPU. Expected result: see docs/resu
 (Table 4 over seeds for both recipes: `issf-repro --table 4 --seeds 3`).
 """
 
-from issf_jax import config_lib, errors, experiment
+from issf_common import errors
+from issf_jax import config_lib, experiment
 
 
 def get_config(arg=None):

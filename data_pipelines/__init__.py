@@ -1,6 +1,8 @@
 """Data for issf-jax: released formats -> validated shards -> numpy batches (docs/design.md §6).
 
-Modules (only those marked TF import TensorFlow, through `_tf.py`, which hides every GPU from it):
+Below the library, above `issf_common` (errors, TensorFlow): docs/design.md §1. Modules (only
+those marked TF import TensorFlow, through `issf_common/tensorflow_cpu.py`, which hides every GPU
+from it):
   source.py           the reader-independent view (VideoEntry, SourceDataset), validation errors,
                       the subset rule, the 25 fps / 16-frame time base
   wtalc.py            W-TALC reader (both layouts) and writer

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipelines import source
-from issf_jax import errors
+from issf_common import errors
 
 AMBIGUOUS_LABEL = 'Ambiguous'
 SPLITS = (('train', 'split_train.txt', 'train'), ('test', 'split_test.txt', 'test'))

@@ -42,7 +42,7 @@ from absl import logging
 
 from data_pipelines import manifest as manifest_lib
 from data_pipelines import sampling, shards
-from data_pipelines._tf import tf
+from issf_common.tensorflow_cpu import tf
 
 load_manifest = manifest_lib.load_manifest
 load_ground_truth = manifest_lib.load_ground_truth

@@ -21,7 +21,7 @@ import re
 import struct
 
 from data_pipelines import source
-from issf_jax import errors
+from issf_common import errors
 
 MANIFEST = 'manifest.json'
 GROUND_TRUTH = 'ground_truth.json'

@@ -24,7 +24,7 @@ from absl import logging
 
 from data_pipelines import acmnet, class_names, source, wtalc
 from data_pipelines import manifest as manifest_lib
-from issf_jax import errors
+from issf_common import errors
 
 SUBSET_RULE = (
   "W-TALC: 'training' -> train, 'test' -> test, 'validation' -> train (THUMOS14) or test "

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from data_pipelines import manifest as manifest_lib
-from data_pipelines._tf import tf
+from issf_common.tensorflow_cpu import tf
 
 
 def encode_example(

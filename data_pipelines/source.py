@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from issf_jax import errors
+from issf_common import errors
 
 FPS = 25.0
 STRIDE = 16

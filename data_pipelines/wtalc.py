@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from data_pipelines import source
-from issf_jax import errors
+from issf_common import errors
 
 FEATURES_SUFFIX = '-I3D-JOINTFeatures.npy'
 ANNOTATION_FILES = (

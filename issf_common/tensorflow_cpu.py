@@ -1,4 +1,5 @@
-"""The one place TensorFlow is imported: data_pipelines only, and TF never sees a GPU.
+"""The one place TensorFlow is imported (the data pipeline, the TensorBoard writer); TF never
+sees a GPU.
 
 TF on a GPU machine would otherwise reserve GPU memory that JAX needs. With tensorflow-cpu the call
 is a no-op. (TF imports jax itself, so JAX_* / XLA_FLAGS must be set before this module loads.)

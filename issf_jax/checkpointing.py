@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from issf_jax import errors
+from issf_common import errors
 
 _SHAPE_FIELDS = ('num_classes', 'feature_dim', 'embed_dim', 'use_brm', 'brm_variant',
                  'brm_reduction')  # fmt: skip

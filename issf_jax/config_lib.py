@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from issf_jax import errors, recipes
+from issf_common import errors
+from issf_jax import recipes
 
 _ARG_DEFAULTS = dict(
   saliency='l1',

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
-from issf_jax import errors
+from issf_common import errors
 
 
 def _at_least(low) -> tuple[Callable, str]:

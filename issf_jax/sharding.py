@@ -21,7 +21,7 @@ AXIS = 'data'
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   """A 1-D `data` mesh over the first `num_devices` devices (all by default)."""
-  from issf_jax import errors
+  from issf_common import errors
 
   devices = jax.devices()
   if num_devices:

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from issf_jax import errors
+from issf_common import errors
 
 EXIT_USER_ERROR = 2
 HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')

@@ -30,7 +30,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from issf_jax import errors
+from issf_common import errors
 from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -47,7 +47,7 @@ _BRANCHES = flags.DEFINE_bool(
 def load_features(path: str, feature_dim: int):
   import numpy as np
 
-  from issf_jax import errors
+  from issf_common import errors
 
   try:
     x = np.load(path, allow_pickle=False)
@@ -148,7 +148,7 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
 
 def check_flags() -> None:
   """Raises InputError on a flag value that cannot work, before anything is read or written."""
-  from issf_jax import errors
+  from issf_common import errors
 
   if os.path.sep in _CHECKPOINT.value or os.path.isdir(_CHECKPOINT.value):
     raise errors.InputError(

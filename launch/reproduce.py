@@ -33,7 +33,8 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
-from issf_jax import config_validation, errors
+from issf_common import errors
+from issf_jax import config_validation
 from launch import cli
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(configs.__file__), 'synthetic.py')

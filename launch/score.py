@@ -21,7 +21,8 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 
-from issf_jax import errors, evaluation
+from issf_common import errors
+from issf_jax import evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
 from issf_jax.evaluation import prediction_file
 from launch import cli

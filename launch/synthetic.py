@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from issf_jax import errors
+from issf_common import errors
 from launch import cli
 
 PROG = 'python -m launch.synthetic'

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from configs import activitynet13, synthetic, thumos14
-from issf_jax import config_validation, errors
+from issf_common import errors
+from issf_jax import config_validation
 from issf_jax.repro import runs, tables
 
 # The config arguments the configs' docstrings and README document, per module.

@@ -92,7 +92,7 @@ def logged_steps(workdir) -> set[int]:
 
 def tensorboard_points(workdir) -> list[tuple[str, int]]:
   """Every (tag, step) scalar written to the run's TensorBoard event files."""
-  from data_pipelines._tf import tf
+  from issf_common.tensorflow_cpu import tf
 
   points = []
   for path in sorted((workdir / 'tensorboard').glob('events.out.tfevents.*')):

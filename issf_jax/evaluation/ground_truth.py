@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from issf_jax import errors
+from issf_common import errors
 
 _SUBSET_ALIASES = {
   'testing': 'test',

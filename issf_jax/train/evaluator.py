@@ -21,7 +21,8 @@ import warnings
 import jax
 import numpy as np
 
-from issf_jax import errors, evaluation, inference, proposals, sharding
+from issf_common import errors
+from issf_jax import evaluation, inference, proposals, sharding
 
 PROTOCOLS = ('rskp', 'official')
 

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from issf_jax import checkpointing, errors, sharding
+from issf_common import errors
+from issf_jax import checkpointing, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.train import evaluator, micro, reporting, run_dir, run_lock, schedules
 from issf_jax.train import step as step_lib

@@ -66,7 +66,7 @@ class MetricsWriter:
         f.writelines(json.dumps(r, allow_nan=False) + '\n' for r in kept)
       os.replace(tmp, self._path)
       shutil.rmtree(tb_dir, ignore_errors=True)  # rebuilt below from the records kept
-    from data_pipelines._tf import tf  # GPU-hidden TensorFlow, shared with the data path
+    from issf_common.tensorflow_cpu import tf  # GPU-hidden TensorFlow, shared with the data path
 
     self._tf = tf
     self._tb = tf.summary.create_file_writer(tb_dir)

@@ -7,7 +7,8 @@ import os
 
 import jax
 
-from issf_jax import checkpointing, errors, sharding
+from issf_common import errors
+from issf_jax import checkpointing, sharding
 from issf_jax.train import step as step_lib
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 
-from issf_jax import errors
+from issf_common import errors
 
 CONFIG_FILE = 'config.json'
 # Prefixes ('eval.') and full keys that may differ on resume.

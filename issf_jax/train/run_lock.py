@@ -19,7 +19,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from issf_jax import errors
+from issf_common import errors
 
 LOCK_FILE = '.lock'
 

@@ -31,7 +31,8 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from issf_jax import errors, losses
+from issf_common import errors
+from issf_jax import losses
 from issf_jax import memory as memory_lib
 from issf_jax.model import ISSF, build_model, init_params, pseudo_label_logits
 from issf_jax.sharding import AXIS

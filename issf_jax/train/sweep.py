@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 import math
 
-from issf_jax import errors, proposals
+from issf_common import errors
+from issf_jax import proposals
 
 RANGE_FIELDS = ('thresholds_start', 'thresholds_stop', 'thresholds_step')
 

@@ -1,0 +1,8 @@
+"""The ground floor of issf-jax: what the data layer and the library both need (docs/design.md §1).
+
+  errors.py           the user-input error types (one line and exit status 2 in the commands)
+  tensorflow_cpu.py   the one place TensorFlow is imported, with every GPU hidden from it
+
+It imports nothing of the project, and importing this package imports nothing else (TensorFlow
+loads only when `tensorflow_cpu` is imported).
+"""
