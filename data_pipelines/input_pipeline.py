@@ -266,7 +266,13 @@ def _batched(ds, batch: int, prefetch: int):
 
 
 class TrainIterator:
-  """Infinite iterator of training batches (module docstring); `state()` resumes it exactly."""
+  """Infinite iterator of the training batches of `shards_dir` planned by `options` (module
+  docstring); `state()` resumes it exactly.
+
+  start_epoch / start_batch: where to start (a `state()`). verify: check the train shards'
+  sha256 against the manifest first (ChecksumError). process_index / process_count default to
+  jax.process_index() / jax.process_count(). prefetch: batches tf.data prepares ahead.
+  """
 
   def __init__(
     self,
@@ -345,25 +351,8 @@ class TrainIterator:
     return self._position.state()
 
 
-def create_train_iterator(
-  shards_dir: str,
-  options: BatchingOptions,
-  *,
-  start_epoch: int = 0,
-  start_batch: int = 0,
-  process_index: int | None = None,
-  process_count: int | None = None,
-  verify: bool = True,
-) -> TrainIterator:
-  """Training batches from `shards_dir` planned by `options` (module docstring).
-
-  verify: check the train shards' sha256 against the manifest first (ChecksumError).
-  process_index / process_count default to jax.process_index() / jax.process_count().
-  """
-  return TrainIterator(
-    shards_dir, options, start_epoch=start_epoch, start_batch=start_batch,
-    process_index=process_index, process_count=process_count, verify=verify,
-  )  # fmt: skip
+# The training batches of a shard folder: `create_train_iterator(shards_dir, options, ...)`.
+create_train_iterator = TrainIterator
 
 
 def create_eval_iterator(
