@@ -163,3 +163,60 @@ def test_second_trainer_on_a_run_folder_is_refused(tmp_path, tiny_shards):
 
   with run_lock.hold(str(workdir)):  # the kernel freed the lock with its process
     pass
+
+
+# ---- The small items: help texts and messages --------------------------------------------------
+
+
+def test_help_texts():
+  """No "(default: 'None')" for a config flag without a default; issf-prepare's --format and
+  --videos_per_shard say what they take."""
+  proc = run(command('issf-train') + ['--help'])
+  assert proc.returncode == 0 and '--config: Experiment config file.' in proc.stdout
+  assert "(default: 'None')" not in proc.stdout
+  text = ' '.join(run(command('issf-prepare') + ['--help']).stdout.split())
+  assert 'wtalc: <Name>-I3D-JOINTFeatures.npy' in text and 'acmnet: train/*.npy' in text
+  assert 'videos per TFRecord shard' in text
+
+
+def test_one_invalid_segment_is_counted_in_the_singular():
+  from issf_jax import evaluation
+  from issf_jax.evaluation import ground_truth as gt_lib
+
+  video = {'subset': 'test', 'annotations': [{'segment': [0.0, 10.0], 'label': 'A'}]}
+  gt = {'database': {'v': video}}
+  pred = {'results': {'v': [{'label': 'A', 'score': 0.5, 'segment': [5.0, 1.0]}]}}
+  with pytest.raises(gt_lib.FormatError, match=r'\[5, 1\].*; 1 such segment$'):
+    evaluation.evaluate_official(gt, pred, subset='test', tiou_thresholds=[0.5])
+
+
+def _tfrecord(path: Path, payloads: list[bytes]) -> None:
+  """TFRecord framing with zero crcs (the record scan does not read them)."""
+  import struct
+
+  path.write_bytes(b''.join(struct.pack('<QI', len(p), 0) + p + b'\0' * 4 for p in payloads))
+
+
+def test_shard_checks_name_the_file_and_the_command(tmp_path):
+  """A checksum mismatch says to rerun issf-prepare; a shard with fewer records than the
+  manifest lists, or cut inside a record, is named before any read."""
+  from data_pipelines import manifest as manifest_lib
+  from data_pipelines import source
+
+  shard = tmp_path / 'test-00000-of-00001.tfrecord'
+  _tfrecord(shard, [b'a' * 10, b'b' * 20])
+  entry = {'file': shard.name, 'num_examples': 2, 'sha256': '0' * 64}
+  manifest = {'shards': {'test': [entry]}}
+  with pytest.raises(source.ChecksumError, match='rerun issf-prepare$'):
+    manifest_lib.verify_shards(str(tmp_path), manifest, 'test')
+  entry['sha256'] = manifest_lib.sha256_file(str(shard))
+  manifest_lib.verify_shards(str(tmp_path), manifest, 'test')  # whole and counted: passes
+  assert [n for _, n in manifest_lib.scan_records(str(shard))] == [10, 20]
+  entry['num_examples'] = 3
+  manifest_lib._VERIFIED.clear()
+  with pytest.raises(source.DataValidationError, match=f'{shard}: 2 records, the manifest lists 3'):
+    manifest_lib.verify_shards(str(tmp_path), manifest, 'test')
+  shard.write_bytes(shard.read_bytes()[:-5])
+  entry.update(num_examples=2, sha256=manifest_lib.sha256_file(str(shard)))
+  with pytest.raises(source.DataValidationError, match=f'{shard}: truncated TFRecord file'):
+    manifest_lib.verify_shards(str(tmp_path), manifest, 'test')
