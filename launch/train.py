@@ -9,6 +9,10 @@ same --workdir stops with the first one's pid (a lock on <workdir>/.lock, freed 
 usage:
   issf-train --config configs/thumos14.py --workdir runs/thumos14 \
     --config.data.shards_dir=data/thumos14_shards [--config.train.batch_size=10 ...]
+  issf-train --config configs/thumos14.py:recipe=spec_v1 --show_config [--config.a.b=v ...]
+
+--show_config prints the resolved config (every section of configs/common.py, after the
+experiment file, its arguments and the overrides) and exits 0; nothing is read or written.
 
 --config FILE[:ARGS] picks the experiment file (ablations as ARGS, e.g. saliency=l2) and every
 --config.a.b=value overrides one field. On a pod, run the same command on every host with
@@ -37,6 +41,9 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process.')
+_SHOW_CONFIG = flags.DEFINE_bool(
+  'show_config', False, 'Print the resolved config and exit (no --workdir needed).'
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   'allow_config_change', False,
   'Resume even though the config differs from the run\'s config.json in keys that change the '
@@ -63,6 +70,9 @@ def initialize_distributed(coordinator=None, num_processes=None, process_id=None
 def main(argv):
   del argv
   config = _CONFIG.value
+  if _SHOW_CONFIG.value:
+    print(config, end='')  # YAML, keys sorted, lazy references resolved
+    return 0
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop
@@ -75,7 +85,11 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['config'])
+  flags.register_multi_flags_validator(
+    ['workdir', 'show_config'], lambda values: bool(values['workdir'] or values['show_config']),
+    message='--workdir is required (except with --show_config)',
+  )  # fmt: skip
   cli.run_absl(main, sys.modules[__name__], 'issf-train')
 
 

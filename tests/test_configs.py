@@ -198,3 +198,25 @@ def test_train_binary_rejects_a_bad_ablation_argument(tmp_path, jax_cache_dir):
   assert proc.returncode != 0
   assert "brm='bogus'" in proc.stderr, proc.stderr[-3000:]
   assert not workdir.exists()
+
+
+def test_show_config_prints_the_resolved_config_and_writes_nothing(tmp_path, jax_cache_dir):
+  workdir = tmp_path / 'run'
+  config = f'{REPO_DIR / "configs" / "synthetic.py"}:recipe=spec_v1'
+  proc = run_python(
+    ['-m', 'launch.train', '--config', config, '--show_config', '--config.train.num_epochs=90',
+     '--workdir', workdir],
+    subprocess_env(jax_cache_dir), timeout=120,
+  )  # fmt: skip
+  want = synthetic.get_config('recipe=spec_v1')
+  want.train.num_epochs = 90  # the lazy memory_init_epoch follows: 50
+  assert proc.stdout == str(want)
+  assert 'memory_init_epoch: 50\n' in proc.stdout and 'num_epochs: 90\n' in proc.stdout
+  assert not workdir.exists()
+  # No --workdir is needed to look; without --show_config it is.
+  proc = run_python(['-m', 'launch.train', '--config', config, '--show_config'],
+                    subprocess_env(jax_cache_dir), timeout=120)  # fmt: skip
+  assert proc.stdout == str(synthetic.get_config('recipe=spec_v1'))
+  proc = run_python(['-m', 'launch.train', '--config', config], subprocess_env(jax_cache_dir),
+                    check=False, timeout=120)  # fmt: skip
+  assert proc.returncode == 2 and '--workdir is required' in proc.stderr, proc.stderr[-3000:]
