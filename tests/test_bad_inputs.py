@@ -220,3 +220,16 @@ def test_shard_checks_name_the_file_and_the_command(tmp_path):
   entry.update(num_examples=2, sha256=manifest_lib.sha256_file(str(shard)))
   with pytest.raises(source.DataValidationError, match=f'{shard}: truncated TFRecord file'):
     manifest_lib.verify_shards(str(tmp_path), manifest, 'test')
+
+
+def test_edited_run_config_out_of_range(tmp_path):
+  """issf-eval reads the run's config.json: a value out of range there is named too."""
+  from configs import synthetic
+
+  config = synthetic.get_config()
+  config.optim.lr = -1.0
+  (tmp_path / 'config.json').write_text(config.to_json_best_effort())
+  before = listing(tmp_path)
+  proc = run(command('issf-eval') + ['--workdir', tmp_path])
+  assert_one_error_line(proc, 'issf-eval', str(tmp_path / 'config.json'), 'optim.lr=-1.0')
+  assert listing(tmp_path) == before

@@ -8,19 +8,22 @@ import os
 import jax
 
 from issf_common import errors
-from issf_jax import checkpointing, sharding
+from issf_jax import checkpointing, config_validation, sharding
 from issf_jax.train import step as step_lib
 
 
 def load_config(workdir: str):
-  """The ConfigDict a run wrote to `<workdir>/config.json`."""
+  """The ConfigDict a run wrote to `<workdir>/config.json` (its values in their ranges)."""
   import ml_collections
 
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     raise errors.MissingFileError(f'{path} does not exist: is {workdir} a run directory?')
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(json.load(f))
+  for key, value, rule in config_validation.problems(config):  # an edited config.json
+    raise errors.ConfigError(f'{path}: {config_validation.describe(key, value, rule)}')
+  return config
 
 
 def restore_state(config, checkpoint_dir: str, which='latest', mesh=None):
