@@ -25,6 +25,9 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
   # k = max(int(p T) - 1, saliency_min_selected) in `official` mode: 1 guards short videos
   # (spec A1); the authors' code has no guard (0: a video with T < 4 has no salient snippet).
   c.saliency_min_selected = 1
+  # Which of equal tau at the k-th place are salient: 'index' (the lower index; jittable) or
+  # 'torch' (as the authors' torch.topk picks them; emulated on the host when a tie occurs).
+  c.saliency_tie_order = 'index'
   # Boundary refinement module (Eq. 4-6, §2.3, Table 5).
   c.use_brm = True
   c.brm_reduction = 4  # r

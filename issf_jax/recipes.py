@@ -57,10 +57,8 @@ def apply_recipe(config: ml_collections.ConfigDict, recipe: str, class_index: st
     raise ValueError(f'Unknown memory_class_index {class_index!r}; choose {MEMORY_CLASS_INDEX}.')
   m, mem = config.model, config.memory
   mem.class_index = class_index
-  # Only the released indexing merges the same snippet twice (equal scores, so the order
-  # of torch's unstable sort shows); reproducing it exactly needs torch's tie order.
-  mem.merge_tie_order = 'torch' if class_index == 'released' else 'index'
   if recipe == 'spec_v1':
+    mem.merge_tie_order = 'index'
     m.saliency_min_selected = 1
     m.brm_empty_set = 'renormalize'
     m.brm_mlp_bias = True
@@ -70,6 +68,12 @@ def apply_recipe(config: ml_collections.ConfigDict, recipe: str, class_index: st
     mem.read_empty_slots = False
     return
   m.saliency_min_selected = 0
+  # Equal values are ordered as the authors' torch CPU kernels order them (docs/fidelity.md):
+  # the saliency top-k (equal tau at the k-th place) and the memory merge's unstable sort
+  # (the released indexing's snippet merged twice, or equal scores in any mode). Each is
+  # emulated on the host only when such a tie occurs.
+  m.saliency_tie_order = 'torch'
+  mem.merge_tie_order = 'torch'
   m.brm_empty_set = 'zero'
   m.brm_mlp_bias = False
   m.pseudo_label_brm_weight = 0.8

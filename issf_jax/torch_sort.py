@@ -26,13 +26,22 @@ import numpy as np
 _THRESHOLD = 16  # libstdc++'s _S_threshold: introsort stops above it, insertion sort below
 
 
-def std_sort_descending(keys) -> list[int]:
-  """The permutation that libstdc++ `std::sort` with `a > b` gives for `keys` (a sequence)."""
-  keys = [float(k) for k in keys]
-  order = list(range(len(keys)))
-  greater = lambda i, j: keys[i] > keys[j]
+class _Std:
+  """libstdc++'s <algorithm> internals on an index array, with the comparator `a > b`.
 
-  def median_to_first(result, a, b, c):
+  `order` is permuted in place exactly as libstdc++ permutes the (value, index) pairs that
+  torch sorts; only values are compared, so equal values end where the algorithm leaves them.
+  """
+
+  def __init__(self, keys):
+    self.keys = [float(k) for k in keys]
+    self.order = list(range(len(self.keys)))
+
+  def greater(self, i, j):
+    return self.keys[i] > self.keys[j]
+
+  def median_to_first(self, result, a, b, c):  # std::__move_median_to_first
+    order, greater = self.order, self.greater
     x, y, z = order[a], order[b], order[c]
     if greater(x, y):
       pick = b if greater(y, z) else (c if greater(x, z) else a)
@@ -40,85 +49,145 @@ def std_sort_descending(keys) -> list[int]:
       pick = a if greater(x, z) else (c if greater(y, z) else b)
     order[result], order[pick] = order[pick], order[result]
 
-  def partition(first, last, pivot):
+  def partition_pivot(self, first, last):  # std::__unguarded_partition_pivot
+    order, greater = self.order, self.greater
+    self.median_to_first(first, first + 1, first + (last - first) // 2, last - 1)
+    pivot, lo, hi = first, first + 1, last
     while True:
-      while greater(order[first], order[pivot]):
-        first += 1
-      last -= 1
-      while greater(order[pivot], order[last]):
-        last -= 1
-      if first >= last:
-        return first
-      order[first], order[last] = order[last], order[first]
-      first += 1
+      while greater(order[lo], order[pivot]):
+        lo += 1
+      hi -= 1
+      while greater(order[pivot], order[hi]):
+        hi -= 1
+      if lo >= hi:
+        return lo
+      order[lo], order[hi] = order[hi], order[lo]
+      lo += 1
 
-  def sift(heap, hole, length, value):  # std::__adjust_heap
+  def adjust_heap(self, first, hole, length, value):  # std::__adjust_heap on [first, ...)
+    order, greater = self.order, self.greater
+    at = lambda i: order[first + i]
     top = child = hole
     while child < (length - 1) // 2:
       child = 2 * (child + 1)
-      if greater(heap[child], heap[child - 1]):
+      if greater(at(child), at(child - 1)):
         child -= 1
-      heap[hole] = heap[child]
+      order[first + hole] = at(child)
       hole = child
     if length % 2 == 0 and child == (length - 2) // 2:
       child = 2 * (child + 1)
-      heap[hole] = heap[child - 1]
+      order[first + hole] = at(child - 1)
       hole = child - 1
     parent = (hole - 1) // 2
-    while hole > top and greater(heap[parent], value):
-      heap[hole] = heap[parent]
+    while hole > top and greater(at(parent), value):
+      order[first + hole] = at(parent)
       hole = parent
       parent = (hole - 1) // 2
-    heap[hole] = value
+    order[first + hole] = value
 
-  def heap_sort(first, last):  # std::partial_sort(first, last, last)
-    heap = order[first:last]
-    length = len(heap)
+  def make_heap(self, first, last):
+    length = last - first
     for parent in range((length - 2) // 2, -1, -1):
-      sift(heap, parent, length, heap[parent])
-    for end in range(length - 1, 0, -1):
-      value = heap[end]
-      heap[end] = heap[0]
-      sift(heap, 0, end, value)
-    order[first:last] = heap
+      self.adjust_heap(first, parent, length, self.order[first + parent])
 
-  def introsort(first, last, depth):
-    while last - first > _THRESHOLD:
-      if depth == 0:
-        heap_sort(first, last)
-        return
-      depth -= 1
-      median_to_first(first, first + 1, first + (last - first) // 2, last - 1)
-      cut = partition(first + 1, last, first)
-      introsort(cut, last, depth)
-      last = cut
+  def pop_heap(self, first, last, result):  # std::__pop_heap
+    value = self.order[result]
+    self.order[result] = self.order[first]
+    self.adjust_heap(first, 0, last - first, value)
 
-  def linear_insert(last):
+  def heap_select(self, first, middle, last):  # std::__heap_select
+    self.make_heap(first, middle)
+    for i in range(middle, last):
+      if self.greater(self.order[i], self.order[first]):
+        self.pop_heap(first, middle, i)
+
+  def sort_heap(self, first, last):  # std::__sort_heap
+    while last - first > 1:
+      last -= 1
+      self.pop_heap(first, last, last)
+
+  def linear_insert(self, last):  # std::__unguarded_linear_insert
+    order = self.order
     value, prev = order[last], last - 1
-    while greater(value, order[prev]):
+    while self.greater(value, order[prev]):
       order[last] = order[prev]
       last, prev = prev, prev - 1
     order[last] = value
 
-  def insertion_sort(first, last):
+  def insertion_sort(self, first, last):  # std::__insertion_sort
+    order = self.order
     for i in range(first + 1, last):
-      if greater(order[i], order[first]):
+      if self.greater(order[i], order[first]):
         value = order[i]
         order[first + 1 : i + 1] = order[first:i]
         order[first] = value
       else:
-        linear_insert(i)
+        self.linear_insert(i)
 
-  n = len(order)
+
+def _lg2(n: int) -> int:
+  return int(math.log2(n))
+
+
+def std_sort_descending(keys) -> list[int]:
+  """The permutation that libstdc++ `std::sort` with `a > b` gives for `keys` (a sequence)."""
+  std = _Std(keys)
+
+  def introsort(first, last, depth):
+    while last - first > _THRESHOLD:
+      if depth == 0:  # std::partial_sort(first, last, last)
+        std.heap_select(first, last, last)
+        std.sort_heap(first, last)
+        return
+      depth -= 1
+      cut = std.partition_pivot(first, last)
+      introsort(cut, last, depth)
+      last = cut
+
+  n = len(std.order)
   if n > 1:
-    introsort(0, n, 2 * int(math.log2(n)))
+    introsort(0, n, 2 * _lg2(n))
     if n > _THRESHOLD:
-      insertion_sort(0, _THRESHOLD)
+      std.insertion_sort(0, _THRESHOLD)
       for i in range(_THRESHOLD, n):
-        linear_insert(i)
+        std.linear_insert(i)
     else:
-      insertion_sort(0, n)
-  return order
+      std.insertion_sort(0, n)
+  return std.order
+
+
+def topk_indices(keys, k: int) -> list[int]:
+  """The indices `torch.topk(keys, k)` (CPU, largest) returns, as a set (in index order).
+
+  torch's CPU top-k (`topk_impl_loop`) runs `std::partial_sort` when k * 64 <= n and
+  `std::nth_element` otherwise, on (value, index) pairs compared by value only, and takes
+  the first k pairs: with equal values at the k-th place, which of them are kept depends on
+  the whole array.
+  """
+  std = _Std(keys)
+  n = len(std.order)
+  if k <= 0:
+    return []
+  if k >= n:
+    return list(range(n))
+  if k * 64 <= n:
+    std.heap_select(0, k, n)
+  else:  # std::nth_element(first, first + k - 1, last): libstdc++'s introselect
+    first, last, nth, depth = 0, n, k - 1, 2 * _lg2(n)
+    while last - first > 3:
+      if depth == 0:
+        std.heap_select(first, nth + 1, last)
+        std.order[first], std.order[nth] = std.order[nth], std.order[first]
+        break
+      depth -= 1
+      cut = std.partition_pivot(first, last)
+      if cut <= nth:
+        first = cut
+      else:
+        last = cut
+    else:
+      std.insertion_sort(first, last)
+  return sorted(std.order[:k])
 
 
 def _host_merge_order(row_scores, scores, valid):
@@ -135,6 +204,12 @@ def _host_merge_order(row_scores, scores, valid):
 def merge_order(row_scores: jax.Array, scores: jax.Array, valid: jax.Array) -> jax.Array:
   """The top-N positions of torch's descending sort of [row scores, valid snippet scores].
 
+  Without equal positive scores among the top N + 1 the sorted order is unique, and
+  `lax.top_k` gives it on the device; only a tie there (a snippet that meets itself, or
+  two snippets with the same score: duplicate snippets, or the same video seen again with
+  the same parameters) calls the host emulation of torch's unstable sort. Unfilled row
+  slots (score 0, zero features) are interchangeable, so their ties do not count.
+
   Args:
     row_scores: [N] the row's stored scores.
     scores: [T] the snippets' scores; only `valid` [T] ones (salient, in index order) are
@@ -142,12 +217,20 @@ def merge_order(row_scores: jax.Array, scores: jax.Array, valid: jax.Array) -> j
   Returns:
     [N] int32: i < N is row slot i, N + t is snippet t.
   """
+  row_scores = jax.lax.stop_gradient(row_scores)
+  scores = jax.lax.stop_gradient(scores)
+  slots = row_scores.shape[0]
+  keys = jnp.concatenate([row_scores, jnp.where(valid, scores, -jnp.inf)])
+  top_scores, top = jax.lax.top_k(keys, min(slots + 1, keys.shape[0]))
+  tied = jnp.any((top_scores[1:] == top_scores[:-1]) & (top_scores[1:] > 0))
   shape = jax.ShapeDtypeStruct(row_scores.shape, jnp.int32)
-  return jax.pure_callback(
-    _host_merge_order,
-    shape,
-    jax.lax.stop_gradient(row_scores),
-    jax.lax.stop_gradient(scores),
-    valid,
-    vmap_method='sequential',
-  )
+
+  def on_host(row_scores, scores, valid):
+    return jax.pure_callback(
+      _host_merge_order, shape, row_scores, scores, valid, vmap_method='sequential'
+    )
+
+  def on_device(*_):
+    return top[:slots].astype(jnp.int32)
+
+  return jax.lax.cond(tied, on_host, on_device, row_scores, scores, valid)

@@ -14,7 +14,11 @@ memory, `return_per_video` for the per-video terms and memory after each update)
 every step, the memory 1e-4 after the init and each of the 48 updates, every loss term 1e-4
 relative. A copy of each case with its expected values perturbed by 1% must fail.
 
-Cases: the in-repository copy, and the folder named by `$ISSF_AUTHORS_GOLDEN_DIR` when set.
+Cases: the in-repository copy (seed 0), three tie-heavy cases made the same way
+(`testdata/issf_authors_ties/seed{1,2,3}`: videos with repeated rows, so equal saliency
+scores meet at the k-th place and equal memory scores meet in a merge, where torch's CPU
+`topk` and `sort` choose in their own order), and the folder named by
+`$ISSF_AUTHORS_GOLDEN_DIR` when set.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ PARAM_ATOL, MEMORY_ATOL, LOSS_RTOL = 1e-5, 1e-4, 1e-4
 PAD_T = 64  # every training video (12..55 snippets) padded to one length: one program a phase
 
 
+TIE_CASES = sorted((REPO_COPY.parent / 'issf_authors_ties').glob('seed*'))
+
+
 def _case_dirs() -> list[Path]:
-  dirs = [REPO_COPY]
+  dirs = [REPO_COPY, *TIE_CASES]
   if os.environ.get(ENV_DIR):
     path = Path(os.environ[ENV_DIR])
     if not path.is_dir():
@@ -84,8 +91,14 @@ def _param(params, path):
   return np.asarray(params)
 
 
-def authors_config(meta: dict, class_index: str = 'own') -> ml_collections.ConfigDict:
-  """The goldens' setting as an experiment config with recipe=authors."""
+def authors_config(
+  meta: dict, class_index: str = 'own', tie_order: str | None = None
+) -> ml_collections.ConfigDict:
+  """The goldens' setting as an experiment config with recipe=authors.
+
+  `tie_order` = 'index' replaces the recipe's torch tie orders (saliency and merge) by the
+  lower-index-first order, to show that a case depends on them.
+  """
   args = meta['args']
   config = experiment.base_config(
     dataset='thumos14', num_classes=meta['C'], feature_dim=meta['D'], lr=args['lr'],
@@ -108,6 +121,8 @@ def authors_config(meta: dict, class_index: str = 'own') -> ml_collections.Confi
   config.optim.weight_decay = args['weight_decay']
   # The code's literal epoch index 1 (scaled to 6 epochs the recipe would say 0).
   config.train.memory_init_epoch = 1
+  if tie_order is not None:
+    config.model.saliency_tie_order = config.memory.merge_tie_order = tie_order
   return config
 
 
@@ -135,9 +150,9 @@ def _batch(videos, labels, num_classes):
 # -- forward --------------------------------------------------------------------------
 
 
-def forward_failures(golden: dict, meta: dict) -> list[str]:
+def forward_failures(golden: dict, meta: dict, tie_order: str | None = None) -> list[str]:
   """Every output of every video of `forward_d64`, against ours (eval mode)."""
-  config = authors_config(meta)
+  config = authors_config(meta, tie_order=tie_order)
   params = _params_from(config, _state_dict(golden, 'param/'))
   model = build_model(config.model)
   apply = jax.jit(
@@ -186,11 +201,11 @@ def forward_failures(golden: dict, meta: dict) -> list[str]:
 
 
 @functools.cache
-def _run(case: str, name: str):
+def _run(case: str, name: str, tie_order: str | None = None):
   """Our 18-step run of the golden's setting: per-step params, per-video terms and memory."""
   golden = _load(Path(case) / f'{name}.npz')
   meta = json.loads((Path(case) / 'meta.json').read_text())
-  config = authors_config(meta, 'released' if name == 'train_released' else 'own')
+  config = authors_config(meta, 'released' if name == 'train_released' else 'own', tie_order)
   num_videos = len(meta['train_lengths'])
   videos = [golden[f'video{i}/X'] for i in range(num_videos)]
   labels = [golden[f'video{i}/labels'] for i in range(num_videos)]
@@ -237,9 +252,11 @@ def _run(case: str, name: str):
   return params, per_video, memory_init
 
 
-def training_failures(case: Path, name: str, golden: dict) -> list[str]:
+def training_failures(
+  case: Path, name: str, golden: dict, tie_order: str | None = None
+) -> list[str]:
   """Every check of one training golden; an empty list when all hold."""
-  params, per_video, memory_init = _run(str(case), name)
+  params, per_video, memory_init = _run(str(case), name, tie_order)
   failures = []
   for step, ours in enumerate(params, start=1):
     for torch_name, (path, transpose) in _NAMES.items():
@@ -345,6 +362,22 @@ def test_authors_perturbed_copy_fails(case):
   failures = training_failures(case, 'train_paper', golden)
   for kind in ('step 18', 'memory_init/', 'update47/', 'loss_calls/nce', 'loss_calls/spl'):
     assert any(f.startswith(kind) for f in failures), (kind, failures[:5])
+
+
+def test_authors_tie_cases_need_torchs_tie_order():
+  """The tie cases check the tie orders: with lower-index-first ties they fail.
+
+  seed 2 has equal tau at the k-th place in a forward video and, in `train_paper` (the
+  video's own rows), equal scores in the momentum-phase merge (update 37 on).
+  """
+  case = REPO_COPY.parent / 'issf_authors_ties' / 'seed2'
+  meta = json.loads((case / 'meta.json').read_text())
+  forward = _load(case / 'forward_d64.npz')
+  assert forward_failures(forward, meta) == []
+  assert any('salient' in f for f in forward_failures(forward, meta, tie_order='index'))
+  golden = _load(case / 'train_paper.npz')
+  failures = training_failures(case, 'train_paper', golden, tie_order='index')
+  assert any(f.startswith('update') for f in failures), failures[:5]
 
 
 def test_authors_importer_rejects_biased_brm_and_unknown_keys(case):

@@ -4,6 +4,7 @@ The expected permutations were printed by torch 2.13.0 (CPU build) for these exa
 they are full of equal values, where libstdc++'s introsort is not stable.
 """
 
+import jax
 import numpy as np
 
 from issf_jax import torch_sort
@@ -52,3 +53,51 @@ def test_merge_order_maps_back_to_row_slots_and_snippets():
   np.testing.assert_array_equal(order, [0, 3 + 0, 3 + 3])  # 0.9, 0.7, 0.6
   empty = np.asarray(torch_sort.merge_order(row, scores, np.zeros(4, bool)))
   np.testing.assert_array_equal(empty, [0, 1, 2])
+
+
+# (keys, k, the indices torch 2.13.0's CPU `torch.topk(keys, k)` returned, in index order).
+# Equal values at the k-th place: lower-index-first would keep [0, 1, 2, 5], [0],
+# [0, 3, 8, 13] and [0, ..., 6, 7, 8, 10, 11] instead.
+TORCH_TOPK_CASES = [
+  ([2.0, 1.0, 1.0, 0.0, 1.0, 2.0, 1.0, 1.0, 0.0, 1.0, 0.0], 4, [0, 1, 5, 6]),
+  ([1.0, 1.0, 0.0, 1.0, 1.0], 1, [1]),
+  (
+    [0.5400051474571228, -0.6026772856712341, -1.2229840755462646, 0.5400051474571228,
+     -1.4314448833465576, 0.5400051474571228, 0.5400051474571228, -0.7113605737686157,
+     0.6978532671928406, -0.5325754284858704, -0.1593785285949707, -2.073991537094116,
+     -0.33974072337150574, 0.7686967849731445],
+    4,
+    [0, 6, 8, 13],
+  ),
+  ([0.0, 3.0, 1.0, 2.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0, 1.0, 1.0], 11,
+   [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11]),
+]  # fmt: skip
+
+
+def test_topk_matches_torch_on_ties():
+  for keys, k, expected in TORCH_TOPK_CASES:
+    assert torch_sort.topk_indices(keys, k) == expected
+
+
+def test_topk_is_a_top_k_for_every_size_and_k():
+  rng = np.random.default_rng(1)
+  for n in (1, 2, 3, 4, 17, 64, 200, 700):  # both of torch's paths: k * 64 <= n and above
+    keys = rng.integers(0, 5, n).astype(float)
+    for k in sorted({0, 1, 2, n // 64, max(n // 2 - 1, 0), n - 1, n}):
+      chosen = torch_sort.topk_indices(keys, k)
+      assert len(chosen) == min(k, n) and chosen == sorted(set(chosen))
+      rest = np.delete(keys, chosen)
+      assert not chosen or not rest.size or keys[chosen].min() >= rest.max()
+
+
+def test_merge_order_on_device_without_ties_and_on_the_host_with_them():
+  """Without ties the jitted path is `top_k`; with an equal score at the top it is torch's."""
+  row = np.asarray([0.9, 0.6, 0.0], np.float32)  # the last slot unfilled: score 0
+  scores = np.asarray([0.6, 0.8, 0.3], np.float32)
+  valid = np.ones(3, bool)
+  order = np.asarray(jax.jit(torch_sort.merge_order)(row, scores, valid))
+  keys = np.concatenate([row, scores])
+  expected = torch_sort.std_sort_descending(keys)[:3]  # 0.9, 0.8, then one of the two 0.6
+  np.testing.assert_array_equal(order, expected)
+  no_tie = np.asarray(jax.jit(torch_sort.merge_order)(row, scores * 0.5, valid))
+  np.testing.assert_array_equal(no_tie, [0, 1, 3 + 1])  # 0.9, 0.6, 0.4

@@ -89,6 +89,7 @@ class ISSF(nn.Module):
       key=saliency_keys,
       class_probs=jax.nn.softmax(base['frame_logits'], axis=-1),
       min_selected=c.get('saliency_min_selected', 1),
+      tie_order=c.get('saliency_tie_order', 'index'),
     )
     refined = self.brm(embedded, mask, salient)
     out.update(salient=salient, refined=refined, brm=self.head(refined, mask))

@@ -20,7 +20,9 @@ import fractions
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from issf_jax import torch_sort
 from issf_jax.model.heads import l2_normalize
 
 
@@ -49,6 +51,44 @@ def _top_k_mask(scores: jax.Array, valid: jax.Array, k: jax.Array) -> jax.Array:
   order = jnp.argsort(neg, axis=-1, stable=True)
   rank = jnp.argsort(order, axis=-1, stable=True)
   return (rank < k[:, None]) & valid
+
+
+def _host_torch_top_k(scores, lengths, k):
+  out = np.zeros(scores.shape, bool)
+  for b, (length, count) in enumerate(zip(lengths.tolist(), k.tolist(), strict=True)):
+    out[b, torch_sort.topk_indices(scores[b, :length], count)] = True
+  return out
+
+
+def _torch_top_k_mask(scores: jax.Array, mask: jax.Array, k: jax.Array) -> jax.Array:
+  """`_top_k_mask` over each video's true snippets, equal scores kept as `torch.topk` keeps them.
+
+  The set is unique unless the k-th and (k+1)-th largest scores are equal (e.g. tau of the
+  pattern a, b, a: |b - a| twice); only then is torch's CPU selection emulated on the host
+  (issf_jax/torch_sort.py), so the device path stays jittable and fast.
+  """
+  stable = _top_k_mask(scores, mask, k)
+  ranked = jnp.sort(jnp.where(mask, scores, -jnp.inf), axis=-1)[:, ::-1]
+  at = lambda i: jnp.take_along_axis(ranked, jnp.clip(i, 0, ranked.shape[1] - 1)[:, None], 1)
+  lengths = mask.sum(-1).astype(jnp.int32)
+  tied = (k >= 1) & (k < lengths) & (at(k - 1)[:, 0] == at(k)[:, 0])
+  shape = jax.ShapeDtypeStruct(scores.shape, jnp.bool_)
+
+  def on_host(scores, lengths, k, stable):
+    host = jax.pure_callback(_host_torch_top_k, shape, scores, lengths, k, vmap_method='sequential')
+    # Under shard_map the callback's result is device-invariant; `where` with the
+    # per-device operand gives it the same (varying) type as the other branch.
+    return jnp.where(jnp.zeros_like(stable), stable, host)
+
+  return jax.lax.cond(
+    tied.any(),
+    on_host,
+    lambda *operands: operands[-1],
+    jax.lax.stop_gradient(scores),
+    lengths,
+    k,
+    stable,
+  )
 
 
 def saliency_scores(
@@ -84,6 +124,7 @@ def infer_saliency(
   key: jax.Array | None = None,
   class_probs: jax.Array | None = None,
   min_selected: int = 1,
+  tie_order: str = 'index',
 ) -> jax.Array:
   """Salient-snippet mask b.
 
@@ -97,6 +138,8 @@ def infer_saliency(
     key: [B] typed keys, for strategy 'random'.
     class_probs: [B, T, C+1], for strategy 'classification'.
     min_selected: the floor of k in `official` mode (1: spec A1; 0: the authors' code).
+    tie_order: `official` mode's choice among equal tau at the k-th place: 'index' (the
+      lower index) or 'torch' (as the authors' `torch.topk` on the CPU chooses).
 
   Returns:
     [B, T] bool, False on padding.
@@ -110,7 +153,12 @@ def infer_saliency(
   positions = jnp.arange(mask.shape[1])[None, :]
   if mode == 'official':
     k = jnp.maximum(_count(lengths, ratio) - 1, min_selected)
-    selected = _top_k_mask(tau, mask, k)
+    if tie_order == 'torch':
+      selected = _torch_top_k_mask(tau, mask, k)
+    elif tie_order == 'index':
+      selected = _top_k_mask(tau, mask, k)
+    else:
+      raise ValueError(f"Unknown saliency tie order {tie_order!r}; expected 'index' or 'torch'.")
     # Selecting i marks i-1; index 0 wraps to the last true snippet, never to padding.
     following = jnp.roll(selected, -1, axis=1)
     wrap = (positions == (lengths - 1)[:, None]) & selected[:, :1]
