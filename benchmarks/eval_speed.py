@@ -39,6 +39,7 @@ import time
 import numpy as np
 
 from benchmarks.machine import cpu_name
+from configs.common import proposal_config
 from issf_jax.evaluation import evaluate_official, evaluate_rskp, prediction_file
 from issf_jax.evaluation import ground_truth as gt_lib
 
@@ -274,6 +275,7 @@ def time_rskp(case_dir: pathlib.Path, case: str, repeats: int):
       videos,
       {'database': database},
       names,
+      config=proposal_config('thumos14'),
       video_labels=inputs['labels_all'],
     )
     times.append(time.perf_counter() - t0)

@@ -339,7 +339,8 @@ def parity_errors(parity_dir: str | None) -> dict | None:
   """Max |ours - RSKP| of the base branch on each parity golden, per precision; None if absent."""
   if not parity_dir or not os.path.isdir(parity_dir):
     return None
-  from issf_jax import defaults, interop
+  from configs import common
+  from issf_jax import interop
   from issf_jax.model import build_model, init_params
 
   folder = pathlib.Path(parity_dir)
@@ -357,7 +358,7 @@ def parity_errors(parity_dir: str | None) -> dict | None:
     weights = index.get('cases', {}).get(case.stem, {}).get('weights_file')
     weights = folder / (weights or f'weights_d{dim}_c{num_classes}.npz')
     if weights not in models:
-      model = build_model(defaults.model_config(num_classes=num_classes, feature_dim=dim))
+      model = build_model(common.model_config(num_classes=num_classes, feature_dim=dim))
       params = jax.jit(lambda key, m=model: init_params(m, key))(jax.random.key(0))
       with np.load(weights) as state:
         models[weights] = (model, interop.import_rskp_state_dict(state, params))

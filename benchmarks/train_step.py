@@ -40,8 +40,9 @@ import ml_collections
 import numpy as np
 
 from benchmarks.machine import cpu_name
+from configs import common
 from data_pipelines import sampling
-from issf_jax import defaults, sharding
+from issf_jax import sharding
 from issf_jax.train import micro as micro_lib
 from issf_jax.train import step as step_lib
 
@@ -107,10 +108,10 @@ def step_flops(
 
 def make_config(num_classes: int, dim: int) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.model = defaults.model_config(num_classes=num_classes, feature_dim=dim)
-  c.memory = defaults.memory_config()
-  c.loss = defaults.loss_config()
-  c.optim = defaults.optim_config(5e-5)
+  c.model = common.model_config(num_classes=num_classes, feature_dim=dim)
+  c.memory = common.memory_config()
+  c.loss = common.loss_config()
+  c.optim = common.optim_config(5e-5)
   c.train = ml_collections.ConfigDict(dict(num_epochs=180, memory_init_epoch=100))
   return c
 

@@ -29,8 +29,8 @@ recipe=spec_v1 (Base 30.9 +- 1.9, Base+BRM 26.7 +- 1.0). Expected result at full
 features (paper, Table 2): average mAP 25.8 (0.5: 39.4, 0.75: 25.8, 0.95: 6.4).
 """
 
+from configs import common
 from issf_common import errors
-from issf_jax import config_lib, experiment
 
 # scale -> (feature_dim, num_epochs, batch_size, eval/checkpoint every, eval_batch_size, lr).
 # small: 500 steps instead of 28k, so lr 5e-4 (at 1e-4 it is still at 7 % classification mAP
@@ -43,10 +43,10 @@ SCALES = {
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, scale='full')
+  arg = common.parse_arg(arg, scale='full')
   if arg.scale not in SCALES:
     raise errors.ConfigError(f'Config argument scale={arg.scale!r}; choose from {tuple(SCALES)}.')
-  config = experiment.base_config(
+  config = common.base_config(
     dataset='activitynet13', num_classes=200, feature_dim=2048, lr=1e-4, num_epochs=100,
     batch_size=32,
   )  # fmt: skip
@@ -65,7 +65,7 @@ def get_config(arg=None):
   config.eval.protocol = 'official'
   config.eval.tiou_thresholds = [round(0.5 + 0.05 * i, 2) for i in range(10)]
   _apply_scale(config, arg.scale)
-  config_lib.apply_ablations(config, arg)
+  common.apply_ablations(config, arg)
   return config
 
 

@@ -19,19 +19,19 @@ Hardware and time: a few minutes on a 2-core CPU. Expected result: see docs/resu
 (Table 4 over seeds for both recipes: `issf-repro --table 4 --seeds 3`).
 """
 
+from configs import common
 from issf_common import errors
-from issf_jax import config_lib, experiment
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, scale='small')
+  arg = common.parse_arg(arg, scale='small')
   from data_pipelines import synthetic  # numpy only; the scales of the generator
 
   if arg.scale not in synthetic.SCALES:
     raise errors.ConfigError(
       f'Config argument scale={arg.scale!r}; choose from {tuple(synthetic.SCALES)}.'
     )
-  config = experiment.base_config(
+  config = common.base_config(
     dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=30, batch_size=10
   )
   config.dataset = 'synthetic'
@@ -42,5 +42,5 @@ def get_config(arg=None):
   config.train.checkpoint_every_epochs = 10
   config.train.log_every_steps = 50
   config.eval.protocol = 'rskp'
-  config_lib.apply_ablations(config, arg)
+  common.apply_ablations(config, arg)
   return config

@@ -32,12 +32,12 @@ few tenths is normal for WTAL. No real-feature run has been made here (no featur
 machines); docs/results.md has the synthetic Table 4 study.
 """
 
-from issf_jax import config_lib, experiment
+from configs import common
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg)
-  config = experiment.base_config(
+  arg = common.parse_arg(arg)
+  config = common.base_config(
     dataset='thumos14', num_classes=20, feature_dim=2048, lr=5e-5, num_epochs=180, batch_size=10
   )
   config.model.sigma = 0.88
@@ -46,5 +46,5 @@ def get_config(arg=None):
   config.loss.theta = 0.2
   config.loss.lambda_att = 0.1
   config.eval.protocol = 'rskp'
-  config_lib.apply_ablations(config, arg)
+  common.apply_ablations(config, arg)
   return config

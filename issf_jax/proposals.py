@@ -19,36 +19,7 @@ map when `upsample > 1`); the scores are the float32 values RSKP holds, widened 
 
 from collections.abc import Mapping, Sequence
 
-import ml_collections
 import numpy as np
-
-
-def proposal_config(dataset: str) -> ml_collections.ConfigDict:
-  """The `proposals` config section for 'thumos14' or 'activitynet' (docs/design.md §7.2, §7.3)."""
-  name = dataset.lower().replace('-', '').replace('_', '')
-  if name.startswith('thumos'):
-    is_anet = False
-  elif name.startswith('activitynet') or name.startswith('anet'):
-    is_anet = True
-  else:
-    raise ValueError(f'unknown dataset {dataset!r}: expected thumos14 or activitynet')
-  c = ml_collections.ConfigDict()
-  # CAS thresholds np.arange(start, stop, step): RSKP's 20 values 0.001 ... 0.039. For ActivityNet
-  # (C = 200, smaller softmax magnitudes) sweep the range: `issf-eval --sweep_scales`.
-  c.thresholds_start = 0.001
-  c.thresholds_stop = 0.04
-  c.thresholds_step = 0.002
-  c.min_length = 2  # Runs shorter than this (in map snippets) are dropped.
-  c.class_threshold = 0.1  # Video score gate.
-  c.top1_fallback = is_anet  # ASM-Loc: ActivityNet is almost always single-label.
-  c.nms = 'iou' if is_anet else 'rskp'  # 'rskp' | 'iou' | 'none'
-  c.nms_threshold = 0.9 if is_anet else 0.5
-  # Linear upsampling of the CAS before proposals (ACM-Net/ASM-Loc use 20 on ActivityNet). Kept at
-  # 1 for both: the RSKP protocol needs the snippet grid, and no source fixes the ANet value.
-  c.upsample = 1
-  c.fps = 25.0
-  c.stride = 16
-  return c
 
 
 def cas_thresholds(config) -> np.ndarray:
@@ -223,7 +194,7 @@ def video_proposals(video_score: np.ndarray, cas: np.ndarray, config) -> np.ndar
   Args:
     video_score: [C+1] fused video scores, background last (never read).
     cas: [T, C+1] fused localisation map at the video's true length.
-    config: a `proposal_config` section.
+    config: the proposals config section (`config.eval.proposals`, configs/common.py).
 
   Returns:
     [N, 4] float64 rows [class, start_snippet, end_snippet_exclusive, score], classes ascending and,

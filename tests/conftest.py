@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from issf_jax import defaults
+from configs import common
 from issf_jax.model import build_model, init_params
 
 REPO_DIR = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def read_json(path: Path):
 
 def small_config(**overrides):
   """The default `model` config section at D = 64, C = 5, with `overrides` applied."""
-  config = defaults.model_config(num_classes=SMALL_C, feature_dim=SMALL_D)
+  config = common.model_config(num_classes=SMALL_C, feature_dim=SMALL_D)
   config.update(overrides)
   return config
 

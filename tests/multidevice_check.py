@@ -38,13 +38,13 @@ NUM_CLASSES, DIM, SNIPPETS = 5, 32, 16
 
 
 def make_config(num_epochs: int = 10, memory_init_epoch: int = 0) -> ml_collections.ConfigDict:
-  from issf_jax import defaults  # ml_collections only; no JAX start
+  from configs import common  # ml_collections only; no JAX start
 
   c = ml_collections.ConfigDict()
-  c.model = defaults.model_config(num_classes=NUM_CLASSES, feature_dim=DIM)
-  c.memory = defaults.memory_config()
-  c.loss = defaults.loss_config()
-  c.optim = defaults.optim_config(1e-3)
+  c.model = common.model_config(num_classes=NUM_CLASSES, feature_dim=DIM)
+  c.memory = common.memory_config()
+  c.loss = common.loss_config()
+  c.optim = common.optim_config(1e-3)
   c.train = ml_collections.ConfigDict(
     dict(num_epochs=num_epochs, memory_init_epoch=memory_init_epoch)
   )

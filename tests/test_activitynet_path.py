@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import activitynet13
+from configs import activitynet13, common
 from data_pipelines import sampling, synthetic
 from issf_jax import inference, proposals
 from issf_jax import memory as memory_lib
@@ -26,8 +26,8 @@ from issf_jax.train import step as step_lib
 from launch import prepare as prepare_cli
 from tests.conftest import REPO_DIR, run_python, subprocess_env
 
-ANET = proposals.proposal_config('activitynet13')
-THUMOS = proposals.proposal_config('thumos14')
+ANET = common.proposal_config('activitynet13')
+THUMOS = common.proposal_config('thumos14')
 SNIPPET = 16 / 25
 
 

@@ -34,7 +34,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from issf_jax import defaults, experiment, interop, recipes, sharding
+from configs import common
+from issf_jax import interop, recipes, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.model import build_model, init_params
 from issf_jax.train import schedules
@@ -100,7 +101,7 @@ def authors_config(
   lower-index-first order, to show that a case depends on them.
   """
   args = meta['args']
-  config = experiment.base_config(
+  config = common.base_config(
     dataset='thumos14', num_classes=meta['C'], feature_dim=meta['D'], lr=args['lr'],
     num_epochs=meta['epochs'], batch_size=meta['batch_size'],
   )  # fmt: skip
@@ -401,7 +402,7 @@ def test_authors_importer_rejects_biased_brm_and_unknown_keys(case):
 
 def test_authors_recipe_scales_its_epoch_events():
   """memory_init_epoch = ceil(2E/180) - 1, merge_until = round(85E/180), lazily on E."""
-  config = experiment.base_config(
+  config = common.base_config(
     dataset='thumos14', num_classes=20, feature_dim=64, lr=1e-4, num_epochs=180, batch_size=10
   )
   recipes.apply_recipe(config, 'authors')
@@ -410,4 +411,4 @@ def test_authors_recipe_scales_its_epoch_events():
   assert (config.train.memory_init_epoch, config.memory.merge_until_epoch) == (0, 14)
   config.train.num_epochs = 1
   assert config.train.memory_init_epoch == 0
-  assert defaults.memory_config().slots == 5  # spec_v1's values stay the library defaults
+  assert common.memory_config().slots == 5  # spec_v1's values stay the library defaults

@@ -6,8 +6,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from configs import activitynet13, synthetic, thumos14
-from issf_jax import config_lib
+from configs import activitynet13, common, synthetic, thumos14
 from tests.conftest import REPO_DIR, run_python, subprocess_env
 
 
@@ -135,7 +134,7 @@ def test_bad_ablation_arguments_are_errors(arg, message):
   with pytest.raises(ValueError, match=message):
     thumos14.get_config(arg)
   with pytest.raises(ValueError):
-    config_lib.parse_arg(arg)
+    common.parse_arg(arg)
 
 
 def _parse(argv: list[str]):

@@ -240,7 +240,7 @@ def test_sweep_bad_input_is_one_line(run_copy, jax_cache_dir, args, message):
 
 
 def test_scaled_proposals_multiplies_the_range_only():
-  from issf_jax.proposals import proposal_config
+  from configs.common import proposal_config
   from issf_jax.train import sweep
 
   base = proposal_config('activitynet')

@@ -16,11 +16,14 @@ import warnings
 import numpy as np
 import pytest
 
+from configs.common import proposal_config
 from data_pipelines import wtalc
 from issf_jax.evaluation import classification_map, evaluate_rskp, read_ambiguous_txt
 from issf_jax.evaluation import rskp as rskp_lib
 from tests.conftest import data_file, read_json
 from tests.conftest import golden_dir as _golden_dir
+
+THUMOS = proposal_config('thumos14')  # RSKP's settings
 
 AMBIGUOUS_TXT = pathlib.Path(wtalc.packaged_annotations('thumos14')) / 'Ambiguous_test.txt'
 
@@ -87,6 +90,7 @@ def test_rskp_goldens(case, golden_gt):
       videos,
       gt,
       names,
+      config=THUMOS,
       video_labels=inputs['labels_all'],
       return_proposals=True,
     )
@@ -142,7 +146,9 @@ def test_time_mapping_oracles():
 
 def test_proposal_oracle_iou_and_full_map():
   scores, maps = _oracle_inputs(0.5)
-  got = evaluate_rskp(scores, maps, ['v'], _two_video_gt(), ['A'], return_proposals=True)
+  got = evaluate_rskp(
+    scores, maps, ['v'], _two_video_gt(), ['A'], config=THUMOS, return_proposals=True
+  )
   np.testing.assert_array_equal(got['proposals']['A']['final'], [[0, 2, 6, 0.03750000149011612]])
   # Prediction {2, 3, 4, 5} vs GT {2, 3, 4}: IoU 0.75 >= every threshold.
   assert rskp_lib.snippet_iou(np.array([2]), np.array([6]), np.array([2]), np.array([5]))[0] == 0.75
@@ -153,7 +159,7 @@ def test_proposal_oracle_iou_and_full_map():
 def test_class_gate_gives_the_early_return():
   scores, maps = _oracle_inputs(0.09)
   with pytest.warns(UserWarning, match='no proposal'):
-    got = evaluate_rskp(scores, maps, ['v'], _two_video_gt(), ['A'])
+    got = evaluate_rskp(scores, maps, ['v'], _two_video_gt(), ['A'], config=THUMOS)
   assert got['mAP'] == [0.0] * 7 and got['average_mAP'] == 0.0
   assert got['early_return_zero'] and got['empty_classes'] == ['A']
   assert got['natural_mAP'] == [0.0] * 7
@@ -164,7 +170,9 @@ def _ap_with_maps(order):
   cas = np.zeros((20, 2), np.float32)
   cas[2:5, 0] = order[0]
   cas[12:15, 0] = order[1]
-  got = evaluate_rskp(np.array([[0.5, 0.5]], np.float32), [cas], ['v'], _two_video_gt(), ['A'])
+  got = evaluate_rskp(
+    np.array([[0.5, 0.5]], np.float32), [cas], ['v'], _two_video_gt(), ['A'], config=THUMOS
+  )
   return got['per_class_ap']['A'][4]  # IoU 0.5.
 
 
@@ -178,11 +186,11 @@ def test_ambiguous_filter_is_class_agnostic():
   gt = _two_video_gt()
   gt['database']['v']['ambiguous'] = [[3.9, 4.5]]  # range(6, 7): misses the prediction {2..5}.
   scores, maps = _oracle_inputs(0.5)
-  got = evaluate_rskp(scores, maps, ['v'], gt, ['A'])
+  got = evaluate_rskp(scores, maps, ['v'], gt, ['A'], config=THUMOS)
   assert got['num_final_proposals_per_class'] == {'A': 1}
   gt['database']['v']['ambiguous'] = [[3.5, 4.0]]  # range(5, 6) meets the prediction {2..5}.
   with pytest.warns(UserWarning):
-    got = evaluate_rskp(scores, maps, ['v'], gt, ['A'])
+    got = evaluate_rskp(scores, maps, ['v'], gt, ['A'], config=THUMOS)
   assert got['num_final_proposals_per_class'] == {'A': 0} and got['early_return_zero']
   assert got['num_prefilter_proposals_per_class'] == {'A': 1}
 
@@ -198,8 +206,6 @@ def test_classification_map_oracles():
 
 
 def test_rejects_upsampled_config():
-  from issf_jax.proposals import proposal_config
-
   cfg = proposal_config('thumos14')
   cfg.upsample = 4
   scores, maps = _oracle_inputs(0.5)

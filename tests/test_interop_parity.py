@@ -16,7 +16,8 @@ import jax
 import numpy as np
 import pytest
 
-from issf_jax import defaults, interop
+from configs import common
+from issf_jax import interop
 from issf_jax.model import build_model, init_params
 from tests.conftest import SMALL_C, SMALL_D, TESTDATA_DIR, fast_jit, small_config
 
@@ -64,7 +65,7 @@ _MODELS: dict = {}
 def _imported_model(weights: Path, num_classes: int, dim: int, small_params):
   """(jitted eval apply, imported params), cached per weights file."""
   if weights not in _MODELS:
-    config = defaults.model_config(num_classes=num_classes, feature_dim=dim)
+    config = common.model_config(num_classes=num_classes, feature_dim=dim)
     model = build_model(config)
     if config == small_config():
       params = small_params  # the same model: reuse the session's initial parameters

@@ -20,7 +20,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from issf_jax import defaults, interop, losses
+from configs import common
+from issf_jax import interop, losses
 from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.train import schedules
 
@@ -66,11 +67,11 @@ def _weights_path(case_path: Path, dim: int, num_classes: int) -> Path:
 
 def _config(num_classes=5, dim=32, use_brm=True):
   c = ml_collections.ConfigDict()
-  c.model = defaults.model_config(num_classes=num_classes, feature_dim=dim)
+  c.model = common.model_config(num_classes=num_classes, feature_dim=dim)
   c.model.use_brm = use_brm
-  c.memory = defaults.memory_config()
-  c.loss = defaults.loss_config()
-  c.optim = defaults.optim_config(1e-3)
+  c.memory = common.memory_config()
+  c.loss = common.loss_config()
+  c.optim = common.optim_config(1e-3)
   c.train = ml_collections.ConfigDict(dict(num_epochs=10, memory_init_epoch=0))
   return c
 

@@ -12,8 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from issf_jax import defaults, sharding
+from configs import common
 from issf_jax import memory as memory_lib
+from issf_jax import sharding
 from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.model.enhancement import read_memory
 from issf_jax.train import schedules
@@ -81,7 +82,7 @@ def test_eta_schedule():
   np.testing.assert_allclose(memory_lib.eta(0, total, eta0), 0.6931 * eta0, rtol=1e-4)
   np.testing.assert_allclose(memory_lib.eta(total, total, eta0), 1.3133 * eta0, rtol=1e-4)
   np.testing.assert_allclose(memory_lib.eta(100, total, eta0), 0.101, atol=5e-4)
-  c = ml_collections.ConfigDict(dict(memory=defaults.memory_config(), train=dict(num_epochs=total)))
+  c = ml_collections.ConfigDict(dict(memory=common.memory_config(), train=dict(num_epochs=total)))
   # Step k belongs to epoch k // steps_per_epoch.
   np.testing.assert_allclose(schedules.eta(c, 20 * 100 + 19, 20), memory_lib.eta(100, total, 0.1))
 
@@ -251,10 +252,10 @@ IC, ID, IT, IV = 5, 32, 16, 8  # classes, width, padded length, videos
 @functools.cache
 def _init_setup():
   c = ml_collections.ConfigDict()
-  c.model = defaults.model_config(num_classes=IC, feature_dim=ID)
-  c.memory = defaults.memory_config()
-  c.loss = defaults.loss_config()
-  c.optim = defaults.optim_config(1e-3)
+  c.model = common.model_config(num_classes=IC, feature_dim=ID)
+  c.memory = common.memory_config()
+  c.loss = common.loss_config()
+  c.optim = common.optim_config(1e-3)
   c.train = ml_collections.ConfigDict(dict(num_epochs=10, memory_init_epoch=0))
   model = build_model(c.model)
   params = fast_jit(lambda k: init_params(model, k))(jax.random.key(0))

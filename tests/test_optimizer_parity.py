@@ -20,7 +20,8 @@ import numpy as np
 import optax
 import pytest
 
-from issf_jax import defaults, interop, losses
+from configs import common
+from issf_jax import interop, losses
 from issf_jax.model import ISSF, build_model, init_params
 from issf_jax.train.optimizer import make_optimizer
 
@@ -83,9 +84,9 @@ def _run(path_str: str):
   num_videos, num_snippets, dim = d['X'].shape
   num_classes = d['labels'].shape[1]
   c = ml_collections.ConfigDict()
-  c.model = defaults.model_config(num_classes=num_classes, feature_dim=dim)
+  c.model = common.model_config(num_classes=num_classes, feature_dim=dim)
   c.model.use_brm = False  # the base branch only
-  c.loss = defaults.loss_config()
+  c.loss = common.loss_config()
   model = build_model(c.model)
   shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
   weights = dict(np.load(_weights(path, dim, num_classes)))
@@ -101,7 +102,7 @@ def _run(path_str: str):
     total, terms = per_video(params, *batch)
     return total.sum(), terms  # RSKP: one backward per video, gradients summed
 
-  optimizer = make_optimizer(defaults.optim_config(LR))
+  optimizer = make_optimizer(common.optim_config(LR))
 
   @fast_jit
   def step(params, opt_state):

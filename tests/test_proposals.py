@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 
+from configs import common
 from issf_jax import proposals as P
 
 
 def _thumos():
-  return P.proposal_config('thumos14')
+  return common.proposal_config('thumos14')
 
 
 def _oracle_cas():
@@ -102,7 +103,7 @@ def test_upsample_is_linear_with_extrapolation():
 
 
 def test_upsampled_proposals_scale_back_to_the_same_seconds():
-  cfg = P.proposal_config('activitynet')
+  cfg = common.proposal_config('activitynet')
   cfg.nms = 'none'
   cas = np.zeros((10, 3), np.float32)
   cas[2:6, 1] = 0.05
@@ -116,15 +117,15 @@ def test_upsampled_proposals_scale_back_to_the_same_seconds():
 
 
 def test_proposal_config_fields():
-  th = P.proposal_config('thumos14')
-  an = P.proposal_config('ActivityNet1.3')
+  th = common.proposal_config('thumos14')
+  an = common.proposal_config('ActivityNet1.3')
   assert (th.nms, th.nms_threshold, th.top1_fallback) == ('rskp', 0.5, False)
   assert (an.nms, an.nms_threshold, an.top1_fallback) == ('iou', 0.9, True)
   for c in (th, an):
     assert (c.thresholds_start, c.thresholds_stop, c.thresholds_step) == (0.001, 0.04, 0.002)
     assert (c.min_length, c.class_threshold, c.upsample, c.fps, c.stride) == (2, 0.1, 1, 25.0, 16)
   with pytest.raises(ValueError):
-    P.proposal_config('kinetics')
+    common.proposal_config('kinetics')
 
 
 def test_seconds_thumos14():
@@ -167,7 +168,7 @@ def test_video_detections_in_seconds():
   cfg = _thumos()
   rows = P.video_detections(np.array([0.5, 0.5], np.float32), _oracle_cas(), cfg)
   np.testing.assert_allclose(rows, [[0, 2 * 0.64, 6 * 0.64, 0.0375]], rtol=1e-6)
-  anet = P.proposal_config('activitynet')
+  anet = common.proposal_config('activitynet')
   rows = P.video_detections(np.array([0.5, 0.5]), _oracle_cas(), anet, num_snippets_orig=100)
   # T_s = 10 from the map: one index = 16 * 100 / 25 / 10 = 6.4 s.
   np.testing.assert_allclose(rows[0, 1:3], [2 * 6.4, 6 * 6.4])

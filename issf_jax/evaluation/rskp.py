@@ -105,7 +105,7 @@ def evaluate_rskp(
   class_names,
   *,
   subset: str = 'test',
-  config=None,
+  config,
   factor: float | None = None,
   video_labels=None,
   iou_thresholds=RSKP_IOU,
@@ -123,7 +123,8 @@ def evaluate_rskp(
     class_names: C names; column c of the maps is class_names[c].
     subset: GT subset to evaluate. Videos outside it, or without annotations, are ignored (RSKP only
       sees the annotated test videos).
-    config: a `proposals.proposal_config` section (default: THUMOS14's). `upsample` must be 1.
+    config: the proposals config section (`config.eval.proposals`; configs/common.py's
+      `proposal_config('thumos14')` holds RSKP's settings). `upsample` must be 1.
     factor: seconds -> snippets (default config.fps / config.stride = 25/16).
     video_labels: [N, C] multi-hot classification labels (RSKP's `labels_all`). Default: the GT's
       "labels_all" if present, else the annotated classes of each video.
@@ -136,10 +137,9 @@ def evaluate_rskp(
      'empty_classes', 'per_class_ap' ({class: [K]}, natural), 'classification_mAP', 'num_videos',
      'num_instances', 'num_final_proposals_per_class', 'num_prefilter_proposals_per_class'}.
   """
-  cfg = config if config is not None else proposals_lib.proposal_config('thumos14')
-  if cfg.get('upsample', 1) != 1:
+  if config.get('upsample', 1) != 1:
     raise ValueError('the rskp protocol scores on the snippet grid: config.upsample must be 1')
-  factor = float(cfg.fps) / float(cfg.stride) if factor is None else float(factor)
+  factor = float(config.fps) / float(config.stride) if factor is None else float(factor)
   class_names = [str(c) for c in class_names]
   class_col = {name: c for c, name in enumerate(class_names)}
   video_ids = [str(v) for v in video_ids]
@@ -182,7 +182,7 @@ def evaluate_rskp(
     if name not in annotated:
       continue
     i = position[name]
-    props = proposals_lib.video_proposals(np.asarray(video_scores[i]), cas_maps[i], cfg)
+    props = proposals_lib.video_proposals(np.asarray(video_scores[i]), cas_maps[i], config)
     for c in per_class:
       rows = props[props[:, 0] == c]
       if len(rows):

@@ -38,7 +38,7 @@ def _split_video_keys(video_keys):
 
 
 class ISSF(nn.Module):
-  """The ISSF model. `config` is the `model` config section (issf_jax.defaults.model_config)."""
+  """The ISSF model. `config` is the `model` config section (configs/common.py: model_config)."""
 
   config: ml_collections.FrozenConfigDict
 

@@ -1,7 +1,7 @@
 """The paper's ablation tables as lists of config arguments: the one place the rows live.
 
 A row is (key, label, config arguments, the paper's THUMOS14 numbers). Its arguments are
-`get_config(arg)` arguments of `configs/*.py` (see `issf_jax/config_lib.py`), so a row is
+`get_config(arg)` arguments of `configs/*.py` (see `configs/common.py`), so a row is
 exactly what `issf-train --config configs/<x>.py:<args>` would train. Harness-wide arguments
 (`issf-repro --config_args recipe=spec_v1`) are merged into every row by `row_args`; a key that
 the table itself varies cannot be set harness-wide (it would make every row the same). Several
