@@ -52,13 +52,12 @@ def empty(num_classes: int, slots: int, dim: int) -> MemoryBank:
 
 
 def eta(epoch, total_epochs: int, eta0: float):
-  """Eq. 8: eta = eta0 * ln(exp(e / E) + 1), e the 0-based epoch (A21)."""
+  """Eq. 8: eta = eta0 * ln(exp(e / E) + 1), e the 0-based epoch (A21).
+
+  The authors' momentum m is the same curve with eta0 = `memory.momentum_scale` (0.5), but
+  it weighs the OLD row (`merge_blend_update`); `schedules.memory_weight` picks which.
+  """
   return eta0 * jnp.log(jnp.exp(jnp.asarray(epoch, jnp.float32) / total_epochs) + 1.0)
-
-
-def authors_momentum(epoch, total_epochs: int, scale: float):
-  """The authors' m = scale * ln(exp(e / E) + 1), e the 0-based epoch (weight of the OLD row)."""
-  return scale * jnp.log(jnp.exp(jnp.asarray(epoch, jnp.float32) / total_epochs) + 1.0)
 
 
 def label_slots(labels: jax.Array, max_labels: int) -> jax.Array:

@@ -84,7 +84,9 @@ def test_eta_schedule():
   np.testing.assert_allclose(memory_lib.eta(100, total, eta0), 0.101, atol=5e-4)
   c = ml_collections.ConfigDict(dict(memory=common.memory_config(), train=dict(num_epochs=total)))
   # Step k belongs to epoch k // steps_per_epoch.
-  np.testing.assert_allclose(schedules.eta(c, 20 * 100 + 19, 20), memory_lib.eta(100, total, 0.1))
+  np.testing.assert_allclose(
+    schedules.memory_weight(c, 20 * 100 + 19, 20), memory_lib.eta(100, total, 0.1)
+  )
 
 
 # ----------------------------------------------------------------------------- update modes

@@ -102,7 +102,7 @@ def _reference_fns():
       return total.sum(), cand
 
     (value, cand), grads = jax.value_and_grad(loss, has_aux=True)(params)
-    eta = schedules.eta(c, STEP, 2)
+    eta = schedules.memory_weight(c, STEP, 2)
     memory = memory_lib.update(memory, *(a[0] for a in cand[:3]), class_ids[0], eta, mode)
     return value, grads, memory
 

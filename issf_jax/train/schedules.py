@@ -38,8 +38,8 @@ def lambda_s(config, ready: bool) -> float:
   return config.loss.lambda_s_after if ready else config.loss.lambda_s_before
 
 
-def eta(config, step, steps_per_epoch: int):
-  """The memory update coefficient at `step` (traced-friendly).
+def memory_weight(config, step, steps_per_epoch: int):
+  """The memory update coefficient at `step` (traced-friendly), from Eq. 8's `memory.eta`.
 
   Modes `ours`/`direct`/`momentum`: eta of Eq. 8, the weight of the NEW features.
   Mode `merge_blend` (the authors' code): the weight m of the OLD row, 0 (a pure sorted
@@ -48,6 +48,6 @@ def eta(config, step, steps_per_epoch: int):
   epoch = epoch_of(jnp.asarray(step), steps_per_epoch)
   mem = config.memory
   if mem.update_mode == 'merge_blend':
-    m = memory_lib.authors_momentum(epoch, config.train.num_epochs, mem.momentum_scale)
+    m = memory_lib.eta(epoch, config.train.num_epochs, mem.momentum_scale)
     return jnp.where(epoch > mem.merge_until_epoch, m, 0.0)
   return memory_lib.eta(epoch, config.train.num_epochs, mem.eta0)

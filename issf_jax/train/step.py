@@ -159,6 +159,74 @@ def memory_class_ids(config, class_ids):
   return class_ids
 
 
+def memory_update_and_read(
+  config, memory, out, mask, valid, memory_ids, eta_value, update_mode, *, trace=False
+):
+  """The memory half of a train step (Eq. 7-8 updates, the rows Eq. 9 reads), per device.
+
+  The update candidates of this device's videos are all-gathered in global video order and
+  every device runs the same sequential scan, so the new memory is identical everywhere and
+  video j reads the memory the videos before it left (`memory.mode = 'sequential'`; in
+  `batched` mode every video reads the memory as the step found it).
+
+  Args:
+    config: the experiment config.
+    memory: the bank at the start of the step (replicated).
+    out: the model's `encode` outputs for the local videos (embedded [B, T, D], salient
+      [B, T], base frame logits and attention).
+    mask: [B, T] bool; valid: [B] (0 for padding videos); memory_ids: [B, L] rows each
+      video updates (-1 for none).
+    eta_value: the update weight (`schedules.memory_weight`); update_mode: as in
+      `memory.update`, or `memory.EXACT_MERGE`.
+    trace: also return the memory after each video's update.
+  Returns:
+    (new memory, rows [B, L', N, D] and readable [B, L', N] of the local videos, read_ids
+    [B, L'], and with `trace` (features [B_global, R, N, D], scores [B_global, R, N]) else
+    None).
+  """
+  local_batch = mask.shape[0]
+  probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
+  background = dem_read(config) == 'background'
+  if update_mode == memory_lib.EXACT_MERGE:
+    cand_f, cand_s, cand_v = memory_lib.all_salient_candidates(
+      out['embedded'], out['salient'], probs, memory_ids
+    )
+    if background:
+      bg_s, bg_v = memory_lib.all_background_candidates(out['base']['attention'], mask)
+      cand_s = jnp.concatenate([cand_s, bg_s], 1)
+      cand_v = jnp.concatenate([cand_v, bg_v], 1)
+  else:
+    cand = memory_lib.candidates(
+      out['embedded'], out['salient'], probs, memory_ids, config.memory.slots, update_mode
+    )
+    cand_f, cand_s, cand_v, _ = cand
+    if background:
+      bg = memory_lib.background_candidates(
+        out['embedded'], out['base']['attention'], mask, config.memory.slots
+      )
+      cand_f, cand_s, cand_v = (
+        jnp.concatenate([a, b], 1) for a, b in zip(cand[:3], bg[:3], strict=True)
+      )
+  update_ids = with_background_slot(config, memory_ids)
+  read_ids, nonempty_rows = read_slot_ids(config, update_ids)
+  cand_v = cand_v & (valid > 0)[:, None, None] & (update_ids >= 0)[:, :, None]
+  include_empty = config.memory.get('read_empty_slots', False)
+  gather = gather_invariant
+  scanned = memory_lib.scan_updates(
+    memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(update_ids),
+    eta_value, update_mode, include_empty=include_empty, trace=trace,
+    read_ids=gather(read_ids), nonempty_rows=nonempty_rows,
+  )  # fmt: skip
+  new_memory, rows, readable = scanned[:3]
+  if config.memory.mode == 'batched':
+    rows, readable = memory_lib.read_rows(memory, read_ids, include_empty, nonempty_rows)
+  else:
+    start = jax.lax.axis_index(AXIS) * local_batch
+    rows = jax.lax.dynamic_slice_in_dim(rows, start, local_batch)
+    readable = jax.lax.dynamic_slice_in_dim(readable, start, local_batch)
+  return new_memory, rows, readable, read_ids, scanned[3] if trace else None
+
+
 def _train_body(
   state: TrainState,
   batch,
@@ -180,8 +248,7 @@ def _train_body(
   video_keys = _video_keys(base_key_data, state.step, positions)
   class_ids = memory_lib.label_slots(labels, max_labels(config))
   memory_ids = memory_class_ids(config, class_ids)
-  include_empty = config.memory.get('read_empty_slots', False)
-  eta_value = schedules.eta(config, state.step, spe)
+  eta_value = schedules.memory_weight(config, state.step, spe)
   lam_s = schedules.lambda_s(config, ready)
   use_memory = ready and config.model.use_brm and config.model.use_dem
   update_mode = config.memory.update_mode
@@ -194,46 +261,12 @@ def _train_body(
                       method=ISSF.encode)  # fmt: skip
     new_memory = state.memory
     if use_memory:
-      probs = jax.nn.softmax(out['base']['frame_logits'], axis=-1)
-      background = dem_read(config) == 'background'
-      if update_mode == memory_lib.EXACT_MERGE:
-        cand_f, cand_s, cand_v = memory_lib.all_salient_candidates(
-          out['embedded'], out['salient'], probs, memory_ids
-        )
-        if background:
-          bg_s, bg_v = memory_lib.all_background_candidates(out['base']['attention'], mask)
-          cand_s = jnp.concatenate([cand_s, bg_s], 1)
-          cand_v = jnp.concatenate([cand_v, bg_v], 1)
-      else:
-        cand = memory_lib.candidates(
-          out['embedded'], out['salient'], probs, memory_ids, config.memory.slots, update_mode
-        )
-        cand_f, cand_s, cand_v, _ = cand
-        if background:
-          bg = memory_lib.background_candidates(
-            out['embedded'], out['base']['attention'], mask, config.memory.slots
-          )
-          cand_f, cand_s, cand_v = (
-            jnp.concatenate([a, b], 1) for a, b in zip(cand[:3], bg[:3], strict=True)
-          )
-      update_ids = with_background_slot(config, memory_ids)
-      read_ids, nonempty_rows = read_slot_ids(config, update_ids)
-      cand_v = cand_v & (valid > 0)[:, None, None] & (update_ids >= 0)[:, :, None]
-      gather = gather_invariant
-      scanned = memory_lib.scan_updates(
-        state.memory, gather(cand_f), gather(cand_s), gather(cand_v), gather(update_ids),
-        eta_value, update_mode, include_empty=include_empty, trace=return_per_video,
-        read_ids=gather(read_ids), nonempty_rows=nonempty_rows,
+      new_memory, rows, readable, read_ids, memory_trace = memory_update_and_read(
+        config, state.memory, out, mask, valid, memory_ids, eta_value, update_mode,
+        trace=return_per_video,
       )  # fmt: skip
-      new_memory, rows, readable = scanned[:3]
       if return_per_video:
-        traces['memory_features'], traces['memory_scores'] = scanned[3]
-      if config.memory.mode == 'batched':
-        rows, readable = memory_lib.read_rows(state.memory, read_ids, include_empty, nonempty_rows)
-      else:
-        start = jax.lax.axis_index(AXIS) * local_batch
-        rows = jax.lax.dynamic_slice_in_dim(rows, start, local_batch)
-        readable = jax.lax.dynamic_slice_in_dim(readable, start, local_batch)
+        traces['memory_features'], traces['memory_scores'] = memory_trace
       slot_labels = (read_ids >= 0).astype(jnp.float32)
       attention = out['base']['attention']
       out.update(model.apply({'params': params}, out['refined'], mask, rows, readable,
