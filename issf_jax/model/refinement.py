@@ -5,7 +5,7 @@ gathered. The channel unit runs on all T rows, and the temporal unit masks its k
 to the set (and to the true snippets). An empty set either drops out with the other term
 taking weight 1 (`empty_set='renormalize'`, spec A4) or contributes a zero term with the
 weights kept (`'zero'`, the authors' code). The two temporal units share one T x T logits
-matrix and one weighted sum (see `__call__`).
+matrix and one weighted sum (`temporal_units`, `set_weights`).
 """
 
 from __future__ import annotations
@@ -92,6 +92,45 @@ def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array
   return jnp.einsum('bqk,bkd->bqd', weights, keys_values)
 
 
+def temporal_units(queries, fh_a, fh_b, salient, non_salient, attn_logits: str):
+  """Eq. 5 for both sets at once: the attention of every snippet over F^a and over F^b.
+
+  The two sets partition the true snippets, so one key matrix holds both (a snippet is a
+  key of its own set only) and one T x T logits matrix serves both softmaxes: w_a Fh^a and
+  w_b Fh^b equal w_a K and w_b K, as each softmax is 0 outside its set, so Eq. 6 becomes
+  (sigma w_a + (1 - sigma) w_b) K.
+
+  Args:
+    queries: [B, T, D] F; fh_a, fh_b: [B, T, D] the channel units' outputs (Eq. 4);
+    salient, non_salient: [B, T] bool, disjoint, within the mask.
+  Returns:
+    keys K [B, T, D], w_a [B, T, T] and w_b [B, T, T] (a row is zero when its set is empty).
+  """
+  keys = jnp.where(salient[..., None], fh_a, fh_b)
+  logits = attention_logits(queries, keys, attn_logits, 'bqd,bkd->bqk')
+  attn_a = masked_softmax(logits, salient[:, None, :])
+  attn_b = masked_softmax(logits, non_salient[:, None, :])
+  return keys, attn_a, attn_b
+
+
+def set_weights(variant: str, sigma: float, empty_set: str, has_a, has_b):
+  """Eq. 6's weights of the salient and non-salient terms: sigma and 1 - sigma.
+
+  `add` sums them (weights 1). has_a, has_b: [B, 1, 1] bool, the set is non-empty and used
+  by the variant. An empty set's term is zero with the weights kept (`empty_set='zero'`, the
+  authors' code: a fully non-salient video keeps only (1 - sigma) of F~), or drops out with
+  the other term taking weight 1 (`'renormalize'`, spec A4).
+  """
+  use_a, use_b = variant != 'no_salient', variant != 'no_non_salient'
+  w_a, w_b = (1.0, 1.0) if variant == 'add' else (sigma, 1.0 - sigma)
+  if empty_set == 'zero':
+    return (w_a if use_a else 0.0), (w_b if use_b else 0.0)
+  both = has_a & has_b
+  return jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0)), jnp.where(
+    both, w_b, jnp.where(has_b, 1.0, 0.0)
+  )
+
+
 class BoundaryRefinement(nn.Module):
   """BRM: refines F with the salient and the non-salient sets (Eq. 4-6).
 
@@ -135,35 +174,10 @@ class BoundaryRefinement(nn.Module):
     else:
       fh_a = ChannelUnit(self.reduction, self.mlp_bias, name='salient_unit')(feats)
       fh_b = ChannelUnit(self.reduction, self.mlp_bias, name='non_salient_unit')(feats)
-    # The two sets partition the true snippets, so one key matrix holds both (a snippet is a
-    # key of its own set only) and Eq. 5-6 take one T x T product each way instead of two:
-    # w_a Fh^a and w_b Fh^b equal w_a K and w_b K, as each softmax is 0 outside its set, so
-    # sigma w_a Fh^a + (1 - sigma) w_b Fh^b = (sigma w_a + (1 - sigma) w_b) K.
-    keys = jnp.where(salient[..., None], fh_a, fh_b)
-    logits = attention_logits(feats, keys, self.attn_logits, 'bqd,bkd->bqk')
-    attn_a = masked_softmax(logits, salient[:, None, :])
-    attn_b = masked_softmax(logits, non_salient[:, None, :])
-
-    has_a = salient.any(-1)[:, None, None]
-    has_b = non_salient.any(-1)[:, None, None]
-    use_a = self.variant != 'no_salient'
-    use_b = self.variant != 'no_non_salient'
-    has_a = has_a & use_a
-    has_b = has_b & use_b
-    if self.variant == 'add':
-      w_a, w_b = 1.0, 1.0
-    else:
-      w_a, w_b = self.sigma, 1.0 - self.sigma
-    if self.empty_set == 'zero':
-      # The authors' code: an empty set's softmax has no key, its term is zero, and the
-      # weights stay as they are (a fully non-salient video keeps only (1 - sigma) of F~).
-      weight_a = w_a if use_a else 0.0
-      weight_b = w_b if use_b else 0.0
-    else:
-      # A4: when one set is empty (or unused), the other term stands alone with weight 1.
-      both = has_a & has_b
-      weight_a = jnp.where(both, w_a, jnp.where(has_a, 1.0, 0.0))
-      weight_b = jnp.where(both, w_b, jnp.where(has_b, 1.0, 0.0))
+    keys, attn_a, attn_b = temporal_units(feats, fh_a, fh_b, salient, non_salient, self.attn_logits)
+    has_a = salient.any(-1)[:, None, None] & (self.variant != 'no_salient')
+    has_b = non_salient.any(-1)[:, None, None] & (self.variant != 'no_non_salient')
+    weight_a, weight_b = set_weights(self.variant, self.sigma, self.empty_set, has_a, has_b)
     out = jnp.einsum('bqk,bkd->bqd', weight_a * attn_a + weight_b * attn_b, keys)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)
