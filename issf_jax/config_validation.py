@@ -1,4 +1,4 @@
-"""The numeric ranges of an experiment config, checked once, when the config loads.
+"""The ranges and choices of an experiment config, checked once, when the config loads.
 
 A value out of its range either crashes far from its cause (`train.batch_size=0`: a
 ZeroDivisionError in the loop; a negative one: a TensorFlow traceback) or, worse, trains to a
@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Iterator
 
 from issf_common import errors
+from issf_jax import memory, recipes
+from issf_jax.model import refinement
 
 
 def _at_least(low) -> tuple[Callable, str]:
@@ -102,6 +104,27 @@ RULES: dict[str, tuple[Callable, str]] = {
 }
 
 
+# Dotted key -> the values a string field may take. A typo would otherwise surface as a
+# traceback from inside the first jitted step, or (an unread mode) not at all.
+CHOICES: dict[str, tuple[str, ...]] = {
+  'data.batching': ('exact', 'micro'),  # input_pipeline.BATCHING (it imports TensorFlow)
+  'model.saliency_mode': ('official', 'paper'),
+  'model.saliency_distance': ('l1', 'l2', 'cosine'),
+  'model.saliency_strategy': ('distance', 'random', 'classification'),
+  'model.saliency_input': ('embedded', 'raw'),
+  'model.saliency_tie_order': ('index', 'torch'),
+  'model.brm_variant': refinement.BRM_VARIANTS,
+  'model.brm_empty_set': refinement.EMPTY_SET_RULES,
+  'model.attn_logits': refinement.ATTN_LOGITS,
+  'model.dem_read': recipes.DEM_READS,
+  'memory.update_mode': memory.UPDATE_MODES,
+  'memory.merge_tie_order': ('index', 'torch'),
+  'memory.class_index': recipes.MEMORY_CLASS_INDEX,
+  'memory.mode': ('sequential', 'batched'),
+  'optim.grad_reduction': ('sum', 'mean'),
+}
+
+
 def _lookup(config, key: str):
   """The value at dotted `key`, or a sentinel when a section or the field is absent."""
   node = config
@@ -138,6 +161,10 @@ def problems(config) -> Iterator[tuple[str, object, str]]:
       yield key, value, 'must not be empty'
     elif any(_fails(check, v) for v in values):
       yield key, value, rule
+  for key, choices in CHOICES.items():
+    value = _lookup(config, key)
+    if value is not _ABSENT and value not in choices:
+      yield key, value, 'must be one of ' + ', '.join(choices)
   proposals = _lookup(config, 'eval.proposals')
   if proposals is not _ABSENT:
     start = _lookup(config, 'eval.proposals.thresholds_start')

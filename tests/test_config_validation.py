@@ -96,6 +96,18 @@ def test_a_value_out_of_range_is_named(key, value, rule):
     config_validation.validate(config)
 
 
+@pytest.mark.parametrize(
+  'key', sorted(config_validation.CHOICES), ids=lambda k: k.replace('.', '-')
+)
+def test_a_string_outside_its_choices_is_named(key):
+  config = thumos14.get_config('dem=residual')  # dem=paper leaves model.dem_read out
+  section, field = key.split('.')
+  assert field in config[section], key  # every choice rule names a real field
+  config[section][field] = 'nosuch'
+  [(got_key, got_value, got_rule)] = config_validation.problems(config)
+  assert (got_key, got_value) == (key, 'nosuch') and got_rule.startswith('must be one of')
+
+
 def test_an_empty_cas_threshold_range_is_refused():
   config = thumos14.get_config()
   config.eval.proposals.thresholds_stop = config.eval.proposals.thresholds_start
