@@ -28,12 +28,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_pipelines import (
-  _tf,  # noqa: F401  (hides GPUs from TF before TFDS touches it)
-  class_names,
-  source,
-  wtalc,
-)
+from data_pipelines import class_names, source, wtalc
+from issf_common import tensorflow_cpu  # noqa: F401  (hides GPUs from TF before TFDS touches it)
 
 
 class WtalcConfig(tfds.core.BuilderConfig):
