@@ -35,6 +35,21 @@ def fake_datasets(n: int, manifest=FAKE_MANIFEST) -> list[runs.Dataset]:
 # ---- Table definitions -------------------------------------------------------------------
 
 
+def test_paper_tables_data():
+  """paper_tables.json as the paper prints it: four tables; each table's last row is ISSF itself,
+  so it carries the same numbers (46.8 / 41.8) in every table; every row sets one key, the one
+  its table varies."""
+  assert sorted(tables.TABLES) == ['3', '4', '5', '6']
+  assert [len(t.rows) for _, t in sorted(tables.TABLES.items())] == [5, 3, 6, 3]
+  for name, table in tables.TABLES.items():
+    issf = {'3': 'l1', '4': 'issf', '5': 'weighted', '6': 'ours'}[name]
+    assert [r.key for r in table.rows if (r.paper_avg, r.paper_map50) == (46.8, 41.8)] == [issf]
+    assert len(tables.varied_keys(table)) == 1
+    assert all(len(tables.parse_args(r.args)) == 1 for r in table.rows)
+  # The one cell the extracted paper text leaves ambiguous ('29.3 32.6') stays unknown.
+  assert [r.paper_map50 for r in tables.TABLES['4'].rows] == [29.3, None, 41.8]
+
+
 @pytest.mark.parametrize('module', [synthetic_config, thumos14_config], ids=['synthetic', 'th14'])
 @pytest.mark.parametrize('name', sorted(tables.TABLES))
 def test_every_row_resolves_to_the_config_it_names(module, name):

@@ -1,6 +1,7 @@
 """The paper's ablation tables as lists of config arguments: the one place the rows live.
 
-A row is (key, label, config arguments, the paper's THUMOS14 numbers). Its arguments are
+A row is (key, label, config arguments, the paper's THUMOS14 numbers); the rows are data, in
+`paper_tables.json` beside this module. Its arguments are
 `get_config(arg)` arguments of `configs/*.py` (see `configs/common.py`), so a row is
 exactly what `issf-train --config configs/<x>.py:<args>` would train. Harness-wide arguments
 (`issf-repro --config_args recipe=spec_v1`) are merged into every row by `row_args`; a key that
@@ -15,6 +16,8 @@ extracted text of the Base+BRM mAP@0.5 cell reads '29.3 32.6', so that cell is l
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
+import json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,49 +36,16 @@ class Table:
   rows: tuple[Row, ...]
 
 
-TABLES = {
-  '3': Table(
-    '3',
-    'Saliency inference: how salient snippets are found (Eq. 1)',
-    (
-      Row('random', 'random', 'saliency=random', 42.3, 34.4),
-      Row('classification', 'classification', 'saliency=classification', 43.0, 36.9),
-      Row('cosine', 'cosine distance', 'saliency=cosine', 43.3, 36.6),
-      Row('l2', 'L2 distance', 'saliency=l2', 44.2, 36.6),
-      Row('l1', 'L1 distance (ISSF)', 'saliency=l1', 46.8, 41.8),
-    ),
-  ),
-  '4': Table(
-    '4',
-    'Modules: Base, + boundary refinement (BRM), + discrimination enhancement (DEM)',
-    (
-      Row('base', 'Base', 'modules=base', 37.1, 29.3),
-      Row('base_brm', 'Base+BRM', 'modules=base_brm', 40.5, None),
-      Row('issf', 'Base+BRM+DEM (ISSF)', 'modules=full', 46.8, 41.8),
-    ),
-  ),
-  '5': Table(
-    '5',
-    'Boundary refinement module variants',
-    (
-      Row('self', 'self', 'brm=self', 39.2, 30.6),
-      Row('no_salient', 'w/o salient', 'brm=no_salient', 27.6, 20.3),
-      Row('no_non_salient', 'w/o non-salient', 'brm=no_non_salient', 45.9, 39.9),
-      Row('add', 'salient + non-salient', 'brm=add', 43.1, 35.0),
-      Row('weighted', 'weighted sum (ISSF)', 'brm=weighted', 46.8, 41.8),
-      Row('temporal_only', 'temporal-level', 'brm=temporal_only', 46.0, 39.5),
-    ),
-  ),
-  '6': Table(
-    '6',
-    'Memory update strategies (DEM)',
-    (
-      Row('direct', 'direct update', 'update=direct', 46.4, 40.3),
-      Row('momentum', 'momentum update', 'update=momentum', 44.5, 37.4),
-      Row('ours', 'ours (ISSF)', 'update=ours', 46.8, 41.8),
-    ),
-  ),
-}
+def _load_tables() -> dict[str, Table]:
+  """The tables of `paper_tables.json` (data beside this module, shipped as package data)."""
+  text = importlib.resources.files(__package__).joinpath('paper_tables.json').read_text()
+  return {
+    name: Table(name, table['title'], tuple(Row(**row) for row in table['rows']))
+    for name, table in json.loads(text).items()
+  }
+
+
+TABLES = _load_tables()
 
 
 def parse_args(args: str) -> dict[str, str]:
