@@ -37,10 +37,8 @@ def read_acmnet(
   src: str,
   *,
   classes: Sequence[str] | None = None,
-  feature_dim: int | None = None,
   name: str | None = None,
-  length_abs_tol: int = 2,
-  length_rel_tol: float = 0.01,
+  checks: source.FeatureChecks = source.FeatureChecks(),
 ) -> source.SourceDataset:
   """Reads an ACM-Net package into a SourceDataset.
 
@@ -48,9 +46,8 @@ def read_acmnet(
     src: the folder holding gt.json, the split files and train/ test/.
     classes: class list; default the sorted set of annotation labels of the listed videos
       (ACM-Net and ASM-Loc hard-code exactly that alphabetical order).
-    feature_dim: expected D; None infers it from the first video.
     name: dataset name for the manifest; default the folder's name.
-    length_abs_tol, length_rel_tol: tolerance of the T vs duration warning.
+    checks: the expected D and the T vs duration tolerance (`source.FeatureChecks`).
   """
   src = os.path.abspath(src)
   gt_path = os.path.join(src, 'gt.json')
@@ -74,7 +71,13 @@ def read_acmnet(
   classes = tuple(classes)
   class_index = {c: i for i, c in enumerate(classes)}
 
-  videos, paths, missing, skipped = [], [], [], []
+  paths = []  # the features file of each listed video
+
+  def raw_features(k: int):
+    return np.load(paths[k]), paths[k]
+
+  name = name or os.path.basename(src)
+  dataset = source.SourceDataset(name, 'acmnet', classes, raw_features, src, checks)
   for subset, fname, folder in SPLITS:
     for video_id in splits[subset]:
       if video_id not in database:
@@ -93,11 +96,11 @@ def read_acmnet(
       labels = tuple(sorted({lab for _, _, lab in segments}, key=class_index.__getitem__))
       feature_path = os.path.join(src, folder, video_id + '.npy')
       if not os.path.isfile(feature_path):
-        missing.append({'video_id': video_id, 'subset': subset, 'reason': 'no features file'})
+        dataset.add_missing(video_id, subset, 'no features file')
         continue
       if 'duration' not in info:
         raise source.DataValidationError(f'video {video_id!r} in {gt_path}: no duration')
-      videos.append(
+      dataset.videos.append(
         source.VideoEntry(
           video_id=video_id,
           subset=subset,
@@ -114,26 +117,12 @@ def read_acmnet(
     info = database[video_id]
     subset = source.normalize_subset(str(info.get('subset', '')), has_training)
     if info.get('annotations') and subset is not None:
-      missing.append({'video_id': video_id, 'subset': subset, 'reason': 'not in split files'})
+      dataset.add_missing(video_id, subset, 'not in split files')
     else:
-      skipped.append({'video_id': video_id, 'subset': info.get('subset'), 'reason': 'unlabelled'})
+      dataset.add_skipped(video_id, info.get('subset'), 'unlabelled')
 
-  def raw_features(k: int):
-    return np.load(paths[k]), paths[k]
-
-  return source.SourceDataset(
-    name=name or os.path.basename(src),
-    source_format='acmnet',
-    classes=classes,
-    videos=videos,
-    raw_features=raw_features,
-    source_files=[gt_path] + split_paths + paths,
-    root=src,
-    missing=missing,
-    skipped=skipped,
-    feature_dim=feature_dim,
-    length_tol=(length_abs_tol, length_rel_tol),
-  )
+  dataset.source_files = [gt_path] + split_paths + paths
+  return dataset
 
 
 def write_acmnet(

@@ -80,12 +80,10 @@ def convert(
   out: str,
   *,
   name: str | None = None,
-  feature_dim: int | None = None,
   classes: Sequence[str] | None = None,
   videos_per_shard: int = 64,
   num_shards: int | None = None,
-  length_abs_tol: int = 2,
-  length_rel_tol: float = 0.01,
+  checks: source.FeatureChecks = source.FeatureChecks(),
 ) -> dict:
   """Converts one released dataset into a shard directory; returns the manifest.
 
@@ -94,14 +92,13 @@ def convert(
     src: the released folder (W-TALC: holds `<Name>-I3D-JOINTFeatures.npy`; ACM-Net: gt.json).
     out: the shard directory (created).
     name: W-TALC `<Name>` when src holds several features files; the dataset name otherwise.
-    feature_dim: expected D (None: the first video's width).
     classes: expected class list (W-TALC: checked against classlist.npy; ACM-Net: the order).
     videos_per_shard: shard size when num_shards is None (64 THUMOS videos are ~170 MB).
     num_shards: shards per subset (capped at the subset's size).
-    length_abs_tol, length_rel_tol: T vs floor(duration*25/16) warning tolerance.
+    checks: the expected D (None: the first video's width) and the T vs floor(duration*25/16)
+      warning tolerance.
   """
-  kwargs = dict(feature_dim=feature_dim, length_abs_tol=length_abs_tol)
-  kwargs.update(length_rel_tol=length_rel_tol, classes=classes)
+  kwargs = dict(checks=checks, classes=classes)
   if name is not None:
     kwargs['name'] = name
   dataset = read_source(fmt, src, **kwargs)

@@ -79,37 +79,84 @@ class VideoEntry:
   ambiguous: tuple[tuple[float, float], ...] = ()
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureChecks:
+  """What `SourceDataset.load_features` checks beyond [T, D], T > 0 and finiteness.
+
+  Attributes:
+    feature_dim: expected D; None takes the first loaded video's width.
+    length_abs_tol, length_rel_tol: a video whose T differs from floor(duration * 25 / 16) by
+      more than max(length_abs_tol, length_rel_tol * expected) snippets warns
+      (LengthMismatchWarning) and is recorded; long videos get slack too.
+  """
+
+  feature_dim: int | None = None
+  length_abs_tol: int = 2
+  length_rel_tol: float = 0.01
+
+  def length_tolerance(self, expected: int) -> float:
+    """Allowed |T - expected| snippets."""
+    return max(float(self.length_abs_tol), self.length_rel_tol * expected)
+
+  def check_length(self, num_snippets: int, duration: float, video_id: str, path: str):
+    """Warns (LengthMismatchWarning) if T disagrees with the duration; the record or None."""
+    expected = expected_num_snippets(duration)
+    if abs(num_snippets - expected) <= self.length_tolerance(expected):
+      return None
+    warnings.warn(
+      f'video {video_id!r} in {path}: T = {num_snippets} snippets but duration {duration:.3f} s '
+      f'gives floor(d*25/16) = {expected}',
+      LengthMismatchWarning,
+      stacklevel=3,
+    )
+    return {'video_id': video_id, 'num_snippets': int(num_snippets), 'expected': expected}
+
+
 @dataclasses.dataclass
 class SourceDataset:
   """A released dataset as read from disk (features not loaded yet).
+
+  A reader creates it once it knows the classes, then lists the videos into it (`videos`,
+  `add_missing`, `add_skipped`) and the files it read (`source_files`).
 
   Attributes:
     name: e.g. 'Thumos14reduced'.
     source_format: 'wtalc' or 'acmnet'.
     classes: class names; class index = position.
-    videos: entries in the package's order, only those with a train/test subset and features.
     raw_features: i -> (array-like [T_i, D], path of the file it came from), unvalidated.
-    source_files: absolute paths of every file read, for the manifest's checksums.
     root: the directory the user pointed at; manifest paths are relative to it.
+    checks: what `load_features` checks on each video.
+    videos: entries in the package's order, only those with a train/test subset and features.
+    source_files: absolute paths of every file read, for the manifest's checksums.
     missing: annotated train/test videos without features: dicts (video_id, subset, reason).
     skipped: videos of other subsets (e.g. 'testing'): dicts (video_id, subset, reason).
-    feature_dim: expected D; None takes the first loaded video's width.
-    length_tol: (abs snippets, relative) tolerance of the T vs duration warning.
+    feature_dim: D once the first video is loaded (checks.feature_dim until then).
     length_mismatches: video_id -> record, filled by `load_features` as videos are loaded.
   """
 
   name: str
   source_format: str
   classes: tuple[str, ...]
-  videos: list[VideoEntry]
   raw_features: Callable[[int], tuple[object, str]]
-  source_files: list[str]
   root: str
+  checks: FeatureChecks = FeatureChecks()
+  videos: list[VideoEntry] = dataclasses.field(default_factory=list)
+  source_files: list[str] = dataclasses.field(default_factory=list)
   missing: list[dict] = dataclasses.field(default_factory=list)
   skipped: list[dict] = dataclasses.field(default_factory=list)
-  feature_dim: int | None = None
-  length_tol: tuple[int, float] = (2, 0.01)
+  feature_dim: int | None = dataclasses.field(init=False)
   length_mismatches: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    self.feature_dim = self.checks.feature_dim
+
+  def add_missing(self, video_id: str, subset: str, reason: str) -> None:
+    """An annotated train/test video that cannot be converted (no features)."""
+    self.missing.append({'video_id': video_id, 'subset': subset, 'reason': reason})
+
+  def add_skipped(self, video_id: str, subset, reason: str) -> None:
+    """A video left out on purpose (another subset, no labels)."""
+    self.skipped.append({'video_id': video_id, 'subset': subset, 'reason': reason})
 
   def load_features(self, i: int) -> np.ndarray:
     """Validated float32 [T_i, D] of videos[i]; warns on a T vs duration mismatch."""
@@ -117,7 +164,7 @@ class SourceDataset:
     raw, path = self.raw_features(i)
     x = validate_features(raw, entry.video_id, path, self.feature_dim)
     self.feature_dim = x.shape[1]  # Every later video must match the first one's width.
-    record = check_length(x.shape[0], entry.duration, entry.video_id, path, *self.length_tol)
+    record = self.checks.check_length(x.shape[0], entry.duration, entry.video_id, path)
     if record is not None:
       self.length_mismatches[entry.video_id] = record
     return x
@@ -153,11 +200,6 @@ def decode(x) -> str:
 def expected_num_snippets(duration: float, fps: float = FPS, stride: int = STRIDE) -> int:
   """floor(duration * fps / stride): the snippet count the time base predicts."""
   return int(math.floor(duration * fps / stride))
-
-
-def length_tolerance(expected: int, abs_tol: int = 2, rel_tol: float = 0.01) -> float:
-  """Allowed |T - expected|: max(abs_tol, rel_tol * expected), so long videos get slack too."""
-  return max(float(abs_tol), rel_tol * expected)
 
 
 def check_labels(labels: Sequence[str], classes: Sequence[str], video_id: str, path: str) -> None:
@@ -202,24 +244,3 @@ def validate_features(x, video_id: str, path: str, feature_dim: int | None) -> n
       f'video {video_id!r} in {path}: {kind} at snippet {bad[0]}, channel {bad[1]}'
     )
   return x
-
-
-def check_length(
-  num_snippets: int,
-  duration: float,
-  video_id: str,
-  path: str,
-  abs_tol: int = 2,
-  rel_tol: float = 0.01,
-) -> dict | None:
-  """Warns (LengthMismatchWarning) if T disagrees with the duration; returns the record or None."""
-  expected = expected_num_snippets(duration)
-  if abs(num_snippets - expected) <= length_tolerance(expected, abs_tol, rel_tol):
-    return None
-  warnings.warn(
-    f'video {video_id!r} in {path}: T = {num_snippets} snippets but duration {duration:.3f} s '
-    f'gives floor(d*25/16) = {expected}',
-    LengthMismatchWarning,
-    stacklevel=3,
-  )
-  return {'video_id': video_id, 'num_snippets': int(num_snippets), 'expected': expected}

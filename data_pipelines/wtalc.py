@@ -150,17 +150,14 @@ def read_wtalc(
   src: str,
   *,
   name: str | None = None,
-  feature_dim: int | None = None,
-  length_abs_tol: int = 2,
-  length_rel_tol: float = 0.01,
+  checks: source.FeatureChecks = source.FeatureChecks(),
 ) -> source.SourceDataset:
   """Reads a W-TALC package (either layout) into a SourceDataset.
 
   Args:
     src: the folder holding `<Name>-I3D-JOINTFeatures.npy`.
     name: `<Name>`; found by glob when there is exactly one features file.
-    feature_dim: expected D; None infers it from the first video.
-    length_abs_tol, length_rel_tol: tolerance of the T vs duration warning.
+    checks: the expected D and the T vs duration tolerance (`source.FeatureChecks`).
 
   Raises:
     UnknownLabelError (at read time), and FeatureWidthError / NonFiniteFeatureError /
@@ -172,37 +169,26 @@ def read_wtalc(
   feats = _load(features_path)
   has_training = any(s.strip().lower() == 'training' for s in ann['subset'])
 
-  videos, positions, missing, skipped = [], [], [], []
+  positions = []  # each listed video's row in the features file
+
+  def raw_features(k: int):
+    return feats[positions[k]], features_path
+
+  dataset = source.SourceDataset(name, 'wtalc', classes, raw_features, os.path.abspath(src), checks)
   for i, video_id in enumerate(ann['videoname']):
     source.check_labels(ann['labels_all'][i], classes, video_id, ann['paths']['labels_all'])
     source.check_labels(ann['labels'][i], classes, video_id, ann['paths']['labels'])
     subset = source.normalize_subset(ann['subset'][i], has_training)
     if subset is None:
-      skipped.append({'video_id': video_id, 'subset': ann['subset'][i], 'reason': 'subset'})
+      dataset.add_skipped(video_id, ann['subset'][i], 'subset')
       continue
     if i >= len(feats) or _is_missing(feats[i]):
-      missing.append({'video_id': video_id, 'subset': subset, 'reason': 'no features'})
+      dataset.add_missing(video_id, subset, 'no features')
       continue
-    videos.append(video_entry(ann, i, subset))
+    dataset.videos.append(video_entry(ann, i, subset))
     positions.append(i)
-
-  def raw_features(k: int):
-    return feats[positions[k]], features_path
-
-  files = [features_path] + sorted(ann['paths'].values())
-  return source.SourceDataset(
-    name=name,
-    source_format='wtalc',
-    classes=classes,
-    videos=videos,
-    raw_features=raw_features,
-    source_files=files,
-    root=os.path.abspath(src),
-    missing=missing,
-    skipped=skipped,
-    feature_dim=feature_dim,
-    length_tol=(length_abs_tol, length_rel_tol),
-  )
+  dataset.source_files = [features_path] + sorted(ann['paths'].values())
+  return dataset
 
 
 def write_wtalc(

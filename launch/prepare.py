@@ -60,16 +60,18 @@ def main(args: argparse.Namespace) -> int:
   """Converts as `args` say; prints one summary line. Raises InputError on bad input."""
   from absl import logging
 
-  from data_pipelines import prepare
+  from data_pipelines import prepare, source
 
   check_args(args)
   logging.set_verbosity(logging.INFO)
+  checks = source.FeatureChecks(
+    args.feature_dim, args.length_tolerance, args.length_rel_tolerance
+  )  # fmt: skip
   try:
     manifest = prepare.convert(
-      args.format, args.src, args.out, name=args.name, feature_dim=args.feature_dim,
+      args.format, args.src, args.out, name=args.name, checks=checks,
       classes=prepare.resolve_classes(args.classes), videos_per_shard=args.videos_per_shard,
-      num_shards=args.num_shards, length_abs_tol=args.length_tolerance,
-      length_rel_tol=args.length_rel_tolerance,
+      num_shards=args.num_shards,
     )  # fmt: skip
   except FileNotFoundError as err:  # a file the released folder should hold
     if isinstance(err, errors.InputError):

@@ -145,7 +145,7 @@ def _bad(x, i=1, value=np.nan):
 def test_bad_features_raise_naming_video_and_file(tmp_path, mutate, error, text):
   videos = _videos()
   _write(tmp_path, videos=videos, features=mutate(_features(videos)))
-  ds = wtalc.read_wtalc(str(tmp_path), feature_dim=D)
+  ds = wtalc.read_wtalc(str(tmp_path), checks=source.FeatureChecks(feature_dim=D))
   ds.load_features(0)
   with pytest.raises(error) as info:
     ds.load_features(1)
@@ -196,7 +196,14 @@ def test_length_mismatch_warns_with_relative_tolerance(tmp_path):
     warnings.simplefilter('error')
     ds.load_features(4)
   assert ds.length_mismatches == {'vid_a': {'video_id': 'vid_a', 'num_snippets': 7, 'expected': 10}}
-  assert source.length_tolerance(100) == 2 and source.length_tolerance(2500) == 25
+  checks = source.FeatureChecks()
+  assert checks.length_tolerance(100) == 2 and checks.length_tolerance(2500) == 25
+  # A wider absolute tolerance (issf-prepare --length_tolerance 3) accepts vid_a's 3 snippets.
+  ds = wtalc.read_wtalc(str(tmp_path), checks=source.FeatureChecks(length_abs_tol=3))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    ds.load_features(0)
+  assert ds.length_mismatches == {}
 
 
 def test_locate_errors(tmp_path):
@@ -234,7 +241,7 @@ def test_acmnet_errors_name_video_and_file(tmp_path):
   features[2] = features[2].copy()
   features[2][1, 1] = np.inf
   acmnet.write_acmnet(str(tmp_path), videos, features)
-  ds = acmnet.read_acmnet(str(tmp_path), feature_dim=D)
+  ds = acmnet.read_acmnet(str(tmp_path), checks=source.FeatureChecks(feature_dim=D))
   with pytest.raises(source.NonFiniteFeatureError, match=r'vid_c.*test/vid_c\.npy'):
     ds.load_features(2)
   with pytest.raises(source.UnknownLabelError, match=r'vid_b.*gt\.json'):
