@@ -76,10 +76,10 @@ def main(argv=None) -> int:
     ('train / activitynet (T_s 75)', dict(mode='activitynet', t_s=75)),
   ):
     options = input_pipeline.BatchingOptions(global_batch_size=args.batch_size, seed=0, **kwargs)
-    it = input_pipeline.create_train_iterator(out, options, process_index=0, process_count=1)
+    it = input_pipeline.create_train_iterator(out, options, host=input_pipeline.Host())
     rows.append((name, *_time(it, args.batches)))
   ev = input_pipeline.create_eval_iterator(
-    out, batch_size=args.batch_size, mode='thumos', process_index=0, process_count=1
+    out, batch_size=args.batch_size, mode='thumos', host=input_pipeline.Host()
   )
   n_eval = -(-m['counts']['test'] // args.batch_size)
   rows.append(('eval / thumos (bucket 64)', *_time(ev, n_eval - 1, warmup=1)))

@@ -61,15 +61,23 @@ def _close_open_iterators() -> None:
     it.close()
 
 
-def _hosts(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # Only for the defaults; the pipeline itself never touches a device.
+@dataclasses.dataclass(frozen=True)
+class Host:
+  """This process's share of every global batch: host `index` of `count` (multi-host pods)."""
 
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
-  return process_index, process_count
+  index: int = 0
+  count: int = 1
+
+  def __post_init__(self):
+    if not 0 <= self.index < self.count:
+      raise ValueError(f'process_index {self.index} not in [0, {self.count})')
+
+  @classmethod
+  def current(cls) -> 'Host':
+    """jax.process_index() of jax.process_count()."""
+    import jax  # Only here: the pipeline itself never touches a device.
+
+    return cls(jax.process_index(), jax.process_count())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,8 +142,7 @@ def plan_steps(
   *,
   start_epoch: int,
   start_batch: int,
-  process_index: int,
-  process_count: int,
+  host: Host,
 ) -> Iterator[list[tuple[int, list[tuple[int, np.ndarray, int]]]]]:
   """This host's plan of every training step from (start_epoch, start_batch) on, forever.
 
@@ -146,9 +153,9 @@ def plan_steps(
   micro_batch_size videos, each padded to its own `sampling.geometric_bucket_length` (THUMOS
   mode); with micro_batch_size 1 the groups keep the batch order, otherwise they follow the
   videos sorted by length (stable), so that each group holds videos of similar lengths. Host p
-  takes rows [p k, (p + 1) k) of every group, k = group size // process_count. Pure numpy.
+  takes rows [p k, (p + 1) k) of every group, k = group size // host.count. Pure numpy.
   """
-  o, p = options, process_index
+  o, p = options, host.index
   seed, mode, max_len, batching = o.seed, o.mode, o.max_len, o.batching
   n, size = len(lengths), o.global_batch_size
   steps = n // size
@@ -172,7 +179,7 @@ def plan_steps(
           t_pad = sampling.bucket_length(used[members].max(), o.bucket_size)
         else:
           t_pad = sampling.geometric_bucket_length(used[members].max(), o.bucket_growth)
-        share = group_size // process_count
+        share = group_size // host.count
         rows = []
         for position in members[p * share : (p + 1) * share]:
           v = int(global_rows[position])
@@ -265,13 +272,37 @@ def _batched(ds, batch: int, prefetch: int):
   return ds.batch(batch).prefetch(prefetch).with_options(options)
 
 
-class TrainIterator:
+class _PipelineIterator:
+  """Batches from a tf.data pipeline until `close()` (also done at exit), then StopIteration."""
+
+  def _start(self, ds) -> None:
+    self._it = ds.as_numpy_iterator()
+    _OPEN.add(self)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self._it is None:
+      raise StopIteration
+    return self._next()
+
+  def _next(self) -> dict:
+    raise NotImplementedError
+
+  def close(self) -> None:
+    """Stops the pipeline; a TrainIterator's `state()` stays valid for resuming."""
+    self._it = None
+    _OPEN.discard(self)
+
+
+class TrainIterator(_PipelineIterator):
   """Infinite iterator of the training batches of `shards_dir` planned by `options` (module
   docstring); `state()` resumes it exactly.
 
   start_epoch / start_batch: where to start (a `state()`). verify: check the train shards'
-  sha256 against the manifest first (ChecksumError). process_index / process_count default to
-  jax.process_index() / jax.process_count(). prefetch: batches tf.data prepares ahead.
+  sha256 against the manifest first (ChecksumError). host: this process's share (default
+  `Host.current()`). prefetch: batches tf.data prepares ahead.
   """
 
   def __init__(
@@ -281,12 +312,12 @@ class TrainIterator:
     *,
     start_epoch: int = 0,
     start_batch: int = 0,
-    process_index: int | None = None,
-    process_count: int | None = None,
+    host: Host | None = None,
     verify: bool = True,
     prefetch: int = 2,
   ):
-    p, n_hosts = _hosts(process_index, process_count)
+    host = host or Host.current()
+    n_hosts = host.count
     options.check(n_hosts)
     src = ShardSubset(shards_dir, 'train', verify)
     size = options.global_batch_size
@@ -298,7 +329,7 @@ class TrainIterator:
     self.shape_counts: collections.Counter = collections.Counter()
     plan = plan_steps(
       src.lengths, options, start_epoch=self._position.epoch, start_batch=self._position.batch,
-      process_index=p, process_count=n_hosts,
+      host=host,
     )  # fmt: skip
     micro = options.batching == 'micro'
     self.micro_batches_per_step = size // options.micro_batch_size if micro else 0
@@ -313,15 +344,9 @@ class TrainIterator:
 
     ds = src.dataset(rows, False, contiguous=options.mode == 'thumos', position=micro)
     ds = _batched(ds, group_rows, prefetch)
-    self._it = ds.as_numpy_iterator()
-    _OPEN.add(self)
+    self._start(ds)
 
-  def __iter__(self) -> 'TrainIterator':
-    return self
-
-  def __next__(self) -> dict:
-    if self._it is None:
-      raise StopIteration
+  def _next(self) -> dict:
     if self.micro_batches_per_step:
       batch = [self._next_group() for _ in range(self.micro_batches_per_step)]
     else:
@@ -336,11 +361,6 @@ class TrainIterator:
       logging.info('input pipeline: new batch shape %s (%d before)', shape, len(self.shape_counts))
     self.shape_counts[shape] += 1
     return batch
-
-  def close(self) -> None:
-    """Stops the pipeline (also done at exit); `state()` stays valid for resuming."""
-    self._it = None
-    _OPEN.discard(self)
 
   @property
   def num_distinct_shapes(self) -> int:
@@ -363,13 +383,12 @@ def create_eval_iterator(
   mode: str,
   bucket_size: int = 64,
   t_s: int = 75,
-  process_index: int | None = None,
-  process_count: int | None = None,
+  host: Host | None = None,
   verify: bool = True,
 ) -> Iterator[dict]:
   """Every video of `subset` once, in manifest order, as batches.
 
-  batch_size is the global batch (each host gets batch_size // process_count rows of each global
+  batch_size is the global batch (each host gets batch_size // host.count rows of each global
   batch, like training); all hosts yield the same number of batches with the same shapes. Batches
   carry the training keys plus 'valid' [B] bool (padding rows of the last batch: all-zero, mask
   False, video_index -1) and 'num_snippets_orig' [B] int32 (the video's T before sampling;
@@ -378,7 +397,8 @@ def create_eval_iterator(
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-  p, n_hosts = _hosts(process_index, process_count)
+  host = host or Host.current()
+  p, n_hosts = host.index, host.count
   if batch_size % n_hosts:
     raise ValueError(f'batch_size {batch_size} not divisible by {n_hosts} hosts')
   src = ShardSubset(shards_dir, subset, verify)
@@ -406,19 +426,14 @@ def create_eval_iterator(
   return _EvalIterator(ds, drop=('num_snippets_orig',) if mode == 'thumos' else ())
 
 
-class _EvalIterator:
+class _EvalIterator(_PipelineIterator):
   """One pass over a batched dataset; closable like TrainIterator."""
 
   def __init__(self, ds, drop: tuple[str, ...]):
-    self._it, self._drop = ds.as_numpy_iterator(), drop
-    _OPEN.add(self)
+    self._drop = drop
+    self._start(ds)
 
-  def __iter__(self) -> '_EvalIterator':
-    return self
-
-  def __next__(self) -> dict:
-    if self._it is None:
-      raise StopIteration
+  def _next(self) -> dict:
     try:
       batch = next(self._it)
     except StopIteration:
@@ -427,7 +442,3 @@ class _EvalIterator:
     for key in self._drop:
       del batch[key]
     return batch
-
-  def close(self) -> None:
-    self._it = None
-    _OPEN.discard(self)

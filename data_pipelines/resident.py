@@ -95,7 +95,8 @@ class ResidentTrainIterator:
     start_batch: int = 0,
     verify: bool = True,
   ):
-    p, n_hosts = jax.process_index(), jax.process_count()
+    host = input_pipeline.Host.current()
+    p, n_hosts = host.index, host.count
     options.check(n_hosts)
     src = input_pipeline.ShardSubset(shards_dir, 'train', verify)
     n = len(src.lengths)
@@ -127,7 +128,7 @@ class ResidentTrainIterator:
     )
     self._plan = input_pipeline.plan_steps(
       src.lengths, options, start_epoch=self._position.epoch, start_batch=self._position.batch,
-      process_index=p, process_count=n_hosts,
+      host=host,
     )  # fmt: skip
 
   def __iter__(self) -> ResidentTrainIterator:

@@ -42,7 +42,7 @@ def test_benchmark_plan_is_the_pipeline_plan(lengths):
     batching='micro', micro_batch_size=1, bucket_growth=1.2,
   )  # fmt: skip
   plan = input_pipeline.plan_steps(
-    lengths, options, start_epoch=0, start_batch=0, process_index=0, process_count=1
+    lengths, options, start_epoch=0, start_batch=0, host=input_pipeline.Host()
   )
   order = input_pipeline.sampling.epoch_order(0, 0, 200)
   for b in range(3):

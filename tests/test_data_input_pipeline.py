@@ -36,12 +36,12 @@ def anet_run(data):
   return _train(data[0], 11, mode='activitynet', t_s=12)
 
 
-def _train(out, n, *, start_epoch=0, start_batch=0, process_index=0, process_count=1, **options):
+def _train(out, n, *, start_epoch=0, start_batch=0, host=input_pipeline.Host(), **options):
   """The first n batches of an iterator of BatchingOptions(defaults | options)."""
   options = {'global_batch_size': 4, 'seed': 7, 'mode': 'thumos', 'bucket_size': BUCKET} | options
   it = input_pipeline.create_train_iterator(
     out, input_pipeline.BatchingOptions(**options), start_epoch=start_epoch,
-    start_batch=start_batch, process_index=process_index, process_count=process_count,
+    start_batch=start_batch, host=host,
   )  # fmt: skip
   return it, [next(it) for _ in range(n)]
 
@@ -100,8 +100,8 @@ def test_two_hosts_concatenate_to_one(data, thumos_run, anet_run, mode):
   out, _, _ = data
   kwargs = {'mode': mode, 't_s': 12}
   single = (thumos_run if mode == 'thumos' else anet_run)[1][:7]
-  _, host0 = _train(out, 7, process_index=0, process_count=2, **kwargs)
-  _, host1 = _train(out, 7, process_index=1, process_count=2, **kwargs)
+  _, host0 = _train(out, 7, host=input_pipeline.Host(0, 2), **kwargs)
+  _, host1 = _train(out, 7, host=input_pipeline.Host(1, 2), **kwargs)
   joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(host0, host1, strict=True)]
   _assert_batches_equal(joined, single)
   assert host0[0]['features'].shape[0] == 2
@@ -167,7 +167,7 @@ def test_eval_iterator_thumos_pads_the_last_batch(data):
   out, feats, labels = data
   batches = list(
     input_pipeline.create_eval_iterator(
-      out, batch_size=6, mode='thumos', bucket_size=BUCKET, process_index=0, process_count=1
+      out, batch_size=6, mode='thumos', bucket_size=BUCKET, host=input_pipeline.Host()
     )
   )
   assert len(batches) == 3 and 'num_snippets_orig' not in batches[0]
@@ -190,7 +190,7 @@ def test_eval_iterator_activitynet_and_hosts(data):
   out, feats, _ = data
   make = lambda p, n: list(
     input_pipeline.create_eval_iterator(
-      out, batch_size=6, mode='activitynet', t_s=20, process_index=p, process_count=n
+      out, batch_size=6, mode='activitynet', t_s=20, host=input_pipeline.Host(p, n)
     )
   )
   single = make(0, 1)
@@ -214,7 +214,7 @@ def test_eval_iterator_activitynet_and_hosts(data):
 def test_bad_arguments(data):
   out, _, _ = data
   with pytest.raises(ValueError, match='divisible'):
-    _train(out, 0, global_batch_size=5, process_count=2)
+    _train(out, 0, global_batch_size=5, host=input_pipeline.Host(0, 2))
   with pytest.raises(ValueError, match='mode'):
     _train(out, 0, mode='charades')
   with pytest.raises(ValueError, match='global_batch_size'):
@@ -225,7 +225,7 @@ def test_close_stops_and_untracks(data):
   out, _, _ = data
   it, _ = _train(out, 1)
   ev = input_pipeline.create_eval_iterator(
-    out, batch_size=8, mode='thumos', process_index=0, process_count=1
+    out, batch_size=8, mode='thumos', host=input_pipeline.Host()
   )
   assert it in input_pipeline._OPEN and ev in input_pipeline._OPEN
   it.close()
@@ -272,10 +272,8 @@ def test_micro_batches_regroup_the_exact_batches(data, thumos_run, size):
     if size == 2:  # sorted by length: the short pair first
       assert groups[0]['length'].max() <= groups[1]['length'].min()
   if size == 2:  # two hosts: one row of every pair each; together the one-host groups
-    _, h0 = _train(data[0], 3, batching='micro', micro_batch_size=2, process_count=2)
-    _, h1 = _train(
-      data[0], 3, batching='micro', micro_batch_size=2, process_index=1, process_count=2
-    )
+    _, h0 = _train(data[0], 3, batching='micro', micro_batch_size=2, host=input_pipeline.Host(0, 2))
+    _, h1 = _train(data[0], 3, batching='micro', micro_batch_size=2, host=input_pipeline.Host(1, 2))
     for one, a, b in zip(micro[:3], h0, h1, strict=True):
       joined = [{k: np.concatenate([x[k], y[k]]) for k in x} for x, y in zip(a, b, strict=True)]
       _assert_batches_equal(joined, one)

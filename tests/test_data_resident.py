@@ -37,7 +37,7 @@ def mesh():
 
 def _tf_batches(shards, mesh, n, **options):
   it = input_pipeline.create_train_iterator(
-    shards, dataclasses.replace(OPTIONS, **options), process_index=0, process_count=1
+    shards, dataclasses.replace(OPTIONS, **options), host=input_pipeline.Host()
   )
 
   def feed(b):
@@ -102,7 +102,7 @@ def test_same_training_steps_from_either_source(shards, mesh):
   options = input_pipeline.BatchingOptions(
     global_batch_size=4, seed=3, mode='thumos', bucket_size=96
   )
-  tf_it = input_pipeline.create_train_iterator(shards, options, process_index=0, process_count=1)
+  tf_it = input_pipeline.create_train_iterator(shards, options, host=input_pipeline.Host())
   res_it = resident.ResidentTrainIterator(shards, mesh, options)
   finals = []
   for feed in (

@@ -133,7 +133,7 @@ def test_checksum_mismatch_names_the_file(converted, tmp_path):
   with pytest.raises(source.ChecksumError, match='train-00001-of-00004.tfrecord') as info:
     input_pipeline.create_train_iterator(
       target, input_pipeline.BatchingOptions(global_batch_size=4, seed=0, mode='thumos'),
-      process_index=0, process_count=1,
+      host=input_pipeline.Host(),
     )  # fmt: skip
   assert isinstance(info.value, ValueError)
   gt = os.path.join(target, 'ground_truth.json')

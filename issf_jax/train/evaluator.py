@@ -68,7 +68,7 @@ class Evaluator:
     batches = pipeline.create_eval_iterator(
       self.shards_dir, subset=subset, batch_size=config.data.eval_batch_size,
       mode=config.data.mode, bucket_size=config.data.bucket_size, t_s=config.data.t_s,
-      process_index=0, process_count=1,
+      host=pipeline.Host(),  # index 0 of 1: every host reads every video
     )  # fmt: skip
     local_params = sharding.host_value(params)
     preds = inference.predict_batches(self._predict, local_params, batches, key_data)
