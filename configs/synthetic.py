@@ -36,11 +36,9 @@ def get_config(arg=None):
   )
   config.dataset = 'synthetic'
   config.data.synthetic_scale = arg.scale
-  config.model.sigma = 0.88
-  config.model.saliency_ratio = 0.5
   config.train.eval_every_epochs = 10
   config.train.checkpoint_every_epochs = 10
   config.train.log_every_steps = 50
-  config.eval.protocol = 'rskp'
+  # The rest is THUMOS14's recipe, the base defaults (sigma 0.88, p 0.5, `rskp` protocol).
   common.apply_ablations(config, arg)
   return config
