@@ -85,9 +85,8 @@ class _WtalcBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     cfg = self.builder_config
-    dataset = wtalc.read_wtalc(
-      str(dl_manager.manual_dir), name=cfg.features_name, feature_dim=cfg.feature_dim
-    )
+    checks = source.FeatureChecks(feature_dim=cfg.feature_dim)
+    dataset = wtalc.read_wtalc(str(dl_manager.manual_dir), name=cfg.features_name, checks=checks)
     if dataset.classes != tuple(self.CLASS_NAMES):
       raise source.DataValidationError(
         f'classlist.npy under {dl_manager.manual_dir} does not match the {self.name} class list'
