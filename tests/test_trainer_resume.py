@@ -234,6 +234,19 @@ def test_every_split_is_verified_before_the_first_step(tmp_path, tiny_shards):
   assert not (tmp_path / 'run').exists()
 
 
+def test_a_config_built_in_code_is_validated(tmp_path, tiny_shards):
+  """Library callers skip launch/cli.py's check: the Trainer itself refuses a value out of its
+  range (a dropout of 1.5 would train to exit 0), naming the key, before writing anything."""
+  from issf_common import errors
+  from issf_jax.train import loop
+
+  config = synthetic_config(tiny_shards, TINY_TRAIN_OVERRIDES)
+  config.model.dropout = 1.5
+  with pytest.raises(errors.ConfigError, match=r'model\.dropout=1\.5'):
+    loop.Trainer(config, str(tmp_path / 'run'))
+  assert not (tmp_path / 'run').exists()
+
+
 def test_resume_with_another_embed_dim_fails_clearly(tmp_path, tiny_shards, tiny_run):
   """launch.train's resume path (train_and_evaluate) refuses a checkpoint of another shape,
   and the failed attempt leaves the run's config.json (used by issf-eval) untouched."""

@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 
 from issf_common import errors
-from issf_jax import checkpointing, sharding
+from issf_jax import checkpointing, config_validation, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.train import evaluator, micro, reporting, run_dir, run_lock, schedules
 from issf_jax.train import step as step_lib
@@ -91,6 +91,9 @@ class Trainer:
                timer: Callable[[str], contextlib.AbstractContextManager] = _untimed):  # fmt: skip
     from data_pipelines import manifest as manifest_lib  # no TF: bad input fails fast
 
+    # The launch scripts check the config when it loads; a config built in code is checked here,
+    # so an out-of-range value fails before the first step rather than as a crash inside it.
+    config_validation.validate(config)
     self.config, self.workdir = config, workdir
     self.reporter = reporter or reporting.Reporter()
     self.timer = timer
