@@ -63,7 +63,7 @@ def get_config(arg=None):
   config.train.eval_every_epochs = 10
   config.train.checkpoint_every_epochs = 10
   config.eval.protocol = 'official'
-  config.eval.tiou_thresholds = [round(0.5 + 0.05 * i, 2) for i in range(10)]
+  config.eval.tiou_thresholds = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
   _apply_scale(config, arg.scale)
   common.apply_ablations(config, arg)
   return config

@@ -98,7 +98,8 @@ def base_config(
   # Also reported (tables, eval/step_N.json under 'extra', metrics as 'official/...'), e.g.
   # ('official',) on THUMOS14; the best checkpoint follows `protocol` only.
   config.eval.extra_protocols = ()
-  config.eval.tiou_thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+  # A tuple, so that --config.eval.tiou_thresholds='(0.3, 0.5, 0.7)' can override it.
+  config.eval.tiou_thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
   config.eval.proposals = proposal_config(dataset)
   return config
 

@@ -122,6 +122,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
   'memory.class_index': recipes.MEMORY_CLASS_INDEX,
   'memory.mode': ('sequential', 'batched'),
   'optim.grad_reduction': ('sum', 'mean'),
+  'data.mode': ('thumos', 'activitynet'),
+  'eval.protocol': ('rskp', 'official'),  # train.evaluator.PROTOCOLS
+  # A tuple: each element. On the command line the strings need quotes, --config.x="('official',)";
+  # without them `(official,)` is one string, refused here rather than at the first evaluation.
+  'eval.extra_protocols': ('rskp', 'official'),
 }
 
 
@@ -163,7 +168,12 @@ def problems(config) -> Iterator[tuple[str, object, str]]:
       yield key, value, rule
   for key, choices in CHOICES.items():
     value = _lookup(config, key)
-    if value is not _ABSENT and value not in choices:
+    if value is _ABSENT:
+      continue
+    if isinstance(value, list | tuple):
+      if any(v not in choices for v in value):
+        yield key, value, 'must hold only ' + ', '.join(choices) + ' (quoted: "(\'official\',)")'
+    elif value not in choices:
       yield key, value, 'must be one of ' + ', '.join(choices)
   proposals = _lookup(config, 'eval.proposals')
   if proposals is not _ABSENT:

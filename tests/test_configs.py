@@ -219,3 +219,30 @@ def test_show_config_prints_the_resolved_config_and_writes_nothing(tmp_path, jax
   proc = run_python(['-m', 'launch.train', '--config', config], subprocess_env(jax_cache_dir),
                     check=False, timeout=120)  # fmt: skip
   assert proc.returncode == 2 and '--workdir is required' in proc.stderr, proc.stderr[-3000:]
+
+
+def test_tuple_fields_are_overridden_from_the_command_line(jax_cache_dir):
+  """tIoU thresholds and extra protocols are tuples, so a flag can set them; a tuple of strings
+  written without quotes is one string, and that is refused by name instead of at the first
+  evaluation."""
+  config = str(REPO_DIR / 'configs' / 'synthetic.py')
+  flags = [
+    '--config.eval.tiou_thresholds=(0.3, 0.5)',
+    "--config.eval.extra_protocols=('official',)",
+  ]
+  proc = run_python(['-m', 'launch.train', '--config', config, '--show_config', *flags],
+                    subprocess_env(jax_cache_dir), timeout=120)  # fmt: skip
+  want = synthetic.get_config()
+  want.eval.tiou_thresholds, want.eval.extra_protocols = (0.3, 0.5), ('official',)
+  assert proc.stdout == str(want)
+  proc = run_python(['-m', 'launch.train', '--config', config, '--show_config',
+                     '--config.eval.extra_protocols=(official,)'],
+                    subprocess_env(jax_cache_dir), check=False, timeout=120)  # fmt: skip
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  assert (
+    proc.stderr.strip()
+    .splitlines()[-1]
+    .startswith(
+      "issf-train: error: --config.eval.extra_protocols=('(official,)',): must hold only rskp"
+    )
+  ), proc.stderr
