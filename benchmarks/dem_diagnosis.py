@@ -66,9 +66,8 @@ def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max
 
   forward = diagnostics.make_branch_logits_fn(config, with_dem=with_dem, attn_logits=attn_logits)
 
-  iterator = input_pipeline.create_eval_iterator(
-    shards, subset=subset, batch_size=1, mode=config.data.mode, bucket_size=config.data.bucket_size
-  )
+  options = input_pipeline.EvalOptions.from_data_config(config.data, batch_size=1)
+  iterator = input_pipeline.create_eval_iterator(shards, options, subset=subset)
   temperature = config.loss.kd_temperature
   sums = {}
 

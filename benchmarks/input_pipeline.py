@@ -78,9 +78,8 @@ def main(argv=None) -> int:
     options = input_pipeline.BatchingOptions(global_batch_size=args.batch_size, seed=0, **kwargs)
     it = input_pipeline.create_train_iterator(out, options, host=input_pipeline.Host())
     rows.append((name, *_time(it, args.batches)))
-  ev = input_pipeline.create_eval_iterator(
-    out, batch_size=args.batch_size, mode='thumos', host=input_pipeline.Host()
-  )
+  options = input_pipeline.EvalOptions(args.batch_size, 'thumos')
+  ev = input_pipeline.create_eval_iterator(out, options, host=input_pipeline.Host())
   n_eval = -(-m['counts']['test'] // args.batch_size)
   rows.append(('eval / thumos (bucket 64)', *_time(ev, n_eval - 1, warmup=1)))
 

@@ -375,26 +375,40 @@ class TrainIterator(_PipelineIterator):
 create_train_iterator = TrainIterator
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+  """How evaluation batches are shaped: `batch_size` videos per global batch; `mode` 'thumos'
+  (full length, T padded to a multiple of bucket_size) | 'activitynet' (t_s snippets sampled)."""
+
+  batch_size: int
+  mode: str
+  bucket_size: int = 64
+  t_s: int = 75
+
+  @classmethod
+  def from_data_config(cls, data, batch_size: int) -> 'EvalOptions':
+    """Mode, bucket size and T_s of a config's `data` section, as training uses them."""
+    return cls(batch_size, data.mode, data.bucket_size, data.t_s)
+
+
 def create_eval_iterator(
   shards_dir: str,
+  options: EvalOptions,
   *,
   subset: str = 'test',
-  batch_size: int,
-  mode: str,
-  bucket_size: int = 64,
-  t_s: int = 75,
   host: Host | None = None,
   verify: bool = True,
 ) -> Iterator[dict]:
   """Every video of `subset` once, in manifest order, as batches.
 
-  batch_size is the global batch (each host gets batch_size // host.count rows of each global
-  batch, like training); all hosts yield the same number of batches with the same shapes. Batches
-  carry the training keys plus 'valid' [B] bool (padding rows of the last batch: all-zero, mask
-  False, video_index -1) and 'num_snippets_orig' [B] int32 (the video's T before sampling;
-  'activitynet' mode only). 'thumos': the full video, T bucketed as in training. 'activitynet':
-  `sampling.uniform_indices`, padded to t_s.
+  options.batch_size is the global batch (each host gets batch_size // host.count rows of each
+  global batch, like training); all hosts yield the same number of batches with the same shapes.
+  Batches carry the training keys plus 'valid' [B] bool (padding rows of the last batch:
+  all-zero, mask False, video_index -1) and 'num_snippets_orig' [B] int32 (the video's T before
+  sampling; 'activitynet' mode only). 'thumos': the full video, T bucketed as in training.
+  'activitynet': `sampling.uniform_indices`, padded to t_s.
   """
+  batch_size, mode, t_s = options.batch_size, options.mode, options.t_s
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
   host = host or Host.current()
@@ -411,7 +425,7 @@ def create_eval_iterator(
       global_rows = np.arange(start, start + batch_size)
       valid = global_rows < n
       if mode == 'thumos':
-        t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), bucket_size)
+        t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), options.bucket_size)
       else:
         t_pad = t_s
       for v in global_rows[p * bh : (p + 1) * bh]:

@@ -69,7 +69,7 @@ def test_classes_by_video_score_or_the_top_one():
   # The config wires the ActivityNet rules and the official protocol at 0.5:0.05:0.95.
   config = activitynet13.get_config('scale=tiny')
   assert config.eval.proposals.top1_fallback and config.eval.protocol == 'official'
-  assert config.eval.tiou_thresholds == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+  assert config.eval.tiou_thresholds == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 def test_scale_argument():

@@ -167,7 +167,7 @@ def test_eval_iterator_thumos_pads_the_last_batch(data):
   out, feats, labels = data
   batches = list(
     input_pipeline.create_eval_iterator(
-      out, batch_size=6, mode='thumos', bucket_size=BUCKET, host=input_pipeline.Host()
+      out, input_pipeline.EvalOptions(6, 'thumos', bucket_size=BUCKET), host=input_pipeline.Host()
     )
   )
   assert len(batches) == 3 and 'num_snippets_orig' not in batches[0]
@@ -190,7 +190,7 @@ def test_eval_iterator_activitynet_and_hosts(data):
   out, feats, _ = data
   make = lambda p, n: list(
     input_pipeline.create_eval_iterator(
-      out, batch_size=6, mode='activitynet', t_s=20, host=input_pipeline.Host(p, n)
+      out, input_pipeline.EvalOptions(6, 'activitynet', t_s=20), host=input_pipeline.Host(p, n)
     )
   )
   single = make(0, 1)
@@ -225,7 +225,7 @@ def test_close_stops_and_untracks(data):
   out, _, _ = data
   it, _ = _train(out, 1)
   ev = input_pipeline.create_eval_iterator(
-    out, batch_size=8, mode='thumos', host=input_pipeline.Host()
+    out, input_pipeline.EvalOptions(8, 'thumos'), host=input_pipeline.Host()
   )
   assert it in input_pipeline._OPEN and ev in input_pipeline._OPEN
   it.close()

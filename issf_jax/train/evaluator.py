@@ -65,11 +65,11 @@ class Evaluator:
     config, pipeline = self.config, self._input_pipeline
     subset = config.data.eval_subset
     manifest = pipeline.load_manifest(self.shards_dir)
+    options = pipeline.EvalOptions.from_data_config(config.data, config.data.eval_batch_size)
+    # Host index 0 of 1: every host reads every video.
     batches = pipeline.create_eval_iterator(
-      self.shards_dir, subset=subset, batch_size=config.data.eval_batch_size,
-      mode=config.data.mode, bucket_size=config.data.bucket_size, t_s=config.data.t_s,
-      host=pipeline.Host(),  # index 0 of 1: every host reads every video
-    )  # fmt: skip
+      self.shards_dir, options, subset=subset, host=pipeline.Host()
+    )
     local_params = sharding.host_value(params)
     preds = inference.predict_batches(self._predict, local_params, batches, key_data)
     table = manifest['videos'][subset]

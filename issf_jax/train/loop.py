@@ -219,10 +219,10 @@ class Trainer:
     t0 = time.time()
     init_step = step_lib.make_memory_init_step(self.config, self.mesh)
     data = self.config.data
-    batches = self.input_pipeline.create_eval_iterator(
-      self.shards_dir, subset='train', batch_size=data.eval_batch_size * jax.process_count(),
-      mode=data.mode, bucket_size=data.bucket_size, t_s=data.t_s,
-    )  # fmt: skip
+    options = self.input_pipeline.EvalOptions.from_data_config(
+      data, data.eval_batch_size * jax.process_count()
+    )
+    batches = self.input_pipeline.create_eval_iterator(self.shards_dir, options, subset='train')
     memory = sharding.replicate(
       memory_lib.empty(step_lib.memory_rows(self.config), self.config.memory.slots,
                        self.config.model.embed_dim), self.mesh)  # fmt: skip
