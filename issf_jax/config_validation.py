@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from issf_common import errors
-from issf_jax import memory, recipes
+from issf_jax import evaluation, memory, recipes
 from issf_jax.model import refinement
 
 
@@ -122,11 +122,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
   'memory.class_index': recipes.MEMORY_CLASS_INDEX,
   'memory.mode': ('sequential', 'batched'),
   'optim.grad_reduction': ('sum', 'mean'),
-  'data.mode': ('thumos', 'activitynet'),
-  'eval.protocol': ('rskp', 'official'),  # train.evaluator.PROTOCOLS
+  'data.mode': ('thumos', 'activitynet'),  # input_pipeline.MODES (it imports TensorFlow)
+  'eval.protocol': evaluation.PROTOCOLS,
   # A tuple: each element. On the command line the strings need quotes, --config.x="('official',)";
   # without them `(official,)` is one string, refused here rather than at the first evaluation.
-  'eval.extra_protocols': ('rskp', 'official'),
+  'eval.extra_protocols': evaluation.PROTOCOLS,
 }
 
 

@@ -5,8 +5,12 @@ from issf_jax.evaluation.ground_truth import FormatError, read_ambiguous_txt
 from issf_jax.evaluation.official import ACTIVITYNET_TIOU, evaluate_official
 from issf_jax.evaluation.table import format_results_table, range_averages
 
+# The detection protocols a run can be scored with (config eval.protocol / eval.extra_protocols).
+PROTOCOLS = ('rskp', 'official')
+
 __all__ = [
   'ACTIVITYNET_TIOU',
+  'PROTOCOLS',
   'RSKP_IOU',
   'FormatError',
   'classification_map',

@@ -24,16 +24,14 @@ import numpy as np
 from issf_common import errors
 from issf_jax import evaluation, inference, proposals, sharding
 
-PROTOCOLS = ('rskp', 'official')
-
 
 def protocols(config) -> list[str]:
   """The primary protocol, then the extra ones (without repeats)."""
   names = [config.eval.protocol, *config.eval.get('extra_protocols', ())]
-  unknown = [p for p in names if p not in PROTOCOLS]
+  unknown = [p for p in names if p not in evaluation.PROTOCOLS]
   if unknown:
     raise errors.ConfigError(
-      f'eval.protocol / eval.extra_protocols {unknown}: choose from {list(PROTOCOLS)}'
+      f'eval.protocol / eval.extra_protocols {unknown}: choose from {list(evaluation.PROTOCOLS)}'
     )
   return list(dict.fromkeys(names))
 
