@@ -52,29 +52,82 @@ def masked_softmax(logits: jax.Array, key_mask: jax.Array, axis=-1) -> jax.Array
   return exp / jnp.where(denom > 0, denom, 1.0)
 
 
+class _DenseWeights(nn.Module):
+  """The parameters of an `nn.Dense(features)`, same names, shapes and initialisers, returned
+  rather than applied (so that two units' matmuls can run as one)."""
+
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
+    """-> (kernel [in_features, features], bias [features] or None)."""
+    kernel = self.param(
+      'kernel', nn.initializers.xavier_uniform(), (in_features, self.features), jnp.float32
+    )
+    if not self.use_bias:
+      return kernel, None
+    return kernel, self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+  y = jnp.einsum('...i,io->...o', x, kernel)
+  return y if bias is None else y + bias
+
+
+def _channel_attention(feats: jax.Array, logits: jax.Array) -> jax.Array:
+  """Eq. 4's outer part: softmax over the D channels of the MLP's output, times F, plus F."""
+  return jax.nn.softmax(logits, axis=-1) * feats + feats
+
+
 class ChannelUnit(nn.Module):
   """Eq. 4: Fh = softmax_D(MLP(F)) * F + F, with MLP = FC(D -> D/r), ReLU, FC(D/r -> D).
 
-  `use_bias=False` is the authors' code (their theta has no biases).
+  `use_bias=False` is the authors' code (their theta has no biases). `unit(F)` applies it to
+  every row; `unit(F, apply=False)` returns its parameters ((fc1 kernel, bias), (fc2 kernel,
+  bias)) for `paired_channel_units`.
   """
 
   reduction: int
   use_bias: bool = True
 
   @nn.compact
-  def __call__(self, feats: jax.Array) -> jax.Array:
-    """[B, T, D] -> [B, T, D]."""
+  def __call__(self, feats: jax.Array, apply: bool = True):
+    """[B, T, D] -> [B, T, D] (or the parameters)."""
     dim = feats.shape[-1]
-    dense = lambda n, name: nn.Dense(
-      n,
-      use_bias=self.use_bias,
-      kernel_init=nn.initializers.xavier_uniform(),
-      bias_init=nn.initializers.zeros,
-      name=name,
-    )
-    hidden = jax.nn.relu(dense(dim // self.reduction, 'fc1')(feats))
-    weights = jax.nn.softmax(dense(dim, 'fc2')(hidden), axis=-1)
-    return weights * feats + feats
+    fc1 = _DenseWeights(dim // self.reduction, self.use_bias, name='fc1')(dim)
+    fc2 = _DenseWeights(dim, self.use_bias, name='fc2')(dim // self.reduction)
+    if not apply:
+      return fc1, fc2
+    return _channel_attention(feats, _dense(jax.nn.relu(_dense(feats, *fc1)), *fc2))
+
+
+def paired_channel_units(feats: jax.Array, salient: jax.Array, unit_a, unit_b) -> jax.Array:
+  """Eq. 4 with theta_a on the salient rows and theta_b on the others, as one wider MLP.
+
+  The two units' first layers run as one [D, 2 D/r] matmul; zeroing, row by row, the hidden
+  half of the unit that does not apply makes one [2 D/r, D] second layer give each row its own
+  unit's output (the zeros add nothing). So the result is where(salient, unit_a(F), unit_b(F))
+  with one channel softmax and one product over [T, D] instead of two, and two matmuls
+  instead of four. The matmul FLOPs are those of both units on every row, as before.
+
+  Args:
+    feats: [B, T, D] F; salient: [B, T] bool (padding rows take theta_b, as any non-salient row).
+    unit_a, unit_b: `ChannelUnit(...)(F, apply=False)` of the salient and non-salient units.
+  Returns:
+    [B, T, D] Fh^a on the salient rows and Fh^b on the others.
+  """
+  (k1a, b1a), (k2a, b2a) = unit_a
+  (k1b, b1b), (k2b, b2b) = unit_b
+  hidden = k1a.shape[1]
+  bias1 = None if b1a is None else jnp.concatenate([b1a, b1b])
+  h = jax.nn.relu(_dense(feats, jnp.concatenate([k1a, k1b], 1), bias1))
+  own_half = jnp.concatenate(
+    [jnp.broadcast_to(salient[..., None], salient.shape + (hidden,)),
+     jnp.broadcast_to(~salient[..., None], salient.shape + (hidden,))], -1)  # fmt: skip
+  h = jnp.where(own_half, h, 0.0)
+  bias2 = None if b2a is None else jnp.where(salient[..., None], b2a, b2b)
+  return _channel_attention(feats, _dense(h, jnp.concatenate([k2a, k2b], 0), bias2))
 
 
 def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
@@ -92,7 +145,7 @@ def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array
   return jnp.einsum('bqk,bkd->bqd', weights, keys_values)
 
 
-def temporal_units(queries, fh_a, fh_b, salient, non_salient, attn_logits: str):
+def temporal_units(queries, keys, salient, non_salient, attn_logits: str):
   """Eq. 5 for both sets at once: the attention of every snippet over F^a and over F^b.
 
   The two sets partition the true snippets, so one key matrix holds both (a snippet is a
@@ -101,16 +154,15 @@ def temporal_units(queries, fh_a, fh_b, salient, non_salient, attn_logits: str):
   (sigma w_a + (1 - sigma) w_b) K.
 
   Args:
-    queries: [B, T, D] F; fh_a, fh_b: [B, T, D] the channel units' outputs (Eq. 4);
-    salient, non_salient: [B, T] bool, disjoint, within the mask.
+    queries: [B, T, D] F; keys: [B, T, D] K, the channel unit output of each snippet's own
+    set (`paired_channel_units`); salient, non_salient: [B, T] bool, disjoint, within the mask.
   Returns:
-    keys K [B, T, D], w_a [B, T, T] and w_b [B, T, T] (a row is zero when its set is empty).
+    w_a [B, T, T] and w_b [B, T, T] (a row is zero when its set is empty).
   """
-  keys = jnp.where(salient[..., None], fh_a, fh_b)
   logits = attention_logits(queries, keys, attn_logits, 'bqd,bkd->bqk')
   attn_a = masked_softmax(logits, salient[:, None, :])
   attn_b = masked_softmax(logits, non_salient[:, None, :])
-  return keys, attn_a, attn_b
+  return attn_a, attn_b
 
 
 def set_weights(variant: str, sigma: float, empty_set: str, has_a, has_b):
@@ -170,11 +222,14 @@ class BoundaryRefinement(nn.Module):
     salient = salient & mask
     non_salient = (~salient) & mask
     if self.variant == 'temporal_only':
-      fh_a = fh_b = feats
+      keys = feats
     else:
-      fh_a = ChannelUnit(self.reduction, self.mlp_bias, name='salient_unit')(feats)
-      fh_b = ChannelUnit(self.reduction, self.mlp_bias, name='non_salient_unit')(feats)
-    keys, attn_a, attn_b = temporal_units(feats, fh_a, fh_b, salient, non_salient, self.attn_logits)
+      unit_a = ChannelUnit(self.reduction, self.mlp_bias, name='salient_unit')(feats, apply=False)
+      unit_b = ChannelUnit(self.reduction, self.mlp_bias, name='non_salient_unit')(
+        feats, apply=False
+      )
+      keys = paired_channel_units(feats, salient, unit_a, unit_b)
+    attn_a, attn_b = temporal_units(feats, keys, salient, non_salient, self.attn_logits)
     has_a = salient.any(-1)[:, None, None] & (self.variant != 'no_salient')
     has_b = non_salient.any(-1)[:, None, None] & (self.variant != 'no_non_salient')
     weight_a, weight_b = set_weights(self.variant, self.sigma, self.empty_set, has_a, has_b)
