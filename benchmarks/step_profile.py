@@ -34,7 +34,7 @@ import time
 # Model parts, by the first pattern (of the op_name metadata) that matches.
 PARTS = (
   ('embedding', r'embedding'),
-  ('BRM channel units', r'brm/(non_)?salient_unit'),
+  ('BRM channel units', r'brm/(non_)?salient_unit|channel_units'),
   ('BRM temporal attention', r'brm'),
   ('saliency', r'saliency|sort|top_k'),
   ('DEM read', r'enhance|read_memory|dem'),
@@ -170,8 +170,9 @@ def main(argv=None) -> None:
     per_op = {k: v / 2 for k, v in thunk_times(trace).items()}
     hlo = parse_hlo(dump)
     total = sum(per_op.values())
+    rate = flops / seconds / 1e9
     print(f'\nT = {length}: step {seconds * 1e3:.1f} ms wall, {flops / 1e9:.2f} GFLOP, '
-          f'{flops / seconds / 1e9:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops')  # fmt: skip
+          f'{rate:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops')  # fmt: skip
     parts = collections.Counter()
     for op, secs in per_op.items():
       parts[part_of(hlo.get(op, ('', '', op))[2] or op)] += secs

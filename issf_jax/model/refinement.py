@@ -228,8 +228,10 @@ class BoundaryRefinement(nn.Module):
       unit_b = ChannelUnit(self.reduction, self.mlp_bias, name='non_salient_unit')(
         feats, apply=False
       )
-      keys = paired_channel_units(feats, salient, unit_a, unit_b)
-    attn_a, attn_b = temporal_units(feats, keys, salient, non_salient, self.attn_logits)
+      with jax.named_scope('channel_units'):  # names the ops for benchmarks/step_profile.py
+        keys = paired_channel_units(feats, salient, unit_a, unit_b)
+    with jax.named_scope('temporal_units'):
+      attn_a, attn_b = temporal_units(feats, keys, salient, non_salient, self.attn_logits)
     has_a = salient.any(-1)[:, None, None] & (self.variant != 'no_salient')
     has_b = non_salient.any(-1)[:, None, None] & (self.variant != 'no_non_salient')
     weight_a, weight_b = set_weights(self.variant, self.sigma, self.empty_set, has_a, has_b)
