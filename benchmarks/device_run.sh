@@ -17,6 +17,10 @@
 # part, so a run stopped by the time limit keeps what it finished) and the log to
 # $OUT/gpu_recipe.log. JAX's compilation cache is kept in /tmp, so a rerun on the same warm
 # machine compiles less. --dry_run prints the commands and runs nothing.
+#
+# With this workplace's device tool: fill benchmarks/wheels/ in the checkout that the call sends
+# (--fetch_wheels; PYTHON=a python with pip), then run command "bash benchmarks/device_run.sh",
+# carry ["benchmarks/wheels"], timeout_s 420; $OUT/gpu_recipe.json comes back.
 set -euo pipefail
 
 WHEELS=benchmarks/wheels

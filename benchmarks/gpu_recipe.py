@@ -33,7 +33,24 @@ RSKP's PyTorch float32 ones under each precision (the test tolerance is 1e-5).
 
 `--scale tiny` (D = 64, 24 + 16 synthetic videos, batch 4) runs on a CPU in about a minute; the
 test suite runs it (`--time_limit_s 0`: the probe, then the extrapolation). Prints one table;
-`--json OUT` writes the same numbers (keys: see `main`).
+`--json OUT` writes the same numbers (keys: see `main`), rewritten after each part.
+
+On the GPU machine: the first thing to run there is `bash benchmarks/device_run.sh` from the
+repository root (not yet run on a GPU). That machine's fixed image (Python 3.12, jax 0.11.2 with
+its CUDA 13 plugin, flax, optax, orbax-checkpoint, chex, numpy, etils, absl-py, protobuf,
+tensorboard, scipy, ...) has no TensorFlow, no tensorflow-datasets, no ml-collections and no
+network, and the recipe runs there as it is: the shards are written and read without TensorFlow
+(`data_pipelines/tfrecord.py`, the same bytes), the training features are resident on the GPU
+(`data.resident` 'auto') and the evaluation and memory-initialisation batches come from
+`data_pipelines/numpy_pipeline.py` (bitwise the tf.data pipeline's), TensorBoard events are
+written with tensorboard's own protos. Wheels brought along (pure Python, kept in the git-ignored
+benchmarks/wheels/, filled here by `bash benchmarks/device_run.sh --fetch_wheels` and carried to
+the device): ml_collections-1.1.0-py3-none-any.whl (76,707 bytes; its needs absl-py and PyYAML
+are in the image). msgspec, also absent there, is optional (predictions files are read by the
+stdlib instead). Where TensorFlow is installed, tf.data stays the host input path
+(`data_pipelines/pipelines.py` chooses). tests/test_gpu_recipe_no_tensorflow.py runs this script at
+tiny scale where tensorflow, tensorflow_datasets and msgspec cannot be imported and compares the
+batches it fed (`--dump_batches`) with the tf.data pipeline's, bitwise.
 """
 
 from __future__ import annotations
