@@ -127,3 +127,35 @@ def test_device_run_dry_run(tmp_path):
   assert 0 < limit <= 420  # leaves room for a rerun in the 10 minutes of a device call
   assert any(line.startswith('export PYTHONPATH=') for line in lines)
   assert not (tmp_path / 'out').exists()  # a dry run writes nothing
+
+
+def test_metrics_writer_without_tensorflow_resumes_its_events(tmp_path, monkeypatch):
+  """The TensorBoard events written without TensorFlow: read by TensorFlow's own reader (its
+  crcs checked), rebuilt on resume from the records kept, like tf.summary's."""
+  from issf_common import tensorflow_optional
+  from issf_common.tensorflow_cpu import tf
+  from issf_jax.train import metrics_writer
+
+  def points():
+    out = []
+    for path in sorted((tmp_path / 'tensorboard').glob('events.out.tfevents.*')):
+      for event in tf.compat.v1.train.summary_iterator(str(path)):
+        out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return out
+
+  monkeypatch.setattr(tensorflow_optional, 'tensorflow', lambda: None)
+  writer = metrics_writer.MetricsWriter(str(tmp_path), resume_step=0)
+  for step in (1, 2, 3):
+    writer.write(step, {'train/loss': 1.0 / step, 'train/nan': float('nan')})
+  writer.close()
+  assert [(t, s) for t, s, _ in points() if t == 'train/loss'] == [
+    ('train/loss', s) for s in (1, 2, 3)
+  ]
+  writer = metrics_writer.MetricsWriter(str(tmp_path), resume_step=2)  # step 3 is redone
+  writer.write(3, {'train/loss': 0.25, 'train/nan': 0.0})
+  writer.close()
+  got = points()
+  assert [(t, s, v) for t, s, v in got if t == 'train/loss'] == [
+    ('train/loss', 1, 1.0), ('train/loss', 2, 0.5), ('train/loss', 3, 0.25)
+  ]  # fmt: skip
+  assert [np.isnan(v) for t, s, v in got if t == 'train/nan'] == [True, True, False]
