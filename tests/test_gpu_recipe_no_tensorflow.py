@@ -159,3 +159,24 @@ def test_metrics_writer_without_tensorflow_resumes_its_events(tmp_path, monkeypa
     ('train/loss', 1, 1.0), ('train/loss', 2, 0.5), ('train/loss', 3, 0.25)
   ]  # fmt: skip
   assert [np.isnan(v) for t, s, v in got if t == 'train/nan'] == [True, True, False]
+
+
+def test_the_training_path_does_not_import_tensorflow_at_import(jax_cache_dir):
+  """Where TensorFlow is installed, importing the trainer, the evaluator, the checkpoints, the
+  config check, the configs, the data modules they use and the recipe loads none of it."""
+  code = """
+import importlib, pkgutil, sys
+import configs, issf_jax.train
+names = ['issf_jax.train.' + m.name for m in pkgutil.iter_modules(issf_jax.train.__path__)]
+names += ['configs.' + m.name for m in pkgutil.iter_modules(configs.__path__)]
+names += ['issf_jax.checkpointing', 'issf_jax.config_validation', 'issf_jax.sharding',
+          'data_pipelines.input_pipeline', 'data_pipelines.resident', 'data_pipelines.shards',
+          'data_pipelines.numpy_pipeline', 'data_pipelines.pipelines', 'data_pipelines.prepare',
+          'data_pipelines.synthetic', 'benchmarks.gpu_recipe']
+for name in names:
+  importlib.import_module(name)
+  assert 'tensorflow' not in sys.modules, name
+print(len(names), 'modules')
+"""
+  proc = run_python(['-c', code], subprocess_env(jax_cache_dir))
+  assert int(proc.stdout.split()[0]) > 20
