@@ -33,7 +33,24 @@ RSKP's PyTorch float32 ones under each precision (the test tolerance is 1e-5).
 
 `--scale tiny` (D = 64, 24 + 16 synthetic videos, batch 4) runs on a CPU in about a minute; the
 test suite runs it (`--time_limit_s 0`: the probe, then the extrapolation). Prints one table;
-`--json OUT` writes the same numbers (keys: see `main`).
+`--json OUT` writes the same numbers (keys: see `main`), rewritten after each part.
+
+On the GPU machine: the first thing to run there is `bash benchmarks/device_run.sh` from the
+repository root (not yet run on a GPU). That machine's fixed image (Python 3.12, jax 0.11.2 with
+its CUDA 13 plugin, flax, optax, orbax-checkpoint, chex, numpy, etils, absl-py, protobuf,
+tensorboard, scipy, ...) has no TensorFlow, no tensorflow-datasets, no ml-collections and no
+network, and the recipe runs there as it is: the shards are written and read without TensorFlow
+(`data_pipelines/tfrecord.py`, the same bytes), the training features are resident on the GPU
+(`data.resident` 'auto') and the evaluation and memory-initialisation batches come from
+`data_pipelines/numpy_pipeline.py` (bitwise the tf.data pipeline's), TensorBoard events are
+written with tensorboard's own protos. Wheels brought along (pure Python, kept in the git-ignored
+benchmarks/wheels/, filled here by `bash benchmarks/device_run.sh --fetch_wheels` and carried to
+the device): ml_collections-1.1.0-py3-none-any.whl (76,707 bytes; its needs absl-py and PyYAML
+are in the image). msgspec, also absent there, is optional (predictions files are read by the
+stdlib instead). Where TensorFlow is installed, tf.data stays the host input path
+(`data_pipelines/pipelines.py` chooses). tests/test_gpu_recipe_no_tensorflow.py runs this script at
+tiny scale where tensorflow, tensorflow_datasets and msgspec cannot be imported and compares the
+batches it fed (`--dump_batches`) with the tf.data pipeline's, bitwise.
 """
 
 from __future__ import annotations
@@ -166,11 +183,15 @@ def find_annotations(path: str | None) -> str | None:
 # ------------------------------------------------------------------------------------- recipe
 
 
-def recipe_config(shards: str, scale: str, epochs: int, *, probe: bool = False):
+def recipe_config(
+  shards: str, scale: str, epochs: int, *, probe: bool = False, resident: str | None = None
+):
   from configs import thumos14
 
   config = thumos14.get_config()
   config.data.shards_dir = shards
+  if resident:
+    config.data.resident = resident
   at_recipe = config.train.memory_init_epoch  # Its value for the 180 epochs.
   config.train.num_epochs = epochs
   if epochs != RECIPE_EPOCHS and config.train.memory_init_epoch == at_recipe >= 0:
@@ -242,6 +263,11 @@ def run_recipe(config, workdir: str) -> dict:
     'eval_s': steady('eval', counts['evals']),
     'checkpoint_s': steady('checkpoint', counts['checkpoints']),
     'final_average_mAP': float(out['eval'].get('average_mAP', float('nan'))),
+    # The host input path (tf.data, or numpy without TensorFlow) and the resident features.
+    'input': {
+      'pipeline': trainer.input_pipeline.__name__.split('.')[-1],
+      'resident': bool(trainer.resident),
+    },  # fmt: skip
   }
 
 
@@ -257,6 +283,59 @@ def project(measured: dict, target: dict) -> float:
     target['checkpoints'] * (measured['checkpoint_s'] or 0.0),
   ]
   return float(sum(parts))
+
+
+def input_batches(config, workdir: str, path: str, steps: int) -> None:
+  """Writes to `path` (.npz) what the trainer is fed: its first `steps` training batches (keys
+  'train/<step>/<key>', or 'train/<step>.<micro-batch>/<key>') and the batches of an evaluation
+  ('test/<batch>/<key>') and of the memory initialisation ('train_eval/<batch>/<key>'), all on
+  the host; tests/test_gpu_recipe_no_tensorflow.py compares them with the tf.data pipeline's."""
+  from issf_jax import sharding
+  from issf_jax.train import loop
+
+  trainer = loop.Trainer(config, workdir)
+  arrays = {}
+
+  def put(prefix: str, batch: dict) -> None:
+    for key, value in sharding.host_value(batch).items():
+      arrays[f'{prefix}/{key}'] = np.asarray(value)
+
+  iterator = trainer.train_iterator({'epoch': 0, 'batch': 0})
+  for i in range(steps):
+    batch = next(iterator)
+    for j, group in enumerate(batch) if isinstance(batch, list) else [(None, batch)]:
+      put(f'train/{i}' if j is None else f'train/{i}.{j}', group)
+  iterator.close()
+  pipeline, data = trainer.input_pipeline, config.data
+  parts = (
+    ('test', data.eval_subset, data.eval_batch_size),
+    ('train_eval', 'train', data.eval_batch_size * jax.process_count()),
+  )
+  for name, subset, size in parts:
+    options = pipeline.EvalOptions.from_data_config(data, size)
+    batches = pipeline.create_eval_iterator(trainer.shards_dir, options, subset=subset)
+    for i, batch in enumerate(batches):
+      put(f'{name}/{i}', batch)
+  np.savez(path, **arrays)
+
+
+def environment() -> dict:
+  """Versions of what the run imports (the GPU image's are fixed; record what it has)."""
+  from importlib import metadata
+
+  from issf_common import tensorflow_optional
+
+  names = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy', 'ml-collections',
+           'absl-py', 'etils', 'protobuf', 'tensorboard', 'scipy', 'msgspec', 'tensorflow',
+           'tensorflow-cpu', 'jax-cuda13-plugin', 'jax-cuda12-plugin')  # fmt: skip
+  versions = {}
+  for name in names:
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  return {'python': platform.python_version(), 'versions': versions,
+          'tensorflow_importable': tensorflow_optional.available()}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------- precision
@@ -291,6 +370,8 @@ def precision_drift(config, workdir: str, steps: int) -> dict:
   from issf_jax.train import loop
   from issf_jax.train import step as step_lib
 
+  if steps <= 0:
+    return {'steps': 0}
   trainer = loop.Trainer(config, workdir)
   # One padded batch per step, whatever the config's batching.
   options = dataclasses.replace(loop.batching_options(config, 1), batching='exact')
@@ -388,6 +469,10 @@ def _fmt(x, unit: str = 's', scale: float = 1.0) -> str:
 
 def print_report(report: dict) -> None:
   print(f'device: {report["device"]}; jax {report["jax"]}; scale {report["scale"]}')
+  inp = report['input']
+  tf_ok = report['env']['tensorflow_importable']
+  print(f'input: {inp["pipeline"]} pipeline, training features resident on the devices: '
+        f'{inp["resident"]}; TensorFlow importable: {tf_ok}')  # fmt: skip
   data = report['data']
   print(
     f'data: {data["lengths"]}, D = {data["feature_dim"]}, videos {data["videos"]}, snippets '
@@ -408,7 +493,7 @@ def print_report(report: dict) -> None:
   print(f'180-epoch recipe: {total:.1f} s = {total / 60:.2f} min ({how})')
   drift = report['precision']
   print(f'matmul precision ({drift["steps"]} warm-up steps, same start and batches):')
-  for name in (*PRECISIONS, 'float32_repeat'):
+  for name in (*PRECISIONS, 'float32_repeat') if drift['steps'] else ():
     d = drift[name]
     line = f'  {name:15s} step {_fmt(d["step_s"], "ms", 1e3)}, first step {d["first_step_s"]:.2f} s'
     line += f', final loss {d["final_loss"]:.6f}'
@@ -449,6 +534,16 @@ def main(argv=None):
   p.add_argument('--drift_steps', type=int, default=20)
   p.add_argument('--workdir', default=None, help='scratch folder (default: a temporary one)')
   p.add_argument('--json', default=None, help='write the report here')
+  p.add_argument(
+    '--resident',
+    default=None,
+    choices=('auto', 'on', 'off'),
+    help="config.data.resident (default: the config's, 'auto')",
+  )
+  p.add_argument(
+    '--dump_batches', default=None, help='.npz: the batches the trainer is fed (input_batches)'
+  )
+  p.add_argument('--dump_steps', type=int, default=12, help='training steps in --dump_batches')
   args = p.parse_args(argv)
 
   from launch.cli import quiet_libraries
@@ -462,10 +557,25 @@ def main(argv=None):
     'device': _device(), 'jax': jax.__version__, 'scale': args.scale, 'data': data,
     'setup_s': time.perf_counter() - t0, 'cpu': platform.processor() or platform.machine(),
   }  # fmt: skip
-  full_config = recipe_config(shards, args.scale, RECIPE_EPOCHS)
+  report['env'] = environment()
+
+  def save() -> None:
+    """The report so far (a run stopped by its time limit keeps the parts already done)."""
+    if args.json:
+      with open(args.json + '.partial', 'w') as f:
+        json.dump(report, f, indent=1, default=_jsonable)
+      os.replace(args.json + '.partial', args.json)
+
+  save()
+  res = args.resident
+  full_config = recipe_config(shards, args.scale, RECIPE_EPOCHS, resident=res)
+  if args.dump_batches:
+    input_batches(full_config, str(root / 'input'), args.dump_batches, args.dump_steps)
   if args.epochs == 'auto':
-    probe = run_recipe(recipe_config(shards, args.scale, 4, probe=True), str(root / 'probe'))
-    report['probe'] = probe
+    probe_config = recipe_config(shards, args.scale, 4, probe=True, resident=res)
+    probe = run_recipe(probe_config, str(root / 'probe'))
+    report['probe'], report['input'] = probe, probe.pop('input')
+    save()
     target = schedule_counts(full_config, probe['steps_per_epoch'])
     projected = project(probe, target)
     budget = args.time_limit_s - (time.perf_counter() - t0) - args.reserve_s
@@ -473,8 +583,9 @@ def main(argv=None):
   else:
     epochs = int(args.epochs)
   if epochs:
-    recipe = run_recipe(recipe_config(shards, args.scale, epochs), str(root / 'recipe'))
-    report['recipe'] = recipe
+    recipe_cfg = recipe_config(shards, args.scale, epochs, resident=res)
+    recipe = run_recipe(recipe_cfg, str(root / 'recipe'))
+    report['recipe'], report['input'] = recipe, recipe.pop('input')
     target = schedule_counts(full_config, recipe['steps_per_epoch'])
     measured_full = epochs == RECIPE_EPOCHS
     report['recipe_180_epochs_s'] = recipe['wall_s'] if measured_full else project(recipe, target)
@@ -484,14 +595,14 @@ def main(argv=None):
     report['recipe_180_epochs_s'] = projected
     report['extrapolated'] = True
     report['basis'] = f'the 4-epoch probe (180 epochs: {projected:.0f} s > {budget:.0f} s left)'
+  save()
   report['precision'] = precision_drift(full_config, str(root / 'drift'), args.drift_steps)
+  save()
   report['parity'] = parity_errors(args.parity_dir)
   report['total_s'] = time.perf_counter() - t0
   print_report(report)
   print(f'benchmark wall time: {report["total_s"]:.1f} s')
-  if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(report, f, indent=1, default=_jsonable)
+  save()
   if tmp is not None:
     tmp.cleanup()
   return report

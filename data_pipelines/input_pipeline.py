@@ -42,7 +42,6 @@ from absl import logging
 
 from data_pipelines import manifest as manifest_lib
 from data_pipelines import sampling, shards
-from issf_common.tensorflow_cpu import tf
 
 load_manifest = manifest_lib.load_manifest
 load_ground_truth = manifest_lib.load_ground_truth
@@ -218,6 +217,10 @@ class ShardSubset:
     aliases the decoded buffer when the range is the whole video. position: the rows carry the
     video's position in its global batch, output as 'position' (micro-batching).
     """
+    # Imported here: the planning above (plan_steps, the options) is TensorFlow-free, for the
+    # resident and numpy paths (numpy_pipeline.py).
+    from issf_common.tensorflow_cpu import tf
+
     signature = (
       tf.TensorSpec([], tf.string),
       tf.TensorSpec([], tf.int32),
@@ -267,6 +270,8 @@ class ShardSubset:
 
 
 def _batched(ds, batch: int, prefetch: int):
+  from issf_common.tensorflow_cpu import tf
+
   options = tf.data.Options()
   options.deterministic = True
   return ds.batch(batch).prefetch(prefetch).with_options(options)

@@ -16,6 +16,10 @@ cheaper than a FloatList, see docs/design.md §9):
 The input pipeline needs any video of the train table in any order (a global permutation per epoch,
 identical on every host), so `RecordIndex` scans the record headers of the shards once and reads a
 record with one positioned read.
+
+TensorFlow is not needed to write or read them: the Example encoding and the TFRecord framing
+are `tfrecord.py`'s (the same bytes; TensorFlow's C++ writer is used where it is installed, for
+speed). Only `feature_spec` / `parse_example`, the tf.data graph's decode, import TensorFlow.
 """
 
 import os
@@ -24,7 +28,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from data_pipelines import manifest as manifest_lib
-from issf_common.tensorflow_cpu import tf
+from data_pipelines import tfrecord
+from issf_common import tensorflow_optional
 
 
 def encode_example(
@@ -41,25 +46,27 @@ def encode_example(
   """Serializes one video (features float32 [T, D], labels float32 [C]) deterministically."""
   features = np.ascontiguousarray(features, dtype='<f4')
   t, d = features.shape
-  f = tf.train.Feature
-  feature = {
-    'features': f(bytes_list=tf.train.BytesList(value=[features.tobytes()])),
-    'num_snippets': f(int64_list=tf.train.Int64List(value=[t])),
-    'feature_dim': f(int64_list=tf.train.Int64List(value=[d])),
-    'labels': f(float_list=tf.train.FloatList(value=np.asarray(labels, np.float32).tolist())),
-    'video_id': f(bytes_list=tf.train.BytesList(value=[video_id.encode('utf-8')])),
-    'video_index': f(int64_list=tf.train.Int64List(value=[video_index])),
-    'duration': f(float_list=tf.train.FloatList(value=[duration])),
-    'fps': f(float_list=tf.train.FloatList(value=[fps])),
-    'stride': f(int64_list=tf.train.Int64List(value=[stride])),
-    'subset': f(bytes_list=tf.train.BytesList(value=[subset.encode('utf-8')])),
-  }
-  example = tf.train.Example(features=tf.train.Features(feature=feature))
-  # deterministic=True sorts the map entries, so a rerun writes the same bytes.
-  return example.SerializeToString(deterministic=True)
+  # As tf.train.Example(...).SerializeToString(deterministic=True): map entries sorted by key,
+  # so a rerun writes the same bytes.
+  return tfrecord.encode_example(
+    {
+      'features': ('bytes', [features.tobytes()]),
+      'num_snippets': ('int64', [t]),
+      'feature_dim': ('int64', [d]),
+      'labels': ('float', np.asarray(labels, np.float32)),
+      'video_id': ('bytes', [video_id.encode('utf-8')]),
+      'video_index': ('int64', [video_index]),
+      'duration': ('float', [duration]),
+      'fps': ('float', [fps]),
+      'stride': ('int64', [stride]),
+      'subset': ('bytes', [subset.encode('utf-8')]),
+    }
+  )
 
 
 def feature_spec(num_classes: int) -> dict:
+  from issf_common.tensorflow_cpu import tf
+
   fixed = tf.io.FixedLenFeature
   return {
     'features': fixed([], tf.string),
@@ -77,6 +84,8 @@ def feature_spec(num_classes: int) -> dict:
 
 def parse_example(serialized, feature_dim: int, num_classes: int) -> dict:
   """TF: serialized Example -> dict with 'features' float32 [T, D] and the scalar fields."""
+  from issf_common.tensorflow_cpu import tf
+
   ex = tf.io.parse_single_example(serialized, feature_spec(num_classes))
   x = tf.io.decode_raw(ex['features'], tf.float32, little_endian=True)
   ex['features'] = tf.reshape(x, [-1, feature_dim])
@@ -84,18 +93,30 @@ def parse_example(serialized, feature_dim: int, num_classes: int) -> dict:
 
 
 def decode_numpy(serialized: bytes) -> dict:
-  """Pure-numpy decode of one Example (tests and tools): features as float32 [T, D]."""
-  ex = tf.train.Example.FromString(serialized).features.feature
-  t, d = ex['num_snippets'].int64_list.value[0], ex['feature_dim'].int64_list.value[0]
+  """Pure-numpy decode of one Example: features as float32 [T, D] (read-only, over a copy of
+  the record's bytes), labels float32 [C] and the scalar fields. No TensorFlow."""
+  ex = {name: values for name, (_, values) in tfrecord.decode_example(serialized).items()}
+  t, d = ex['num_snippets'][0], ex['feature_dim'][0]
   return {
-    'features': np.frombuffer(ex['features'].bytes_list.value[0], '<f4').reshape(t, d),
-    'labels': np.asarray(ex['labels'].float_list.value, np.float32),
-    'video_id': ex['video_id'].bytes_list.value[0].decode('utf-8'),
-    'video_index': ex['video_index'].int64_list.value[0],
+    'features': np.frombuffer(ex['features'][0], '<f4').reshape(t, d),
+    'labels': np.asarray(ex['labels'], np.float32),
+    'video_id': ex['video_id'][0].decode('utf-8'),
+    'video_index': ex['video_index'][0],
     'num_snippets': t,
-    'duration': ex['duration'].float_list.value[0],
-    'subset': ex['subset'].bytes_list.value[0].decode('utf-8'),
+    'duration': float(ex['duration'][0]),
+    'subset': ex['subset'][0].decode('utf-8'),
   }
+
+
+def _write_records(path: str, records) -> None:
+  """TensorFlow's TFRecordWriter where it is installed, else `tfrecord` (the same bytes)."""
+  tf = tensorflow_optional.tensorflow()
+  if tf is None:
+    tfrecord.write_records(path, records)
+    return
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record)
 
 
 def write_subset(
@@ -121,9 +142,7 @@ def write_subset(
     path = os.path.join(out_dir, name)
     tmp = path + manifest_lib.PARTIAL_SUFFIX
     try:
-      with tf.io.TFRecordWriter(tmp) as writer:
-        for i in range(bounds[k], bounds[k + 1]):
-          writer.write(make_example(i))
+      _write_records(tmp, (make_example(i) for i in range(bounds[k], bounds[k + 1])))
       os.replace(tmp, path)
     finally:
       if os.path.exists(tmp):

@@ -40,12 +40,12 @@ class Evaluator:
   """Evaluates parameters on the eval split and writes predictions/ and eval/ (process 0)."""
 
   def __init__(self, config, workdir: str | None, shards_dir: str | None = None):
-    from data_pipelines import input_pipeline  # TF stays out of the model's import graph
+    from data_pipelines import pipelines  # the data layer stays out of the model's import graph
 
     self.config, self.workdir = config, workdir
     self.shards_dir = shards_dir or config.data.shards_dir
     self.protocols = protocols(config)
-    self._input_pipeline = input_pipeline
+    self._input_pipeline = pipelines.select()  # tf.data, or numpy where TF is not installed
     self._predict = inference.make_predict_fn(config)  # compiled once, reused every evaluation
 
   @functools.cached_property

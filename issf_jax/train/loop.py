@@ -157,9 +157,10 @@ class Trainer:
 
   def _build(self, config, workdir: str) -> None:
     """The devices, the compiled-step cache, the evaluator (after the checks of __init__)."""
-    from data_pipelines import input_pipeline  # TF only on the data path
+    from data_pipelines import pipelines
 
-    self.input_pipeline = input_pipeline
+    # tf.data where TensorFlow is installed, else the same batches in numpy (pipelines.py).
+    self.input_pipeline = pipelines.select()
     self.mesh = sharding.make_mesh(config.train.num_devices or None)
     self.key_data = sharding.replicate(
       jax.random.key_data(jax.random.key(config.train.seed)), self.mesh

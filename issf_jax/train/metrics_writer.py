@@ -10,7 +10,9 @@ last line is dropped too).
 clu's metric writers (clu 0.0.12 imports and runs with our jax 0.10.2) are not used: they write
 TensorBoard through TensorFlow just as this module does, but have no JSON-lines record and no
 truncation on resume, which is what this module is for; they would add a dependency for none of
-what is needed here.
+what is needed here. Where TensorFlow is not installed (the GPU machines' fixed image), the
+TensorBoard events are written with tensorboard's own protos and `data_pipelines.tfrecord`'s
+framing instead (`_EventFile`): the same scalars, read by TensorBoard alike.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import json
 import math
 import os
 import shutil
+import socket
+import time
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -45,6 +49,34 @@ def read_records(path: str) -> list[dict]:
   return records
 
 
+class _EventFile:
+  """TensorBoard scalars without TensorFlow: an events file of Event protos (tensorboard's),
+  one TFRecord each; the interface of the part of tf.summary used here."""
+
+  def __init__(self, logdir: str):
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+    os.makedirs(logdir, exist_ok=True)
+    name = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.v2'
+    self._file = open(os.path.join(logdir, name), 'ab')  # noqa: SIM115 (closed by close())
+    self._append(self._event(wall_time=time.time(), file_version='brain.Event:2'))
+
+  def _append(self, event) -> None:
+    from data_pipelines import tfrecord
+
+    self._file.write(tfrecord.frame(event.SerializeToString()))
+
+  def scalars(self, step: int, scalars: dict) -> None:
+    values = [self._summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+    summary = self._summary(value=values)
+    self._append(self._event(wall_time=time.time(), step=step, summary=summary))
+    self._file.flush()
+
+  def close(self) -> None:
+    self._file.close()
+
+
 class MetricsWriter:
   """Appends {'step': s, name: value, ...} lines and TensorBoard scalars."""
 
@@ -66,17 +98,24 @@ class MetricsWriter:
         f.writelines(json.dumps(r, allow_nan=False) + '\n' for r in kept)
       os.replace(tmp, self._path)
       shutil.rmtree(tb_dir, ignore_errors=True)  # rebuilt below from the records kept
-    from issf_common.tensorflow_cpu import tf  # GPU-hidden TensorFlow, shared with the data path
+    from issf_common import tensorflow_optional
 
-    self._tf = tf
-    self._tb = tf.summary.create_file_writer(tb_dir)
+    self._tf = tensorflow_optional.tensorflow()  # GPU-hidden, shared with the data path
+    if self._tf is None:
+      self._tb = _EventFile(tb_dir)
+    else:
+      self._tb = self._tf.summary.create_file_writer(tb_dir)
     for record in kept or ():
       self._write_tensorboard(record['step'], {k: v for k, v in record.items() if k != 'step'})
 
   def _write_tensorboard(self, step: int, scalars: dict) -> None:
+    scalars = {k: float('nan') if v is None else float(v) for k, v in scalars.items()}
+    if self._tf is None:
+      self._tb.scalars(int(step), scalars)
+      return
     with self._tb.as_default(step=int(step)):
       for name, value in scalars.items():
-        self._tf.summary.scalar(name, float('nan') if value is None else float(value))
+        self._tf.summary.scalar(name, value)
     self._tb.flush()
 
   def write(self, step: int, scalars: dict) -> None:
