@@ -152,7 +152,7 @@ def main(argv=None) -> None:
       features=rng.random((1, length, 2048), dtype=np.float32), mask=np.ones((1, length), bool),
       labels=labels, valid=np.ones(1, np.float32), video_index=np.zeros(1, np.int32),
       position=np.zeros(1, np.int32)), mesh)  # fmt: skip
-    times = []
+    times, compiled = [], len(step.compile_seconds)
     for i in range(args.repeats + 1):
       t0 = time.perf_counter()
       state, metrics = step(state, [batch], key)
@@ -171,8 +171,9 @@ def main(argv=None) -> None:
     hlo = parse_hlo(dump)
     total = sum(per_op.values())
     rate = flops / seconds / 1e9
+    compile_s = sum(step.compile_seconds[compiled:])
     print(f'\nT = {length}: step {seconds * 1e3:.1f} ms wall, {flops / 1e9:.2f} GFLOP, '
-          f'{rate:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops')  # fmt: skip
+          f'{rate:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops; compile {compile_s:.1f} s')  # fmt: skip
     parts = collections.Counter()
     for op, secs in per_op.items():
       parts[part_of(hlo.get(op, ('', '', op))[2] or op)] += secs

@@ -193,6 +193,22 @@ def plan_steps(
     epoch, first = epoch + 1, 0
 
 
+def micro_lengths(lengths: np.ndarray, options: BatchingOptions) -> list[int]:
+  """Every padded length T a 'micro' run's micro-batches can have (`plan_steps`), sorted.
+
+  A group is padded to the bucket of its longest video, so the buckets of the single videos
+  hold every group's; known before the first step, whatever the epoch, so that the programs
+  can be compiled ahead of need (`micro.make_micro_train_step(...).precompile`).
+  """
+  o = options
+  if o.batching != 'micro':
+    raise ValueError(f"micro_lengths needs batching='micro', got {o.batching!r}")
+  if o.mode != 'thumos':
+    return [int(o.t_s)]
+  used = np.asarray(lengths) if o.max_len is None else np.minimum(lengths, o.max_len)
+  return sorted({sampling.geometric_bucket_length(int(t), o.bucket_growth) for t in used})
+
+
 class ShardSubset:
   """One subset of a shard directory: manifest, lengths, random access to the records."""
 

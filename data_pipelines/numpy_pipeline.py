@@ -31,6 +31,7 @@ from data_pipelines.input_pipeline import (  # noqa: F401  (the module's interfa
   Position,
   load_ground_truth,
   load_manifest,
+  micro_lengths,
   plan_steps,
 )
 

@@ -166,6 +166,7 @@ class Trainer:
       jax.random.key_data(jax.random.key(config.train.seed)), self.mesh
     )
     self.train_steps = {}
+    self.precompiled = set()  # the phases whose programs `precompile` compiled
     self.signature = checkpointing.model_signature(config)
     self.evaluator = evaluator.Evaluator(config, workdir, self.shards_dir)
     self.is_chief = jax.process_index() == 0
@@ -180,6 +181,24 @@ class Trainer:
         self.config, self.mesh, memory_ready=ready, steps_per_epoch=self.steps_per_epoch
       )
     return self.train_steps[ready]
+
+  def precompile(self, state, ready: bool, batch) -> None:
+    """Compiles every program of the phase before its first step ('micro': one per length
+    bucket of the training videos, several at once), so that they are not met one by one
+    through the epoch; with the persistent compilation cache a rerun loads them."""
+    self.precompiled.add(ready)
+    step = self.train_step(ready)
+    if not hasattr(step, 'precompile'):
+      return
+    t0 = time.time()
+    before = len(step.compile_seconds)
+    lengths = [v['num_snippets'] for v in self.manifest['videos']['train']]
+    options = batching_options(self.config, self.mesh.devices.size)
+    step.precompile(state, batch[0], self.key_data, self.input_pipeline.micro_lengths(
+      lengths, options))  # fmt: skip
+    logging.info('Compiled %d train-step programs (%s phase) in %.1fs.',
+                 len(step.compile_seconds) - before, 'memory' if ready else 'warm-up',
+                 time.time() - t0)  # fmt: skip
 
   def train_iterator(self, position: dict):
     """The training batches from `position`, on the mesh: gathered there from resident
@@ -294,7 +313,10 @@ class Trainer:
     t_last, step_last = time.time(), start
     for step in range(start, self.total_steps):
       ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
-      state, metrics = self.train_step(ready)(state, next(iterator), self.key_data)
+      batch = next(iterator)
+      if ready not in self.precompiled:
+        self.precompile(state, ready, batch)
+      state, metrics = self.train_step(ready)(state, batch, self.key_data)
       in_flight.append(metrics['loss'])
       if len(in_flight) >= limit:
         jax.block_until_ready(in_flight.popleft())

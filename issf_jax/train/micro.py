@@ -25,7 +25,9 @@ of the start of the step) cannot be expressed by threading and is refused.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 import time
 from collections.abc import Callable
 
@@ -143,5 +145,41 @@ def make_micro_train_step(
     args = (state, acc, memory, metrics_list)
     return program(apply, ('apply', len(metrics_list)), *args)(*args)
 
+  def precompile(state, template, base_key_data, lengths, workers: int | None = None) -> None:
+    """Compiles, ahead of need, the programs of micro-batches like `template` (one sharded
+    micro-batch) padded to each length T of `lengths`.
+
+    XLA:CPU compiles a program on one core, and the compile releases the GIL, so `workers`
+    (default: the cores this process may use) programs compile at once; the tracing and
+    lowering, in Python, run here one after the other, overlapping those compiles.
+    """
+    acc = zeros(state.params)
+    t_keys = [k for k in ('features', 'mask') if k in template]
+    workers = workers or len(os.sched_getaffinity(0))
+    pending = {}
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+      for length in sorted(set(int(t) for t in lengths)):
+        batch = {
+          k: jax.ShapeDtypeStruct(
+            (v.shape[0], length) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
+          )
+          if k in t_keys else v
+          for k, v in template.items()
+        }  # fmt: skip
+        shape = tuple(sorted((k, v.shape) for k, v in batch.items()))
+        if shape in compiled or shape in pending:
+          continue
+        lowered = micro.lower(state, acc, batch, base_key_data)
+
+        def timed_compile(lowered=lowered):
+          t0 = time.perf_counter()
+          return lowered.compile(), time.perf_counter() - t0
+
+        pending[shape] = pool.submit(timed_compile)
+      for shape, future in pending.items():
+        compiled[shape], seconds = future.result()
+        compile_seconds.append(seconds)
+
   train_step.compile_seconds = compile_seconds  # one entry per program compiled so far
+  train_step.precompile = precompile
   return train_step
