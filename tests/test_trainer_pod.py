@@ -135,7 +135,7 @@ def _sbatch_dry_run(pod, shards) -> tuple[list[str], dict]:
     ['bash', 'launch/pods/slurm.sbatch', '--dry_run', *overrides], cwd=REPO_DIR, env=env,
     capture_output=True, text=True, check=True, timeout=60,
   ).stdout.splitlines()  # fmt: skip
-  assert out[0] == f'cd {shlex.quote(str(REPO_DIR))}'
+  assert shlex.split(out[0]) == ['cd', str(REPO_DIR)]
   assert out[1] == 'export JAX_LOCAL_DEVICE_IDS=0'
   srun = shlex.split(out[2])
   assert srun[:3] == ['srun', '--ntasks-per-node=1', '--kill-on-bad-exit=1'], srun
