@@ -26,6 +26,7 @@ from etils.epath import backend, gpath
 from data_pipelines import input_pipeline, manifest, prepare, shards, synthetic
 from issf_common import paths
 from issf_common.tensorflow_cpu import tf
+from issf_jax.repro import runs
 from issf_jax.train import evaluator, metrics_writer, restore, run_dir, run_lock
 from tests.conftest import synthetic_config
 
@@ -158,3 +159,21 @@ def test_run_folder_files_on_ram(tmp_path):
   assert json.loads(paths.read_text(out)) == {'mAP': [1.5, None]}
   leftovers = [n for n in tf.io.gfile.listdir(workdir) if n.endswith(paths.PARTIAL_SUFFIX)]
   assert leftovers == []
+
+
+def test_repro_run_folders_on_ram():
+  directory = runs.run_directory(_ram('repro'), 'k' * 40)
+  assert (
+    runs.load_result(directory, 'k' * 40) is None and runs.latest_checkpoint_step(directory) == 0
+  )
+  runs.write_json_atomic(paths.join(directory, runs.RESULT_FILE), {'key': 'k' * 40, 'x': np.inf})
+  assert runs.load_result(directory, 'k' * 40) == {'key': 'k' * 40, 'x': None}
+  assert runs.load_result(directory, 'other') is None
+  for step in ('6', '12'):
+    paths.makedirs(paths.join(directory, 'checkpoints', step))
+  assert runs.latest_checkpoint_step(directory) == 12
+  records = [{'step': 6, 'eval/average_mAP': 0.25}, {'step': 7, 'loss': 1.0}]
+  paths.write_atomic(
+    paths.join(directory, 'metrics.jsonl'), ''.join(json.dumps(r) + '\n' for r in records)
+  )
+  assert runs.read_eval_history(directory) == {6: {'average_mAP': 0.25}}
