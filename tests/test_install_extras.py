@@ -1,4 +1,4 @@
-"""The accelerator extras resolve against PyPI: `pip install -e '.[cuda12]'` and `'.[tpu]'`.
+"""The accelerator extras resolve against PyPI: `pip install -e '.[cuda12]'`, cuda13 and tpu.
 
 `pip install --dry-run --ignore-installed --report -` resolves the whole install (nothing is
 downloaded beyond metadata, nothing installed) and says which versions it would take. The
@@ -26,6 +26,7 @@ PYTHONS = [sys.executable, *filter(None, os.environ.get('ISSF_TEST_PYTHONS', '')
 # extra -> packages that must come in at jax's own version (libtpu is versioned apart).
 ACCELERATOR_BUILDS = {
   'cuda12': ('jaxlib', 'jax-cuda12-plugin', 'jax-cuda12-pjrt'),
+  'cuda13': ('jaxlib', 'jax-cuda13-plugin', 'jax-cuda13-pjrt'),
   'tpu': ('jaxlib',),
 }
 
@@ -65,5 +66,5 @@ def test_extra_resolves(python, extra):
   if extra == 'tpu':
     assert 'libtpu' in versions
   else:
-    assert 'libtpu' not in versions and 'nvidia-cudnn-cu12' in versions
+    assert 'libtpu' not in versions and f'nvidia-cudnn-cu{extra[-2:]}' in versions
   assert 'issf-jax' in versions and 'flax' in versions
