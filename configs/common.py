@@ -29,7 +29,8 @@ Arguments (paper tables):
   recipe    authors (default: the authors' released code) | spec_v1 (issf_jax/recipes.py)
   memory_class_index  own (default: a video's own classes) | released (class 0, the bug)
   dem       paper (default: Eq. 9) | residual | gated | background | all_classes: DEM reads
-            beyond the paper (docs/fidelity.md, issue 18); `paper` adds nothing to the config
+            beyond the paper (docs/fidelity.md, section "DEM variants beyond the paper");
+            `paper` adds nothing to the config
 Under `recipe=authors`, `update=ours` selects the authors' memory update (`merge_blend`).
 """
 

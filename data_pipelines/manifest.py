@@ -21,13 +21,13 @@ import re
 import struct
 
 from data_pipelines import source
-from issf_common import errors
+from issf_common import errors, paths
 
 MANIFEST = 'manifest.json'
 GROUND_TRUTH = 'ground_truth.json'
 FORMAT_VERSION = 1
 SHARD_RE = re.compile(r'^(train|test)-\d{5}-of-\d{5}\.tfrecord$')
-PARTIAL_SUFFIX = '.partial'
+PARTIAL_SUFFIX = paths.PARTIAL_SUFFIX
 ChecksumError = source.ChecksumError
 
 
@@ -37,7 +37,7 @@ def shard_name(subset: str, index: int, count: int) -> str:
 
 def sha256_file(path: str, chunk: int = 1 << 22) -> str:
   h = hashlib.sha256()
-  with open(path, 'rb') as f:
+  with paths.path(path).open('rb') as f:
     while block := f.read(chunk):
       h.update(block)
   return h.hexdigest()
@@ -49,17 +49,8 @@ def json_bytes(obj) -> bytes:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes to `path + .partial`, fsyncs, then renames: readers see the old file or the new one."""
-  tmp = path + PARTIAL_SUFFIX
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  """Writes to `path + .partial`, then renames: readers see the old file or the new one."""
+  paths.write_atomic(path, data)
 
 
 def ground_truth(dataset: source.SourceDataset) -> dict:
@@ -86,13 +77,12 @@ def ground_truth(dataset: source.SourceDataset) -> dict:
 
 def load_manifest(shards_dir: str) -> dict:
   """Reads manifest.json; a directory without one is an incomplete or failed conversion."""
-  path = os.path.join(shards_dir, MANIFEST)
-  if not os.path.isfile(path):
+  path = paths.join(shards_dir, MANIFEST)
+  if not paths.is_file(path):
     raise errors.MissingFileError(
       f'{path} not found: {shards_dir} is not a complete shard directory (run `issf-prepare`)'
     )
-  with open(path) as f:
-    manifest = json.load(f)
+  manifest = json.loads(paths.read_text(path))
   if manifest.get('format_version') != FORMAT_VERSION:
     raise source.DataValidationError(
       f'{path}: format_version {manifest.get("format_version")}, expected {FORMAT_VERSION}'
@@ -112,17 +102,16 @@ def _check(path: str, expected: str) -> None:
 def load_ground_truth(shards_dir: str, verify: bool = True) -> dict:
   """Reads ground_truth.json (ActivityNet format, see `ground_truth`), checking its sha256."""
   manifest = load_manifest(shards_dir)
-  path = os.path.join(shards_dir, manifest['ground_truth']['file'])
+  path = paths.join(shards_dir, manifest['ground_truth']['file'])
   if verify:
     _check(path, manifest['ground_truth']['sha256'])
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def shard_paths(shards_dir: str, manifest: dict, subset: str) -> list[str]:
   if subset not in manifest['shards']:
     raise KeyError(f'subset {subset!r} not in {shards_dir} (has {sorted(manifest["shards"])})')
-  return [os.path.join(shards_dir, s['file']) for s in manifest['shards'][subset]]
+  return [paths.join(shards_dir, s['file']) for s in manifest['shards'][subset]]
 
 
 # (path, size, mtime_ns, sha256) of files already verified by this process: an eval every few
@@ -140,8 +129,8 @@ def scan_records(path: str) -> list[tuple[int, int]]:
     source.DataValidationError: the file ends inside a record (a truncated file).
   """
   out = []
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
+  size = paths.path(path).stat().length
+  with paths.path(path).open('rb') as f:
     pos = 0
     while pos < size:
       f.seek(pos)
@@ -167,11 +156,12 @@ def verify_shards(shards_dir: str, manifest: dict, subset: str) -> None:
     errors.MissingFileError, ChecksumError or source.DataValidationError naming the file.
   """
   for shard in manifest['shards'][subset]:
-    path = os.path.abspath(os.path.join(shards_dir, shard['file']))
-    if not os.path.isfile(path):
+    path = paths.absolute(paths.join(shards_dir, shard['file']))
+    if not paths.is_file(path):
       raise errors.MissingFileError(f'shard {path} listed in the manifest is missing')
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns, shard['sha256'])
+    st = paths.path(path).stat()  # epath: length, mtime (seconds; ns locally)
+    mtime = os.stat(path).st_mtime_ns if not paths.is_url(path) else st.mtime
+    key = (path, st.length, mtime, shard['sha256'])
     if key not in _VERIFIED:
       _check(path, shard['sha256'])
       count = len(scan_records(path))

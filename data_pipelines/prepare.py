@@ -24,7 +24,7 @@ from absl import logging
 
 from data_pipelines import acmnet, class_names, source, wtalc
 from data_pipelines import manifest as manifest_lib
-from issf_common import errors
+from issf_common import errors, paths
 
 SUBSET_RULE = (
   "W-TALC: 'training' -> train, 'test' -> test, 'validation' -> train (THUMOS14) or test "
@@ -66,12 +66,12 @@ def read_source(fmt: str, src: str, **kwargs) -> source.SourceDataset:
 
 def _clean(out: str) -> None:
   """Removes what makes `out` look valid (the manifest) and leftovers of interrupted runs."""
-  path = os.path.join(out, manifest_lib.MANIFEST)
-  if os.path.exists(path):
-    os.remove(path)
-  for name in os.listdir(out):
-    if name.endswith(manifest_lib.PARTIAL_SUFFIX):
-      os.remove(os.path.join(out, name))
+  manifest = paths.path(out) / manifest_lib.MANIFEST
+  if manifest.exists():
+    manifest.unlink()
+  for child in paths.path(out).iterdir():
+    if child.name.endswith(manifest_lib.PARTIAL_SUFFIX):
+      child.unlink()
 
 
 def convert(
@@ -105,9 +105,9 @@ def convert(
   # Import here: TF costs ~2 s (more on a loaded machine); bad flags and a bad --src fail first.
   from data_pipelines import shards
 
-  if os.path.abspath(out) == os.path.abspath(src):
+  if paths.absolute(out) == os.path.abspath(src):
     raise errors.InputError(f'--out {out}: must differ from --src')
-  os.makedirs(out, exist_ok=True)
+  paths.makedirs(out)
   _clean(out)
 
   tables, shard_lists, written = {}, {}, set()
@@ -148,12 +148,12 @@ def convert(
     tables[subset] = table
     logging.info('%s: %d videos in %d shards', subset, len(table), len(shard_lists[subset]))
 
-  for fname in os.listdir(out):  # Shards of an earlier run with another shard count.
-    if manifest_lib.SHARD_RE.match(fname) and fname not in written:
-      os.remove(os.path.join(out, fname))
+  for child in paths.path(out).iterdir():  # Shards of an earlier run with another shard count.
+    if manifest_lib.SHARD_RE.match(child.name) and child.name not in written:
+      child.unlink()
 
   gt_bytes = manifest_lib.json_bytes(manifest_lib.ground_truth(dataset))
-  manifest_lib.atomic_write_bytes(os.path.join(out, manifest_lib.GROUND_TRUTH), gt_bytes)
+  manifest_lib.atomic_write_bytes(paths.join(out, manifest_lib.GROUND_TRUTH), gt_bytes)
   files = []
   for path in dataset.source_files:
     files.append(
@@ -177,7 +177,7 @@ def convert(
     'shards': shard_lists,
     'ground_truth': {
       'file': manifest_lib.GROUND_TRUTH,
-      'sha256': manifest_lib.sha256_file(os.path.join(out, manifest_lib.GROUND_TRUTH)),
+      'sha256': manifest_lib.sha256_file(paths.join(out, manifest_lib.GROUND_TRUTH)),
     },
     'source_files': files,
     'missing_videos': dataset.missing,
@@ -186,7 +186,7 @@ def convert(
     'videos': tables,
   }
   manifest_lib.atomic_write_bytes(
-    os.path.join(out, manifest_lib.MANIFEST), manifest_lib.json_bytes(manifest)
+    paths.join(out, manifest_lib.MANIFEST), manifest_lib.json_bytes(manifest)
   )
   logging.info(
     'wrote %s: %s, %d missing, %d length warnings',

@@ -29,7 +29,7 @@ import numpy as np
 
 from data_pipelines import manifest as manifest_lib
 from data_pipelines import tfrecord
-from issf_common import tensorflow_optional
+from issf_common import paths, tensorflow_optional
 
 
 def encode_example(
@@ -139,14 +139,14 @@ def write_subset(
   out = []
   for k in range(num_shards):
     name = manifest_lib.shard_name(subset, k, num_shards)
-    path = os.path.join(out_dir, name)
+    path = paths.join(out_dir, name)
     tmp = path + manifest_lib.PARTIAL_SUFFIX
     try:
       _write_records(tmp, (make_example(i) for i in range(bounds[k], bounds[k + 1])))
-      os.replace(tmp, path)
+      paths.path(tmp).replace(path)
     finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
+      if paths.exists(tmp):
+        paths.path(tmp).unlink()
     out.append(
       {
         'file': name,
@@ -175,6 +175,13 @@ class RecordIndex:
 
   def read(self, i: int) -> bytes:
     path, offset, length = self._locations[i]
+    if paths.is_url(path):  # no pread there: seek, then read (gs:// reads a byte range)
+      with paths.path(path).open('rb') as f:
+        f.seek(offset)
+        data = f.read(length)
+      if len(data) != length:
+        raise ValueError(f'{path}: unexpected end of file at byte {offset + len(data)}')
+      return data
     with open(path, 'rb') as f:
       chunks, done = [], 0
       while done < length:  # pread may return less than asked for on some systems.

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from issf_common import paths
+
 _POLY = 0x82F63B78  # Castagnoli, reflected
 _MASK_DELTA = 0xA282EAD8
 
@@ -96,7 +98,7 @@ def frame(data: bytes) -> bytes:
 
 def write_records(path: str, records: Iterable[bytes]) -> None:
   """A TFRecord file of `records` (uncompressed), as tf.io.TFRecordWriter writes it."""
-  with open(path, 'wb') as f:
+  with paths.path(path).open('wb') as f:  # local, or a URL (issf_common/paths.py)
     for data in records:
       f.write(frame(data))
 

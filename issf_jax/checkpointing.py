@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from issf_common import errors
+from issf_common import errors, paths
 
 _SHAPE_FIELDS = ('num_classes', 'feature_dim', 'embed_dim', 'use_brm', 'brm_variant',
                  'brm_reduction')  # fmt: skip
@@ -42,7 +41,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep_last: int = 2, best_metric: str | None = None,
                best_mode: str = 'max', create: bool = True):  # fmt: skip
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)  # Orbax takes gs:// (and s3://) URLs as they are
     self.best_metric = best_metric
     policies = [ocp.checkpoint_managers.LatestN(n=max(keep_last, 1))]
     best_fn = None

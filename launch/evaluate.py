@@ -24,13 +24,12 @@ predictions file the way the official evaluator does.
 from __future__ import annotations
 
 import copy
-import os
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from issf_common import errors
+from issf_common import errors, paths
 from launch import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -54,7 +53,7 @@ def _restore(config, workdir: str, which, checkpoint_dir):
 
   from issf_jax.train import restore
 
-  checkpoint_dir = checkpoint_dir or os.path.join(workdir, 'checkpoints')
+  checkpoint_dir = checkpoint_dir or paths.join(workdir, 'checkpoints')
   state, step = restore.restore_state(config, checkpoint_dir, which)
   return state, step, jax.random.key_data(jax.random.key(config.train.seed))
 
@@ -114,7 +113,7 @@ def sweep_checkpoint(config, workdir, scales_text, subset, which='latest', check
   if jax.process_index() == 0:
     print(f'Checkpoint step {step} ({which}); {shards}')
     print(sweep.format_sweep(result))
-    path = os.path.join(workdir, 'sweep', f'step_{step}_{subset}.json')
+    path = paths.join(workdir, 'sweep', f'step_{step}_{subset}.json')
     print(f'wrote {evaluator.write_json(path, result)}')
   return result
 

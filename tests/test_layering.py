@@ -1,7 +1,7 @@
 """The dependency graph points one way (docs/design.md §1), read from every module's imports.
 
 Layers, lowest first; a module may import its own package and the packages below it only:
-  issf_common      errors, the TensorFlow import (nothing of the project)
+  issf_common      errors, paths, the TensorFlow import (nothing of the project)
   data_pipelines   readers, shards, the tf.data pipeline
   issf_jax         the library (the trainer takes its batches from data_pipelines)
   configs          the experiment files

@@ -24,6 +24,7 @@ import os
 import time
 from typing import Any
 
+from issf_common import paths
 from issf_jax.train import run_dir
 
 RESULT_FILE = 'result.json'
@@ -85,11 +86,10 @@ def load_config_module(path: str):
 
 
 def load_manifest(shards_dir: str) -> dict:
-  path = os.path.join(shards_dir, 'manifest.json')
-  if not os.path.isfile(path):
+  path = paths.join(shards_dir, 'manifest.json')
+  if not paths.is_file(path):
     raise ValueError(f'{shards_dir}: no manifest.json (prepare the features with issf-prepare).')
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(path))
 
 
 def dataset_fingerprint(manifest: dict) -> str:
@@ -105,7 +105,7 @@ def dataset_fingerprint(manifest: dict) -> str:
 
 
 def synthetic_shards_dir(data_root: str, scale: str, seed: int) -> str:
-  return os.path.join(data_root, f'synthetic_{scale}_seed{seed}_shards')
+  return paths.join(data_root, f'synthetic_{scale}_seed{seed}_shards')
 
 
 def synthetic_shards(data_root: str, scale: str, seed: int) -> str:
@@ -117,7 +117,7 @@ def synthetic_shards(data_root: str, scale: str, seed: int) -> str:
     raise ValueError(f'Unknown synthetic scale {scale!r}; choose from {sorted(synthetic.SCALES)}.')
   shards = synthetic_shards_dir(data_root, scale, seed)
   raw = shards.removesuffix('_shards')
-  if not os.path.isfile(os.path.join(shards, 'manifest.json')):
+  if not paths.is_file(paths.join(shards, 'manifest.json')):
     from data_pipelines import prepare  # TensorFlow: only when there is something to write
 
     synthetic.generate(raw, scale=scale, seed=seed)
@@ -243,33 +243,32 @@ def resolve_config(module, args: str, *, shards_dir: str, manifest: dict,
 
 
 def run_directory(workdir: str, key: str) -> str:
-  return os.path.join(workdir, RUNS_DIR, key[:16])
+  return paths.join(workdir, RUNS_DIR, key[:16])
 
 
 def load_result(directory: str, key: str) -> dict | None:
   """The finished run's result, or None when the run is not finished (or is another run's)."""
-  path = os.path.join(directory, RESULT_FILE)
-  if not os.path.isfile(path):
+  path = paths.join(directory, RESULT_FILE)
+  if not paths.is_file(path):
     return None
-  with open(path) as f:
-    result = json.load(f)
+  result = json.loads(paths.read_text(path))
   return result if result.get('key') == key else None
 
 
 def latest_checkpoint_step(directory: str) -> int:
-  ckpt = os.path.join(directory, 'checkpoints')
-  steps = [int(n) for n in os.listdir(ckpt) if n.isdigit()] if os.path.isdir(ckpt) else []
+  ckpt = paths.path(directory) / 'checkpoints'
+  steps = [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()] if ckpt.is_dir() else []
   return max(steps, default=0)
 
 
 def read_eval_history(directory: str) -> dict[int, dict]:
   """{step: {metric: value}} of the evaluations in `metrics.jsonl` (a step evaluated twice,
   by a resumed run, keeps its last record)."""
-  path = os.path.join(directory, 'metrics.jsonl')
+  path = paths.join(directory, 'metrics.jsonl')
   history: dict[int, dict] = {}
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     return history
-  with open(path) as f:
+  with paths.path(path).open('r') as f:
     for line in f:
       record = json.loads(line)
       evals = {k[5:]: v for k, v in record.items() if k.startswith('eval/')}
@@ -297,15 +296,15 @@ def execute(spec: RunSpec, directory: str) -> dict:
   its `result.json`; returns that result."""
   from issf_jax.train import loop
 
-  os.makedirs(directory, exist_ok=True)
+  paths.makedirs(directory)
   resumed_from = latest_checkpoint_step(directory)
   t0 = time.time()
   out = loop.train_and_evaluate(spec.config, directory)
   minutes = (time.time() - t0) / 60
   steps_per_epoch = int(out['steps_per_epoch'])
   metrics = summarize_history(read_eval_history(directory), steps_per_epoch)
-  revision_path = os.path.join(directory, 'git_revision.txt')
-  revision = open(revision_path).read().strip() if os.path.isfile(revision_path) else ''
+  revision_path = paths.join(directory, 'git_revision.txt')
+  revision = paths.read_text(revision_path).strip() if paths.is_file(revision_path) else ''
   result = {
     'key': spec.key,
     'first_args': spec.args,
@@ -319,7 +318,7 @@ def execute(spec: RunSpec, directory: str) -> dict:
     'git_revision': revision,
     'finished_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
   }
-  write_json_atomic(os.path.join(directory, RESULT_FILE), result)
+  write_json_atomic(paths.join(directory, RESULT_FILE), result)
   return result
 
 
@@ -336,10 +335,7 @@ def _json_safe(value):
 
 def write_json_atomic(path: str, payload) -> None:
   """Writes strict JSON (non-finite floats as null) to `path` via a rename."""
-  tmp = path + '.partial'
-  with open(tmp, 'w') as f:
-    json.dump(_json_safe(payload), f, indent=2, allow_nan=False)
-  os.replace(tmp, path)
+  paths.write_atomic(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False))
 
 
 @dataclasses.dataclass(frozen=True)

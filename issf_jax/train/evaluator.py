@@ -15,13 +15,12 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import warnings
 
 import jax
 import numpy as np
 
-from issf_common import errors
+from issf_common import errors, paths
 from issf_jax import evaluation, inference, proposals, sharding
 
 
@@ -145,9 +144,9 @@ class Evaluator:
     if checkpoint is not None:
       result['checkpoint'] = dict(checkpoint)
     if self.workdir and jax.process_index() == 0:
-      write_json(os.path.join(self.workdir, 'predictions', f'step_{step}.json'),
+      write_json(paths.join(self.workdir, 'predictions', f'step_{step}.json'),
                  predicted['predictions'], indent=None)  # fmt: skip
-      write_json(os.path.join(self.workdir, 'eval', f'step_{step}.json'), result)
+      write_json(paths.join(self.workdir, 'eval', f'step_{step}.json'), result)
     return result
 
 
@@ -192,9 +191,6 @@ def strict_json(x):
 
 def write_json(path: str, payload, indent: int | None = 2) -> str:
   """Writes `payload` as strict JSON, atomically (a reader sees the old file or the new one)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(strict_json(payload), f, indent=indent, allow_nan=False)
-  os.replace(tmp, path)
+  paths.makedirs(paths.path(path).parent)
+  paths.write_atomic(path, json.dumps(strict_json(payload), indent=indent, allow_nan=False))
   return path

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import time
 from collections.abc import Callable
 
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from issf_common import errors
+from issf_common import errors, paths
 from issf_jax import checkpointing, config_validation, sharding
 from issf_jax import memory as memory_lib
 from issf_jax.train import evaluator, micro, reporting, run_dir, run_lock, schedules
@@ -135,7 +134,7 @@ class Trainer:
     self._lock.enter_context(run_lock.hold(workdir, enabled=jax.process_index() == 0))
     try:
       self.checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
+        paths.join(workdir, 'checkpoints'), keep_last=config.train.keep_last,
         best_metric=config.train.best_metric or None,
       )  # fmt: skip
     except BaseException:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import socket
 import time
+
+from issf_common import paths
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -36,9 +37,9 @@ def _strict(value: float) -> float | None:
 def read_records(path: str) -> list[dict]:
   """The records of a metrics.jsonl; lines that do not parse (a torn write) are skipped."""
   records = []
-  if not os.path.exists(path):
+  if not paths.exists(path):
     return records
-  with open(path) as f:
+  with paths.path(path).open('r') as f:
     for line in f:
       try:
         record = json.loads(line)
@@ -57,9 +58,9 @@ class _EventFile:
     from tensorboard.compat.proto import event_pb2, summary_pb2
 
     self._event, self._summary = event_pb2.Event, summary_pb2.Summary
-    os.makedirs(logdir, exist_ok=True)
+    paths.makedirs(logdir)
     name = f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.v2'
-    self._file = open(os.path.join(logdir, name), 'ab')  # noqa: SIM115 (closed by close())
+    self._file = paths.path(paths.join(logdir, name)).open('ab')  # closed by close()
     self._append(self._event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _append(self, event) -> None:
@@ -87,17 +88,15 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._path = os.path.join(workdir, METRICS_FILE)
-    tb_dir = os.path.join(workdir, TENSORBOARD_DIR)
+    paths.makedirs(workdir)
+    self._path = paths.join(workdir, METRICS_FILE)
+    tb_dir = paths.join(workdir, TENSORBOARD_DIR)
     kept = None
     if resume_step is not None:
       kept = [r for r in read_records(self._path) if r['step'] <= resume_step]
-      tmp = self._path + '.tmp'
-      with open(tmp, 'w') as f:
-        f.writelines(json.dumps(r, allow_nan=False) + '\n' for r in kept)
-      os.replace(tmp, self._path)
-      shutil.rmtree(tb_dir, ignore_errors=True)  # rebuilt below from the records kept
+      paths.write_atomic(self._path, ''.join(json.dumps(r, allow_nan=False) + '\n' for r in kept))
+      if paths.exists(tb_dir):
+        paths.path(tb_dir).rmtree()  # rebuilt below from the records kept
     from issf_common import tensorflow_optional
 
     self._tf = tensorflow_optional.tensorflow()  # GPU-hidden, shared with the data path
@@ -122,8 +121,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {'step': int(step), **{k: _strict(v) for k, v in scalars.items()}}
-    with open(self._path, 'a') as f:
-      f.write(json.dumps(record, allow_nan=False) + '\n')
+    paths.append_text(self._path, json.dumps(record, allow_nan=False) + '\n')
     self._write_tensorboard(step, scalars)
 
   def close(self) -> None:

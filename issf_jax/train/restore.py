@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 
-from issf_common import errors
+from issf_common import errors, paths
 from issf_jax import checkpointing, config_validation, sharding
 from issf_jax.train import step as step_lib
 
@@ -16,11 +15,10 @@ def load_config(workdir: str):
   """The ConfigDict a run wrote to `<workdir>/config.json` (its values in their ranges)."""
   import ml_collections
 
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(workdir, 'config.json')
+  if not paths.exists(path):
     raise errors.MissingFileError(f'{path} does not exist: is {workdir} a run directory?')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads(paths.read_text(path)))
   for key, value, rule in config_validation.problems(config):  # an edited config.json
     raise errors.ConfigError(f'{path}: {config_validation.describe(key, value, rule)}')
   return config

@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 
-from issf_common import errors
+from issf_common import errors, paths
 
 CONFIG_FILE = 'config.json'
 # Prefixes ('eval.') and full keys that may differ on resume.
@@ -86,12 +86,11 @@ def check_resume_config(config, workdir: str, step: int, allow_change: bool = Fa
   Raises:
     ConfigChangeError: a key outside SAFE_KEYS differs and `allow_change` is False.
   """
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     return {}
   try:
-    with open(path) as f:
-      stored = json.load(f)
+    stored = json.loads(paths.read_text(path))
   except (OSError, json.JSONDecodeError) as err:
     raise errors.InputError(f'{path}: cannot be read ({err})') from None
   changes = config_changes(stored, config_dict(config))
@@ -124,16 +123,12 @@ def write_run_info(config, workdir: str, step: int = 0, changes: dict | None = N
   When `changes` is non-empty, the old config.json is first renamed to
   `config.before_step_<step>.json`, so the run folder keeps every config it trained with.
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILE)
+  paths.makedirs(workdir)
+  path = paths.join(workdir, CONFIG_FILE)
   kept = None
-  if changes and os.path.exists(path):
-    kept = os.path.join(workdir, f'config.before_step_{step}.json')
-    os.replace(path, kept)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
-  with open(os.path.join(workdir, 'git_revision.txt'), 'w') as f:
-    f.write(_git_revision() + '\n')
+  if changes and paths.exists(path):
+    kept = paths.join(workdir, f'config.before_step_{step}.json')
+    paths.path(path).replace(kept)
+  paths.write_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
+  paths.write_atomic(paths.join(workdir, 'git_revision.txt'), _git_revision() + '\n')
   return kept

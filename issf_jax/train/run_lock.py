@@ -9,6 +9,7 @@ lock is never left stale; the file itself stays, and only the lock on it counts.
 process 0 takes the lock (the others write nothing the lock guards); `flock` is per host, so
 the lock guards a folder against a second run started on the same host as process 0, and on a
 shared file system against hosts where the file system honours `flock` (NFSv4, Lustre do).
+A run folder on an object store (`gs://...`) has no lock: no such store has `flock`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from issf_common import errors
+from issf_common import errors, paths
 
 LOCK_FILE = '.lock'
 
@@ -44,7 +45,7 @@ def hold(workdir: str, enabled: bool = True) -> Iterator[None]:
   Raises:
     RunFolderLockedError: another process holds it; names its pid.
   """
-  if not enabled:
+  if not enabled or paths.is_url(workdir):
     yield
     return
   os.makedirs(workdir, exist_ok=True)
