@@ -52,26 +52,27 @@ def part_of(op_name: str) -> str:
   return 'other'
 
 
-def parse_hlo(dump_dir: str, module_pattern: str = 'grads_body') -> dict:
-  """{op name: (kind, shape, op_name metadata)} of the largest matching optimised module."""
-  files = sorted(glob.glob(os.path.join(dump_dir, f'*{module_pattern}*after_optimizations.txt')),
-                 key=os.path.getsize)  # fmt: skip
+def parse_hlo(dump_dir: str) -> dict:
+  """{op name: (kind, shape, op_name metadata)} over the optimised modules of `dump_dir`; the
+  micro-batch program (`grads_body`) wins where two modules use the same op name."""
+  files = sorted(glob.glob(os.path.join(dump_dir, '*after_optimizations.txt')),
+                 key=lambda f: ('grads_body' in f, os.path.getsize(f)))  # fmt: skip
   ops = {}
-  if not files:
-    return ops
   line_re = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\S+?)(?:\{[^}]*\})? (\w[\w\-]*)\(')
-  for line in open(files[-1]):
-    m = line_re.match(line)
-    if not m:
-      continue
-    name, shape, opcode = m.groups()
-    meta = re.search(r'op_name="([^"]+)"', line)
-    kind = 'ynn_fusion' if '__ynn_fusion' in line else opcode
-    if opcode == 'fusion' and 'kind=kLoop' in line:
-      kind = 'loop fusion'
-    elif opcode == 'fusion' and 'kind=kInput' in line:
-      kind = 'reduce fusion'
-    ops[name] = (kind, shape, meta.group(1) if meta else '')
+  for file in files:
+    module = re.sub(r'^module_\d+\.|\.cpu_after_optimizations\.txt$', '', os.path.basename(file))
+    for line in open(file):
+      m = line_re.match(line)
+      if not m:
+        continue
+      name, shape, opcode = m.groups()
+      meta = re.search(r'op_name="([^"]+)"', line)
+      kind = 'ynn_fusion' if '__ynn_fusion' in line else opcode
+      if opcode == 'fusion' and 'kind=kLoop' in line:
+        kind = 'loop fusion'
+      elif opcode == 'fusion' and 'kind=kInput' in line:
+        kind = 'reduce fusion'
+      ops[name] = (kind, shape, meta.group(1) if meta else f'({module})')
   return ops
 
 
@@ -173,7 +174,8 @@ def main(argv=None) -> None:
     rate = flops / seconds / 1e9
     compile_s = sum(step.compile_seconds[compiled:])
     print(f'\nT = {length}: step {seconds * 1e3:.1f} ms wall, {flops / 1e9:.2f} GFLOP, '
-          f'{rate:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops; compile {compile_s:.1f} s')  # fmt: skip
+          f'{rate:.1f} GFLOP/s; {total * 1e3:.1f} thread-ms in XLA ops; '
+          f'compile {compile_s:.1f} s')  # fmt: skip
     parts = collections.Counter()
     for op, secs in per_op.items():
       parts[part_of(hlo.get(op, ('', '', op))[2] or op)] += secs

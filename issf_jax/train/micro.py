@@ -84,9 +84,14 @@ def make_micro_train_step(
     acc = jax.tree.map(lambda a, g: a + g * weight, acc, grads)
     return new_state.memory, acc, metrics
 
+  # On one device the gradient needs no reduction over devices, but with check_vma the
+  # transpose of the replicated parameters' broadcast still all-reduces every gradient of
+  # every micro-batch (a full copy of the gradient tree); without it, nothing is reduced,
+  # which is the one-device gradient.
   sharded = jax.shard_map(
-    grads_body, mesh=mesh, in_specs=(P(), P(), P(sharding.AXIS), P()), out_specs=(P(), P(), P())
-  )
+    grads_body, mesh=mesh, in_specs=(P(), P(), P(sharding.AXIS), P()), out_specs=(P(), P(), P()),
+    check_vma=mesh.devices.size > 1,
+  )  # fmt: skip
   micro = jax.jit(sharded, donate_argnums=(1,), compiler_options=compiler_options)
   zeros = jax.jit(lambda params: jax.tree.map(jnp.zeros_like, params))
 
