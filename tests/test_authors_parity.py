@@ -9,21 +9,33 @@ dropout 0, dataset order, memory built at the end of epoch index 1, `moment_up` 
 
 The training runs go through this project's own pieces: `make_train_step` (sequential
 memory, `return_per_video` for the per-video terms and memory after each update),
-`make_memory_init_step`, the schedules and the optimizer, with `recipe=authors`. Tolerances
-(the goldens' own float64 rerun moves by at most 1.3e-7): parameters 1e-5 absolute after
-every step, the memory 1e-4 after the init and each of the 48 updates, every loss term 1e-4
-relative. A copy of each case with its expected values perturbed by 1% must fail.
+`make_memory_init_step`, the schedules and the optimizer, with `recipe=authors`.
+
+What they are compared against: beside each float32 golden, `<name>_f64.npz` is the
+authors' own code rerun in float64 from the same initial parameters and videos (its
+`inputs_sha256` names them). The float32 golden is one float32 rounding of the run among
+many, and Adam divides round-off by a near-zero second moment where a gradient is near 0:
+the authors' float32 run then differs from their own float64 run by up to 1.2e-4 in a
+parameter (measured over 20 seeds), and a distillation loss of 3.5e-7 sits below float32
+resolution. Our float32 run is therefore compared with the float64 rerun, at tolerances
+that allow float32 noise only (`AGAINST_FLOAT64`, measured in `docs/fidelity.md`); the
+float32 golden is checked against its own rerun (`AUTHORS_FLOAT32_NOISE`), which keeps
+the shipped pair honest. Loss values are compared relatively with an absolute floor. A copy
+of each case with its expected values perturbed by 1% must fail.
 
 Cases: the in-repository copy (seed 0), three tie-heavy cases made the same way
 (`testdata/issf_authors_ties/seed{1,2,3}`: videos with repeated rows, so equal saliency
 scores meet at the k-th place and equal memory scores meet in a merge, where torch's CPU
-`topk` and `sort` choose in their own order), and the folder named by
-`$ISSF_AUTHORS_GOLDEN_DIR` when set.
+`topk` and `sort` choose in their own order), the seeds that reach a path none of those
+reach (`testdata/issf_authors_seeds/`), and the folder named by `$ISSF_AUTHORS_GOLDEN_DIR`
+when set.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -44,15 +56,47 @@ from issf_jax.train import step as step_lib
 REPO_COPY = Path(__file__).resolve().parent / 'testdata' / 'issf_authors'
 ENV_DIR = 'ISSF_AUTHORS_GOLDEN_DIR'
 FAST_COMPILE = {'xla_backend_optimization_level': 0}
-PARAM_ATOL, MEMORY_ATOL, LOSS_RTOL = 1e-5, 1e-4, 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerance:
+  """The largest |actual - expected| each kind of check allows.
+
+  Losses pass where |actual - expected| <= loss_atol + loss_rtol * |expected|: relative,
+  with an absolute floor for values near float32 resolution.
+  """
+
+  forward: float  # every forward output (values up to 20: the scaled cosines)
+  param: float  # every parameter after every optimizer step
+  memory: float  # the memory after the init pass and after every update
+  loss_rtol: float
+  loss_atol: float
+
+
+# Our float32 run against the authors' float64 rerun: float32 noise only. Measured (20 new
+# seeds and the shipped cases, docs/fidelity.md): parameters MEASURED_PARAM, memory
+# MEASURED_MEMORY, losses MEASURED_LOSS relative above MEASURED_FLOOR; the tolerances are
+# about 10x those.
+AGAINST_FLOAT64 = Tolerance(forward=1e-5, param=1e-6, memory=1e-5, loss_rtol=1e-4, loss_atol=1e-6)
+# The authors' float32 golden against their own float64 rerun: what float32 does to their
+# code (the Adam amplification included), with the same margin.
+AUTHORS_FLOAT32_NOISE = Tolerance(
+  forward=1e-5,
+  param=1e-3,
+  memory=1e-5,
+  loss_rtol=1e-4,
+  loss_atol=1e-6,
+)
 PAD_T = 64  # every training video (12..55 snippets) padded to one length: one program a phase
 
 
 TIE_CASES = sorted((REPO_COPY.parent / 'issf_authors_ties').glob('seed*'))
+SEED_CASES = sorted((REPO_COPY.parent / 'issf_authors_seeds').glob('seed*'))
+TRAIN_NAMES = ('train_paper', 'train_released')
 
 
 def _case_dirs() -> list[Path]:
-  dirs = [REPO_COPY, *TIE_CASES]
+  dirs = [REPO_COPY, *TIE_CASES, *SEED_CASES]
   if os.environ.get(ENV_DIR):
     path = Path(os.environ[ENV_DIR])
     if not path.is_dir():
@@ -67,6 +111,41 @@ CASE_DIRS = _case_dirs()
 def _load(path: Path) -> dict[str, np.ndarray]:
   with np.load(path) as data:
     return {k: data[k] for k in data.files}
+
+
+def inputs_digest(golden: dict, prefixes: tuple[str, ...]) -> str:
+  """sha256 over the golden's input arrays (keys starting with `prefixes`, in sorted order)."""
+  digest = hashlib.sha256()
+  for key in sorted(golden):
+    if key.startswith(prefixes):
+      digest.update(key.encode())
+      digest.update(np.ascontiguousarray(golden[key]).tobytes())
+  return digest.hexdigest()
+
+
+FORWARD_INPUTS = ('param/', *(f'v{v}/X' for v in range(10)))
+TRAIN_INPUTS = ('init/', 'video')
+
+
+def forward_reference(case: Path) -> dict[str, np.ndarray]:
+  """The float64 rerun's forward outputs, with the float32 golden's inputs."""
+  golden = _load(case / 'forward_d64.npz')
+  rerun = _load(case / 'forward_d64_f64.npz')
+  assert str(rerun.pop('inputs_sha256')) == inputs_digest(golden, FORWARD_INPUTS)
+  return {k: v for k, v in golden.items() if k.startswith(FORWARD_INPUTS)} | rerun
+
+
+def train_reference(case: Path, name: str) -> dict[str, np.ndarray]:
+  """The float64 rerun in the float32 golden's layout (`_f64.npz` stores updated rows only)."""
+  rerun = _load(case / f'{name}_f64.npz')
+  out = {k: v for k, v in rerun.items() if not k.startswith('update')}
+  features = rerun['memory_init/features']
+  for u in range(int(rerun['num_memory_updates'])):
+    features = features.copy()
+    features[rerun[f'update{u}/rows']] = rerun[f'update{u}/features']
+    out[f'update{u}/features'] = features
+    out[f'update{u}/scores'] = rerun[f'update{u}/scores']
+  return out
 
 
 # torch name -> (path in our params, transpose). The unused ones are ignored by the importer.
@@ -151,8 +230,10 @@ def _batch(videos, labels, num_classes):
 # -- forward --------------------------------------------------------------------------
 
 
-def forward_failures(golden: dict, meta: dict, tie_order: str | None = None) -> list[str]:
-  """Every output of every video of `forward_d64`, against ours (eval mode)."""
+def forward_failures(
+  golden: dict, meta: dict, tol: Tolerance = AGAINST_FLOAT64, tie_order: str | None = None
+) -> list[str]:
+  """Every output of every video of `forward_d64` (or its float64 rerun), against ours."""
   config = authors_config(meta, tie_order=tie_order)
   params = _params_from(config, _state_dict(golden, 'param/'))
   model = build_model(config.model)
@@ -193,7 +274,7 @@ def forward_failures(golden: dict, meta: dict, tie_order: str | None = None) -> 
       value = np.asarray(value)
       if value.shape != want.shape:
         failures.append(f'v{v}/{key}: shape {value.shape} != {want.shape}')
-      elif want.size and np.abs(value - want).max() > PARAM_ATOL:
+      elif want.size and np.abs(value - want).max() > tol.forward:
         failures.append(f'v{v}/{key}: max error {np.abs(value - want).max():.2e}')
   return failures
 
@@ -201,9 +282,13 @@ def forward_failures(golden: dict, meta: dict, tie_order: str | None = None) -> 
 # -- training -------------------------------------------------------------------------
 
 
-@functools.cache
 def _run(case: str, name: str, tie_order: str | None = None):
   """Our 18-step run of the golden's setting: per-step params, per-video terms and memory."""
+  return _run_once(case, name, tie_order)  # one cache key however the defaults are passed
+
+
+@functools.cache
+def _run_once(case: str, name: str, tie_order: str | None):
   golden = _load(Path(case) / f'{name}.npz')
   meta = json.loads((Path(case) / 'meta.json').read_text())
   config = authors_config(meta, 'released' if name == 'train_released' else 'own', tie_order)
@@ -253,39 +338,25 @@ def _run(case: str, name: str, tie_order: str | None = None):
   return params, per_video, memory_init
 
 
-def training_failures(
-  case: Path, name: str, golden: dict, tie_order: str | None = None
-) -> list[str]:
-  """Every check of one training golden; an empty list when all hold."""
+def _ours(case: Path, name: str, tie_order: str | None) -> dict[str, np.ndarray]:
+  """Our run in the golden's layout: step*/<torch name>, memory_init/, update*/, loss_calls/."""
   params, per_video, memory_init = _run(str(case), name, tie_order)
-  failures = []
+  out = {}
   for step, ours in enumerate(params, start=1):
     for torch_name, (path, transpose) in _NAMES.items():
-      want = golden[f'step{step}/{torch_name}']
       value = _param(ours, path)
-      value = value.T if transpose else value
-      err = np.abs(value - want).max()
-      if err > PARAM_ATOL:
-        failures.append(f'step {step} {torch_name}: max error {err:.2e}')
-
-  for key, value in (('features', memory_init.features), ('scores', memory_init.scores)):
-    err = np.abs(np.asarray(value) - golden[f'memory_init/{key}']).max()
-    if err > MEMORY_ATOL:
-      failures.append(f'memory_init/{key}: max error {err:.2e}')
+      out[f'step{step}/{torch_name}'] = value.T if transpose else value
+  out['memory_init/features'] = np.asarray(memory_init.features)
+  out['memory_init/scores'] = np.asarray(memory_init.scores)
   updates = [
     (video['memory_features'][j], video['memory_scores'][j])
     for video in per_video
     if 'memory_features' in video
     for j in range(len(video['memory_features']))
   ]
-  if len(updates) != int(golden['num_memory_updates']):
-    failures.append(f'{len(updates)} memory updates, golden {int(golden["num_memory_updates"])}')
+  out['num_memory_updates'] = np.asarray(len(updates))
   for u, (feats, scores) in enumerate(updates):
-    for key, value in (('features', feats), ('scores', scores)):
-      err = np.abs(value - golden[f'update{u}/{key}']).max()
-      if err > MEMORY_ATOL:
-        failures.append(f'update{u}/{key}: max error {err:.2e}')
-
+    out[f'update{u}/features'], out[f'update{u}/scores'] = feats, scores
   # The authors' call order per video: NCE base fore, BRM fore, base back, BRM back, then
   # (memory phase) DEM fore, DEM back; one AttLoss and one distillation per video.
   nce, att, spl = [], [], []
@@ -297,16 +368,54 @@ def training_failures(
       nce += [video_terms[n][j] for n in names]
       att.append(video_terms['att'][j])
       spl.append(video_terms['kd'][j])
-  for key, ours in (('nce', nce), ('att', att), ('spl', spl)):
-    want = golden[f'loss_calls/{key}']
-    ours = np.asarray(ours, np.float64)
-    if ours.shape != want.shape:
-      failures.append(f'loss_calls/{key}: {ours.shape} values, golden {want.shape}')
+  for key, values in (('nce', nce), ('att', att), ('spl', spl)):
+    out[f'loss_calls/{key}'] = np.asarray(values, np.float64)
+  return out
+
+
+def compare_training(actual: dict, expected: dict, tol: Tolerance) -> list[str]:
+  """Every check of one training run against an expected one; an empty list when all hold."""
+  failures = []
+  num_steps = int(expected['num_steps'])
+  for step in range(1, num_steps + 1):
+    for torch_name in _NAMES:
+      key = f'step{step}/{torch_name}'
+      err = np.abs(actual[key] - expected[key]).max()
+      if err > tol.param:
+        failures.append(f'step {step} {torch_name}: max error {err:.2e}')
+  num_updates = int(expected['num_memory_updates'])
+  if int(actual['num_memory_updates']) != num_updates:
+    failures.append(f'{int(actual["num_memory_updates"])} memory updates, expected {num_updates}')
+  keys = [f'memory_init/{k}' for k in ('features', 'scores')]
+  keys += [f'update{u}/{k}' for u in range(num_updates) for k in ('features', 'scores')]
+  for key in keys:
+    if key not in actual:
+      break
+    err = np.abs(actual[key] - expected[key]).max()
+    if err > tol.memory:
+      failures.append(f'{key}: max error {err:.2e}')
+  for kind in ('nce', 'att', 'spl'):
+    key = f'loss_calls/{kind}'
+    got, want = np.asarray(actual[key], np.float64), expected[key]
+    if got.shape != want.shape:
+      failures.append(f'{key}: {got.shape} values, expected {want.shape}')
       continue
-    rel = np.abs(ours - want) / np.maximum(np.abs(want), 1e-12)
-    if rel.max() > LOSS_RTOL:
-      failures.append(f'loss_calls/{key}[{rel.argmax()}]: relative error {rel.max():.2e}')
+    err = np.abs(got - want)
+    excess = err / (tol.loss_atol + tol.loss_rtol * np.abs(want))
+    if excess.max() > 1:
+      i = int(excess.argmax())
+      failures.append(
+        f'{key}[{i}]: error {err[i]:.2e} on {want[i]:.3g} (relative {err[i] / abs(want[i]):.2e})'
+      )
   return failures
+
+
+def training_failures(
+  case: Path, name: str, expected: dict, tol: Tolerance = AGAINST_FLOAT64,
+  tie_order: str | None = None,
+) -> list[str]:  # fmt: skip
+  """Our run of one training case against `expected`; an empty list when all checks hold."""
+  return compare_training(_ours(case, name, tie_order), expected, tol)
 
 
 def _perturbed(golden: dict, keep_prefixes: tuple[str, ...]) -> dict:
@@ -321,10 +430,18 @@ def _perturbed(golden: dict, keep_prefixes: tuple[str, ...]) -> dict:
 # -- tests ----------------------------------------------------------------------------
 
 
-@pytest.fixture(params=CASE_DIRS, ids=lambda p: p.name if p == REPO_COPY else f'env:{p}')
+def _case_id(path: Path) -> str:
+  if path.is_relative_to(REPO_COPY.parent):
+    return str(path.relative_to(REPO_COPY.parent))
+  return f'env:{path}'
+
+
+@pytest.fixture(params=CASE_DIRS, ids=_case_id)
 def case(request) -> Path:
   path = request.param
-  for name in ('forward_d64.npz', 'train_paper.npz', 'train_released.npz', 'meta.json'):
+  names = ['meta.json', 'forward_d64.npz', 'forward_d64_f64.npz']
+  names += [f'{n}{suffix}.npz' for n in TRAIN_NAMES for suffix in ('', '_f64')]
+  for name in names:
     assert (path / name).is_file(), f'{path / name} is missing'
   return path
 
@@ -334,13 +451,59 @@ def test_authors_forward_every_output_of_every_video(case):
   golden = _load(case / 'forward_d64.npz')
   assert meta['forward_lengths'][:2] == [3, 4]  # T = 3: no salient snippet; T = 4: two
   assert not golden['v0/salient'].any() and golden['v1/salient'].sum() == 2
-  assert forward_failures(golden, meta) == []
+  assert forward_failures(forward_reference(case), meta) == []
 
 
-@pytest.mark.parametrize('name', ['train_paper', 'train_released'])
+@pytest.mark.parametrize('name', TRAIN_NAMES)
 def test_authors_training_run(case, name):
-  golden = _load(case / f'{name}.npz')
-  assert training_failures(case, name, golden) == []
+  assert training_failures(case, name, train_reference(case, name)) == []
+
+
+def test_authors_float32_golden_within_its_own_noise(case):
+  """The float64 rerun is of this golden (same inputs), and the golden differs from it by
+  float32 noise only: the same salient sets and memory rows, values within
+  `AUTHORS_FLOAT32_NOISE`. Also shows that the noise budgets are not met trivially: the
+  golden against its rerun at our `AGAINST_FLOAT64` tolerances is stated per case in
+  docs/fidelity.md."""
+  forward = _load(case / 'forward_d64.npz')
+  reference = forward_reference(case)
+  for key, want in reference.items():
+    if want.dtype == bool or key.startswith(FORWARD_INPUTS):
+      np.testing.assert_array_equal(forward[key], want, err_msg=key)
+    else:
+      np.testing.assert_allclose(forward[key], want, rtol=0, atol=AUTHORS_FLOAT32_NOISE.forward)
+  for name in TRAIN_NAMES:
+    golden = _load(case / f'{name}.npz')
+    rerun = _load(case / f'{name}_f64.npz')
+    assert str(rerun['inputs_sha256']) == inputs_digest(golden, TRAIN_INPUTS), name
+    for u in range(int(golden['num_memory_updates'])):
+      rows = np.unique(golden[f'update{u}/classes'])
+      np.testing.assert_array_equal(rerun[f'update{u}/rows'], rows, err_msg=f'{name} update{u}')
+    golden['num_steps'] = rerun['num_steps']
+    failures = compare_training(golden, train_reference(case, name), AUTHORS_FLOAT32_NOISE)
+    assert failures == [], (name, failures[:5])
+
+
+def test_authors_perturbed_copy_fails(case):
+  """Expected values moved by 1% must fail every kind of check (the checks can fail)."""
+  meta = json.loads((case / 'meta.json').read_text())
+  forward = _perturbed(forward_reference(case), FORWARD_INPUTS)
+  assert forward_failures(forward, meta)
+  expected = _perturbed(train_reference(case, 'train_paper'), ())
+  failures = training_failures(case, 'train_paper', expected)
+  for kind in ('step 18', 'memory_init/', 'update47/', 'loss_calls/nce', 'loss_calls/spl'):
+    assert any(f.startswith(kind) for f in failures), (kind, failures[:5])
+
+
+def test_loss_check_has_an_absolute_floor():
+  """A distillation loss of 3.5e-7 off by 5e-8 (below float32 resolution) passes; 1% of 1 fails."""
+  expected = {'num_steps': np.asarray(0), 'num_memory_updates': np.asarray(0)}
+  expected |= {f'loss_calls/{k}': np.asarray([1.0, 3.5e-7]) for k in ('nce', 'att', 'spl')}
+  close = dict(expected, **{'loss_calls/spl': np.asarray([1.0, 3.0e-7])})
+  assert compare_training(close, expected, AGAINST_FLOAT64) == []
+  far = dict(expected, **{'loss_calls/spl': np.asarray([1.01, 3.5e-7])})
+  failures = compare_training(far, expected, AGAINST_FLOAT64)
+  assert [f.split(':')[0] for f in failures] == ['loss_calls/spl[0]']
 
 
 def test_authors_released_indexing_touches_only_row_zero(case):
@@ -353,18 +516,6 @@ def test_authors_released_indexing_touches_only_row_zero(case):
   np.testing.assert_array_equal(last['memory_features'][-1][1:], memory_init.features[1:])
 
 
-def test_authors_perturbed_copy_fails(case):
-  """Expected values moved by 1% must fail every kind of check (the checks can fail)."""
-  meta = json.loads((case / 'meta.json').read_text())
-  forward = _perturbed(_load(case / 'forward_d64.npz'), ('param/', 'v0/X', 'v1/X', 'v2/X'))
-  assert forward_failures(forward, meta)
-  inputs = ('init/', 'video')
-  golden = _perturbed(_load(case / 'train_paper.npz'), inputs)
-  failures = training_failures(case, 'train_paper', golden)
-  for kind in ('step 18', 'memory_init/', 'update47/', 'loss_calls/nce', 'loss_calls/spl'):
-    assert any(f.startswith(kind) for f in failures), (kind, failures[:5])
-
-
 def test_authors_tie_cases_need_torchs_tie_order():
   """The tie cases check the tie orders: with lower-index-first ties they fail.
 
@@ -373,11 +524,11 @@ def test_authors_tie_cases_need_torchs_tie_order():
   """
   case = REPO_COPY.parent / 'issf_authors_ties' / 'seed2'
   meta = json.loads((case / 'meta.json').read_text())
-  forward = _load(case / 'forward_d64.npz')
+  forward = forward_reference(case)
   assert forward_failures(forward, meta) == []
   assert any('salient' in f for f in forward_failures(forward, meta, tie_order='index'))
-  golden = _load(case / 'train_paper.npz')
-  failures = training_failures(case, 'train_paper', golden, tie_order='index')
+  expected = train_reference(case, 'train_paper')
+  failures = training_failures(case, 'train_paper', expected, tie_order='index')
   assert any(f.startswith('update') for f in failures), failures[:5]
 
 
