@@ -206,11 +206,37 @@ def authors_config(
   return config
 
 
+_PROGRAMS = {}
+
+
+def _programs(config, steps_per_epoch: int = 1) -> dict:
+  """The jitted programs of one config, shared by every case with that config.
+
+  Every case has the same setting (only its data differ), so each variant compiles once.
+  """
+  key = (config.to_json_best_effort(sort_keys=True), steps_per_epoch)
+  if key not in _PROGRAMS:
+    model = build_model(config.model)
+    mesh = sharding.make_mesh(1)
+    make = functools.partial(
+      step_lib.make_train_step, config, mesh, steps_per_epoch=steps_per_epoch,
+      return_per_video=True, compiler_options=FAST_COMPILE,
+    )  # fmt: skip
+    _PROGRAMS[key] = {
+      'mesh': mesh,
+      'init_params': jax.jit(lambda k: init_params(model, k), compiler_options=FAST_COMPILE),
+      'encode': jax.jit(
+        functools.partial(model.apply, train=False, method=model.encode),
+        compiler_options=FAST_COMPILE,
+      ),
+      'train_step': {ready: make(memory_ready=ready) for ready in (False, True)},
+      'memory_init_step': step_lib.make_memory_init_step(config, mesh, FAST_COMPILE),
+    }
+  return _PROGRAMS[key]
+
+
 def _params_from(config, state_dict):
-  model = build_model(config.model)
-  params = jax.jit(lambda k: init_params(model, k), compiler_options=FAST_COMPILE)(
-    jax.random.key(0)
-  )
+  params = _programs(config)['init_params'](jax.random.key(0))
   return interop.import_issf_authors_state_dict(state_dict, params)
 
 
@@ -236,11 +262,7 @@ def forward_failures(
   """Every output of every video of `forward_d64` (or its float64 rerun), against ours."""
   config = authors_config(meta, tie_order=tie_order)
   params = _params_from(config, _state_dict(golden, 'param/'))
-  model = build_model(config.model)
-  apply = jax.jit(
-    functools.partial(model.apply, train=False, method=model.encode),
-    compiler_options=FAST_COMPILE,
-  )
+  apply = _programs(config)['encode']
   failures = []
   num_videos = len(meta['forward_lengths'])
   pad = max(meta['forward_lengths']) + 8  # padded: padding must change nothing
@@ -299,23 +321,19 @@ def _run_once(case: str, name: str, tie_order: str | None):
   steps_per_epoch = num_videos // batch_size
   num_steps = meta['epochs'] * steps_per_epoch
 
-  mesh = sharding.make_mesh(1)
+  programs = _programs(config, steps_per_epoch)
+  mesh, steps = programs['mesh'], programs['train_step']
   state = step_lib.create_train_state(config, jax.random.key(0))
   state = state.replace(params=_params_from(config, _state_dict(golden, 'init/')))
   state = state.replace(opt_state=step_lib.make_optimizer(config.optim).init(state.params))
   state = sharding.replicate(state, mesh)
   key_data = jax.random.key_data(jax.random.key(0))
-  make = functools.partial(
-    step_lib.make_train_step, config, mesh, steps_per_epoch=steps_per_epoch,
-    return_per_video=True, compiler_options=FAST_COMPILE,
-  )  # fmt: skip
-  steps = {ready: make(memory_ready=ready) for ready in (False, True)}
   init_at = schedules.memory_init_step(config, steps_per_epoch)
 
   params, per_video, memory_init = [], [], None
   for step in range(num_steps):
     if step == init_at:  # the end of epoch index 1: the eval-mode init pass, dataset order
-      init_step = step_lib.make_memory_init_step(config, mesh, FAST_COMPILE)
+      init_step = programs['memory_init_step']
       memory = memory_lib.empty(config.model.num_classes, config.memory.slots, meta['D'])
       ids = step_lib.initial_snippet_ids(config)
       for start in range(0, num_videos, batch_size):
