@@ -74,14 +74,18 @@ class Tolerance:
 
 
 # float32 noise, the budget of every check against a float64 rerun: our float32 run, and the
-# authors' own float32 golden. Measured over 20 seeds and the shipped cases (docs/fidelity.md,
-# "Parity tolerances"), our run against the reruns: forward outputs 1.4e-6 (one float32 ulp at
-# 20, the scale of the cosine scores), parameters 2.2e-6, the memory 1.9e-6 (features up to
-# about 4: ulp 4.8e-7), losses 2.1e-5 on 5.2 (4e-6 relative) and 5e-8 on 3.3e-9. The losses
-# are computed from logits up to 20 / T = 100, whose float32 spacing is 7.6e-6: below about
-# 1e-5 a loss value is float32 noise, hence the absolute floor. The authors' float32 goldens
-# against their reruns stay within the same budget (parameters 2.0e-6 at most).
-FLOAT32_NOISE = Tolerance(forward=1e-5, param=1e-5, memory=1e-5, loss_rtol=1e-4, loss_atol=1e-5)
+# authors' own float32 golden. Measured against the reruns over the 20 seeds of the sweep and
+# the shipped cases (docs/fidelity.md, "Parity tolerances"), ours / the authors' float32:
+# - forward outputs 5.9e-6 / 6.4e-6, both in the BRM of the T = 120 video: its temporal
+#   attention is a softmax of unscaled dot products of embedded features, up to 85 there
+#   (float32 spacing 7.6e-6), and its scores are 20 cos;
+# - parameters 2.2e-6 / 2.0e-6 (a weight whose gradient is the size of Adam's epsilon: the
+#   gradient's round-off changes the step; elsewhere about 1e-7);
+# - the memory 1.9e-6 / 1.3e-6 (features up to about 4, float32 spacing 4.8e-7);
+# - losses 4e-6 relative on values of order 1, and below 1e-5 pure noise: 5e-8 on a
+#   distillation loss of 3.3e-9 (the losses are built from logits up to 20 / T = 100, whose
+#   float32 spacing is 7.6e-6), hence the absolute floor.
+FLOAT32_NOISE = Tolerance(forward=2e-5, param=1e-5, memory=1e-5, loss_rtol=1e-4, loss_atol=1e-5)
 PAD_T = 64  # every training video (12..55 snippets) padded to one length: one program a phase
 
 
