@@ -13,13 +13,14 @@ memory, `return_per_video` for the per-video terms and memory after each update)
 
 What they are compared against: beside each float32 golden, `<name>_f64.npz` is the
 authors' own code rerun in float64 from the same initial parameters and videos (its
-`inputs_sha256` names them). The float32 golden is one float32 rounding of the run among
-many: a distillation loss of 3.3e-9 comes out of it as 2.6e-9 and out of ours as 5.2e-8,
-and where a gradient is about the size of Adam's epsilon its round-off changes Adam's step,
-so a float32 parameter can leave the float64 one by 20 times round-off. Our float32 run is
-therefore compared with the float64 rerun, within `FLOAT32_NOISE` (the budget, and
-what was measured against it, are stated where it is defined and in docs/fidelity.md);
-loss values relatively, with an absolute floor. The float32 golden is checked against its
+`inputs_sha256` names them; values stored as differences from the float32 golden's). The
+float32 golden is one float32 rounding of the run among many: a distillation loss of 3.3e-9
+comes out of it as 2.6e-9 and out of ours as 5.2e-8, and where a gradient is about the size
+of Adam's epsilon its round-off changes Adam's step, so a float32 parameter can leave the
+float64 one by 20 times round-off. Our float32 run is therefore compared with the float64
+rerun, within `FLOAT32_NOISE` (the budget, and what was measured against it, are stated
+where it is defined and in docs/fidelity.md); loss values relatively, with an absolute
+floor. The float32 golden is checked against its
 own rerun within the same budget, which keeps each shipped pair honest. A copy of each
 case with its expected values perturbed by 1% must fail.
 
@@ -126,24 +127,44 @@ FORWARD_INPUTS = ('param/', *(f'v{v}/X' for v in range(10)))
 TRAIN_INPUTS = ('init/', 'video')
 
 
+def _undelta(rerun: dict, key: str, golden_value: np.ndarray) -> np.ndarray:
+  """A float64 rerun's value: stored as its difference from the float32 golden's, an integer
+  in units of 2^-delta_exponent (the reruns' README)."""
+  scale = 2.0 ** -int(rerun['delta_exponent'])
+  return np.asarray(golden_value, np.float64) + rerun[key].astype(np.float64) * scale
+
+
 def forward_reference(case: Path) -> dict[str, np.ndarray]:
   """The float64 rerun's forward outputs, with the float32 golden's inputs."""
   golden = _load(case / 'forward_d64.npz')
   rerun = _load(case / 'forward_d64_f64.npz')
-  assert str(rerun.pop('inputs_sha256')) == inputs_digest(golden, FORWARD_INPUTS)
-  return {k: v for k, v in golden.items() if k.startswith(FORWARD_INPUTS)} | rerun
+  assert str(rerun['inputs_sha256']) == inputs_digest(golden, FORWARD_INPUTS)
+  out = {k: v for k, v in golden.items() if k.startswith(FORWARD_INPUTS)}
+  for key, value in rerun.items():
+    if key.startswith('v'):
+      out[key] = value if value.dtype == bool else _undelta(rerun, key, golden[key])
+  return out
 
 
 def train_reference(case: Path, name: str) -> dict[str, np.ndarray]:
   """The float64 rerun in the float32 golden's layout (`_f64.npz` stores updated rows only)."""
+  golden = _load(case / f'{name}.npz')
   rerun = _load(case / f'{name}_f64.npz')
-  out = {k: v for k, v in rerun.items() if not k.startswith('update')}
-  features = rerun['memory_init/features']
+  assert str(rerun['inputs_sha256']) == inputs_digest(golden, TRAIN_INPUTS), name
+  out = {k: rerun[k] for k in ('num_steps', 'num_memory_updates')}
+  out |= {k: v for k, v in rerun.items() if k.startswith('loss_calls/')}
+  for key in rerun:
+    if key.startswith(('step', 'memory_init/')):
+      out[key] = _undelta(rerun, key, golden[key])
+  features = out['memory_init/features']
   for u in range(int(rerun['num_memory_updates'])):
+    rows = rerun[f'update{u}/rows']
     features = features.copy()
-    features[rerun[f'update{u}/rows']] = rerun[f'update{u}/features']
-    out[f'update{u}/features'] = features
-    out[f'update{u}/scores'] = rerun[f'update{u}/scores']
+    key = f'update{u}/features'
+    features[rows] = _undelta(rerun, key, golden[key][rows])
+    out[key] = features
+    key = f'update{u}/scores'
+    out[key] = _undelta(rerun, key, golden[key])
   return out
 
 
