@@ -101,6 +101,19 @@ CASES = {
   'repro_batch_size_0': (['issf-repro', '--table', '4', '--workdir', '{tmp}/repro',
                           '--config.train.batch_size=0'], 'issf-repro',
                          ['--config.train.batch_size=0', '>= 1']),
+  # A best metric that no evaluation reports (it crashed at the third checkpoint save).
+  'train_best_metric_unknown': (TRAIN + ['--config.train.best_metric=nosuch'], 'issf-train',
+                                ['--config.train.best_metric=nosuch', 'average_mAP']),
+  'eval_best_metric_unknown': (['issf-eval', '--workdir', '{tmp}/run', '--config', SYNTHETIC,
+                                '--config.train.best_metric=nosuch'], 'issf-eval',
+                               ['--config.train.best_metric=nosuch']),
+  # Numbers no field can take (they crashed inside training).
+  'train_lr_inf': (TRAIN + ['--config.optim.lr=inf'], 'issf-train',
+                   ['--config.optim.lr=inf', 'finite']),
+  'train_seed_negative': (TRAIN + ['--config.train.seed=-1'], 'issf-train',
+                          ['--config.train.seed=-1', '[0, ']),
+  'train_num_epochs_huge': (TRAIN + ['--config.train.num_epochs=99999999999999999999'],
+                            'issf-train', ['--config.train.num_epochs=', '2**31']),
 }  # fmt: skip
 
 

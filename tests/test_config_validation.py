@@ -123,3 +123,28 @@ def test_an_unknown_scale_argument_is_a_config_error():
   for module in (activitynet13, synthetic):
     with pytest.raises(errors.ConfigError, match="scale='tinyy'"):
       module.get_config('scale=tinyy')
+
+
+def test_best_metric_names_a_metric_the_evaluation_reports(tiny_run):
+  """The choices are exactly the metrics a real evaluation logged (the tiny run's last, rskp),
+  and with an extra protocol its prefixed ones; a name outside them is refused."""
+  import json
+
+  from issf_jax.train import restore
+
+  config = restore.load_config(str(tiny_run))
+  lines = (tiny_run / 'metrics.jsonl').read_text().splitlines()
+  [record] = [r for r in map(json.loads, lines) if r['step'] == 24 and 'eval/average_mAP' in r]
+  logged = {k.removeprefix('eval/') for k in record if k.startswith('eval/')}
+  assert set(config_validation.best_metric_choices(config)) == logged
+  with config.unlocked():
+    config.eval.extra_protocols = ('official',)
+  choices = config_validation.best_metric_choices(config)
+  assert 'official/average_mAP' in choices and 'official/classification_mAP' not in choices
+  config.train.best_metric = 'official/mAP@0.5'
+  assert list(config_validation.problems(config)) == []
+  config.train.best_metric = 'nosuch'
+  [(key, value, rule)] = config_validation.problems(config)
+  assert (key, value) == ('train.best_metric', 'nosuch') and 'natural_average_mAP' in rule
+  config.train.best_metric = ''  # no best checkpoint
+  assert list(config_validation.problems(config)) == []
