@@ -65,11 +65,18 @@ def load_features(path: str, feature_dim: int):
 
 
 def class_names_for(config) -> list[str]:
+  """The class names of the run's shard folder (its manifest); without it, `class_<i>`, with
+  a warning on stderr that says why."""
   shards = config.data.get('shards_dir', '')
   path = os.path.join(shards, 'manifest.json') if shards else ''
   if path and os.path.exists(path):
     with open(path) as f:
       return list(json.load(f)['classes'])
+  print(
+    f"warning: the run's data.shards_dir {shards!r} holds no manifest.json (moved, or relative "
+    f'to another folder), so the classes are named class_0..class_{config.model.num_classes - 1}',
+    file=sys.stderr,
+  )
   return [f'class_{i}' for i in range(config.model.num_classes)]
 
 

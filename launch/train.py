@@ -73,6 +73,10 @@ def main(argv):
   if _SHOW_CONFIG.value:
     print(config, end='')  # YAML, keys sorted, lazy references resolved
     return 0
+  shards = config.data.shards_dir
+  if shards and '://' not in shards and not os.path.isabs(shards):
+    # The run's config.json is read from other folders (issf-eval, issf-predict).
+    config.data.shards_dir = os.path.abspath(shards)
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop

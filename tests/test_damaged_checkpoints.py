@@ -10,13 +10,14 @@ is the uninterrupted one: resume is bitwise, so its step-24 predictions equal `t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import run_python, subprocess_env, train_args
+from tests.conftest import REPO_DIR, run_python, subprocess_env, train_args
 from tests.test_bad_inputs import assert_one_error_line
 from tests.test_cli import command, run
 
@@ -59,14 +60,20 @@ def test_predict_names_the_damaged_step(damaged_run, tmp_path):
 
 
 def test_resume_skips_the_damaged_step(damaged_run, tiny_run, tiny_shards, jax_cache_dir):
-  """Resumes from step 18, says it skipped 24, and trains step 24 again to the same result."""
+  """Resumes from step 18, says it skipped 24, and trains step 24 again to the same result.
+  The shards are named relative to the working folder: the run's config.json names them by
+  the absolute path the run was started with, so this is no config change."""
   (damaged_run / 'predictions' / 'step_24.json').unlink()
-  proc = run_python(train_args(damaged_run, tiny_shards), subprocess_env(jax_cache_dir))
+  shards = os.path.relpath(tiny_shards, REPO_DIR)  # the subprocess runs in REPO_DIR
+  proc = run_python(train_args(damaged_run, shards), subprocess_env(jax_cache_dir))
   warning = [line for line in proc.stderr.splitlines() if 'Skipped damaged checkpoint' in line]
   assert len(warning) == 1 and 'step(s) [24]' in warning[0], proc.stderr[-3000:]
   assert 'resuming from step 18' in warning[0]
   assert 'Traceback' not in proc.stderr
   assert (damaged_run / 'checkpoints.damaged' / '24' / 'state').is_dir()  # kept to look at
   assert (damaged_run / 'checkpoints' / '24' / 'state' / '_METADATA').is_file()  # saved again
+  assert json.loads((damaged_run / 'config.json').read_text())['data']['shards_dir'] == str(
+    tiny_shards
+  )
   again = json.loads((damaged_run / 'predictions' / 'step_24.json').read_text())
   assert again == json.loads((tiny_run / 'predictions' / 'step_24.json').read_text())

@@ -133,21 +133,31 @@ class Evaluator:
     result['num_videos'] = result.get('num_videos', len(preds))
     return result
 
-  def __call__(self, params, step: int, key_data, *, checkpoint: dict | None = None) -> dict:
+  def __call__(self, params, step: int, key_data, *, checkpoint: dict | None = None,
+               tag: str | None = None, record: dict | None = None) -> dict:  # fmt: skip
     """Predicts, scores and (process 0, with a workdir) writes the files of `step`.
 
+    `tag` names files written beside the trainer's (`step_N.<tag>.json`, e.g. by a config
+    other than the run's), and `record` is added to the result (the config that made it).
+
     Returns:
-      The result dict (see `score`), plus `checkpoint` when given.
+      The result dict (see `score`), plus `checkpoint` and `record` when given.
     """
     predicted = self.predict(params, key_data)
     result = self.score(predicted)
     if checkpoint is not None:
       result['checkpoint'] = dict(checkpoint)
+    result.update(record or {})
     if self.workdir and jax.process_index() == 0:
-      write_json(paths.join(self.workdir, 'predictions', f'step_{step}.json'),
-                 predicted['predictions'], indent=None)  # fmt: skip
-      write_json(paths.join(self.workdir, 'eval', f'step_{step}.json'), result)
+      for folder, payload, indent in (('predictions', predicted['predictions'], None),
+                                      ('eval', result, 2)):  # fmt: skip
+        write_json(step_file(self.workdir, folder, step, tag), payload, indent=indent)
     return result
+
+
+def step_file(workdir: str, folder: str, step: int, tag: str | None = None) -> str:
+  """`<workdir>/<folder>/step_N.json`, or `step_N.<tag>.json`."""
+  return paths.join(workdir, folder, f'step_{step}' + (f'.{tag}' if tag else '') + '.json')
 
 
 def summary_metrics(result: dict) -> dict:
