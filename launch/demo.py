@@ -16,7 +16,7 @@ import time
 
 from absl import flags, logging
 
-from issf_common import errors
+from issf_common import errors, outputs
 from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where data and runs go.')
@@ -120,11 +120,8 @@ def main(argv):
       result['minutes'] = minutes[name]
   table = comparison_table(results)
   print('\nSynthetic benchmark, last epoch, rskp protocol (mAP %, test split):\n' + table)
-  from issf_jax.train import evaluator
-
-  evaluator.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
-  with open(os.path.join(workdir, 'results.txt'), 'w') as f:
-    f.write(table + '\n')
+  outputs.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
+  outputs.write_text(os.path.join(workdir, 'results.txt'), table + '\n')
 
 
 if __name__ == '__main__':

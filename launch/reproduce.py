@@ -33,7 +33,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
-from issf_common import errors
+from issf_common import errors, outputs
 from issf_jax import config_validation
 from launch import cli
 
@@ -246,8 +246,7 @@ def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, 
     name=_NAME.value,
   )
   md = report.markdown(title, header, summaries, tiou)
-  with open(os.path.join(workdir, f'{name}.md'), 'w') as f:
-    f.write(md)
+  outputs.write_text(os.path.join(workdir, f'{name}.md'), md)
   payload = {
     'table': table.name, 'title': title, 'command': sys.argv, 'config': p['path'],
     'config_args': p['extra_args'], 'overrides': p['overrides'], 'data': p['data_desc'],

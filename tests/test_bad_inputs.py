@@ -42,20 +42,46 @@ def assert_one_error_line(proc, prog: str, *pieces: str) -> str:
   return lines[0]
 
 
+@pytest.fixture(scope='module')
+def run_config() -> str:
+  """A run folder's config.json (configs/synthetic.py at D = 64), as issf-train writes it."""
+  from configs import synthetic
+
+  config = synthetic.get_config()
+  config.model.feature_dim = 64
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
 @pytest.fixture
-def inputs(tmp_path) -> Path:
-  """A ground truth, predictions with an infinite score, one video's features."""
+def inputs(tmp_path, run_config) -> Path:
+  """A ground truth, predictions with an infinite score, one video's features, features files
+  that are not one video's [T, D] .npy, a run folder holding only its config.json, and a shard
+  folder whose manifest is cut short."""
   video = {'subset': 'test', 'annotations': [{'segment': [0.0, 10.0], 'label': 'A'}]}
   (tmp_path / 'gt.json').write_text(json.dumps({'database': {'v': video}}))
   inf = {'results': {'v': [{'label': 'A', 'score': float('inf'), 'segment': [0.0, 5.0]}]}}
   (tmp_path / 'pred_inf.json').write_text(json.dumps(inf))  # writes the literal Infinity
   np.save(tmp_path / 'x.npy', np.zeros((8, 64), np.float32))
+  (tmp_path / 'empty.npy').write_bytes(b'')
+  (tmp_path / 'text.npy').write_text('0.1 0.2\n')
+  np.savez(tmp_path / 'x.npz', x=np.zeros((8, 64), np.float32))
+  np.save(tmp_path / 'bool.npy', np.zeros((8, 64), bool))
+  np.save(tmp_path / 'complex.npy', np.zeros((8, 64), complex))
+  (tmp_path / 'empty.json').write_text('')
+  (tmp_path / 'trained').mkdir()
+  (tmp_path / 'trained' / 'config.json').write_text(run_config)
+  for name, text in (('corrupt', '{"data": {'), ('empty_object', '{}')):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'config.json').write_text(text)
+  (tmp_path / 'badshards').mkdir()
+  (tmp_path / 'badshards' / 'manifest.json').write_text('{"format_version": ')
   return tmp_path
 
 
 TRAIN = ['issf-train', '--config', SYNTHETIC, '--workdir', '{tmp}/run',
          '--config.data.shards_dir={tmp}/shards']  # fmt: skip
 PREDICT = ['issf-predict', '--workdir', '{tmp}/run', '--features', '{tmp}/x.npy']
+PREDICT_RUN = ['issf-predict', '--workdir', '{tmp}/trained', '--features']  # + a features file
 SCORE = ['issf-eval', 'score', '--ground_truth', '{tmp}/gt.json', '--subset', 'test']
 PREPARE = ['issf-prepare', '--format', 'wtalc', '--src', '{tmp}', '--out', '{tmp}/shards']
 
@@ -114,6 +140,47 @@ CASES = {
                           ['--config.train.seed=-1', '[0, ']),
   'train_num_epochs_huge': (TRAIN + ['--config.train.num_epochs=99999999999999999999'],
                             'issf-train', ['--config.train.num_epochs=', '2**31']),
+  # issf-predict: features that are not one video's [T, D] real .npy, checked before the model.
+  'predict_features_empty': (PREDICT_RUN + ['{tmp}/empty.npy'], 'issf-predict',
+                             ['{tmp}/empty.npy', 'empty']),
+  'predict_features_text': (PREDICT_RUN + ['{tmp}/text.npy'], 'issf-predict',
+                            ['{tmp}/text.npy', 'not a .npy file']),
+  'predict_features_npz': (PREDICT_RUN + ['{tmp}/x.npz'], 'issf-predict', ['x.npz', '.npz']),
+  'predict_features_bool': (PREDICT_RUN + ['{tmp}/bool.npy'], 'issf-predict',
+                            ['bool.npy', 'dtype bool']),
+  'predict_features_complex': (PREDICT_RUN + ['{tmp}/complex.npy'], 'issf-predict',
+                               ['complex.npy', 'dtype complex']),
+  'predict_fps_inf': (PREDICT + ['--fps', 'inf'], 'issf-predict', ['--fps inf', 'finite']),
+  'predict_branches_without_plot': (PREDICT + ['--branches'], 'issf-predict',
+                                    ['--branches', '--plot']),
+  'predict_plot_unknown_format': (PREDICT + ['--plot', '{tmp}/t.xyz'], 'issf-predict',
+                                  ['--plot {tmp}/t.xyz', 'png']),
+  'predict_plot_no_extension': (PREDICT + ['--plot', '{tmp}/timeline'], 'issf-predict',
+                                ['--plot {tmp}/timeline', 'png']),
+  'predict_plot_folder': (PREDICT + ['--plot', '{tmp}'], 'issf-predict', ['--plot', 'folder']),
+  'predict_output_folder': (PREDICT + ['--output', '{tmp}'], 'issf-predict',
+                            ['--output', 'folder']),
+  'predict_output_read_only': (PREDICT_RUN + ['{tmp}/x.npy', '--output', '/sys/dets.json'],
+                               'issf-predict', ['--output /sys', 'cannot be written']),
+  'predict_ground_truth_missing': (PREDICT_RUN + ['{tmp}/x.npy', '--ground_truth',
+                                   '{tmp}/nope.json', '--plot', '{tmp}/t.png'], 'issf-predict',
+                                   ['{tmp}/nope.json', 'not found']),
+  'predict_ground_truth_empty': (PREDICT_RUN + ['{tmp}/x.npy', '--ground_truth',
+                                 '{tmp}/empty.json', '--plot', '{tmp}/t.png'], 'issf-predict',
+                                 ['{tmp}/empty.json', 'invalid JSON']),
+  'predict_neither_features_nor_video': (['issf-predict', '--workdir', '{tmp}/trained'],
+                                         'issf-predict', ['--features or --video_id']),
+  'predict_video_id_without_shards': (['issf-predict', '--workdir', '{tmp}/trained',
+                                       '--video_id', 'v', '--shards_dir', '{tmp}/nope'],
+                                      'issf-predict', ['{tmp}/nope', 'issf-prepare']),
+  # A run folder's config.json that is not one.
+  'eval_config_json_corrupt': (['issf-eval', '--workdir', '{tmp}/corrupt'], 'issf-eval',
+                               ['{tmp}/corrupt/config.json', 'JSON']),
+  'predict_config_json_empty': (['issf-predict', '--workdir', '{tmp}/empty_object',
+                                 '--features', '{tmp}/x.npy'], 'issf-predict',
+                                ['{tmp}/empty_object/config.json', 'no data, model']),
+  'train_manifest_corrupt': (TRAIN[:-1] + ['--config.data.shards_dir={tmp}/badshards'],
+                             'issf-train', ['{tmp}/badshards/manifest.json', 'issf-prepare']),
 }  # fmt: skip
 
 

@@ -13,14 +13,12 @@ model is small; this keeps the evaluators single-process and exact).
 from __future__ import annotations
 
 import functools
-import json
-import math
 import warnings
 
 import jax
 import numpy as np
 
-from issf_common import errors, paths
+from issf_common import errors, outputs, paths
 from issf_jax import evaluation, inference, proposals, sharding
 
 
@@ -184,23 +182,9 @@ def format_result(result: dict) -> str:
   return '\n'.join(tables)
 
 
-def strict_json(x):
-  """`x` with numpy values as Python ones and non-finite floats as None (strict JSON)."""
-  if isinstance(x, dict):
-    return {str(k): strict_json(v) for k, v in x.items()}
-  if isinstance(x, list | tuple):
-    return [strict_json(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return strict_json(x.tolist())
-  if isinstance(x, np.generic):
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
+strict_json = outputs.strict_json
 
 
 def write_json(path: str, payload, indent: int | None = 2) -> str:
   """Writes `payload` as strict JSON, atomically (a reader sees the old file or the new one)."""
-  paths.makedirs(paths.path(path).parent)
-  paths.write_atomic(path, json.dumps(strict_json(payload), indent=indent, allow_nan=False))
-  return path
+  return outputs.write_json(path, payload, indent=indent)
