@@ -155,6 +155,30 @@ def with_run_config(argv: list[str]) -> list[str]:
   return [argv[0], f'--config={RUN_FOLDER_CONFIG}:{workdir}', *args]
 
 
+def config_file_message(chain: list[BaseException]) -> str | None:
+  """What is wrong with a config file that does not load (syntax, an import, no or a bad
+  `get_config`), from the chain of the error raised while loading it; else None."""
+  for e in chain:
+    if isinstance(e, SyntaxError):
+      return f'syntax error at line {e.lineno}: {e.msg}'
+    if isinstance(e, ImportError):
+      return f'cannot be loaded ({type(e).__name__}: {e})'
+    if isinstance(e, AttributeError) and "'get_config'" in str(e):
+      return 'defines no get_config() (a config file defines get_config(arg=None))'
+    if isinstance(e, TypeError) and 'get_config()' in str(e):
+      return f'{e} (a config file defines get_config(arg=None))'
+    if isinstance(e, flags.Error) and 'other than None' in str(e):
+      return 'get_config() returned None (a missing return?)'
+  return None
+
+
+class _DropConfigNoneWarning(logging.Filter):
+  """ml_collections warns that get_config() returned None before the flag error says so."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'returned None' not in record.getMessage()
+
+
 def flag_error_message(err: BaseException, argv) -> str | None:
   """A one-line message for an error raised while parsing flags, or None (a bug)."""
   chain = list(_exception_chain(err))
@@ -164,6 +188,11 @@ def flag_error_message(err: BaseException, argv) -> str | None:
     # the traceback in its message.
     config = argv_value(argv, 'config')
     return f'--config {config}: {inputs[-1]}' if config else str(inputs[-1])
+  config = argv_value(argv, 'config')
+  if config is not None:
+    message = config_file_message(chain)
+    if message:
+      return f'--config {config}: {message}'
   if isinstance(err, flags.Error):
     return str(err).split('\n', 1)[0]
   missing_fields = [e for e in chain if isinstance(e, KeyError)]
@@ -233,6 +262,7 @@ def _parse_flags(module: ModuleType, prog: str) -> Callable:
     if any(arg in HELP_ARGS for arg in argv[1:]):
       print(help_text(module, prog))
       sys.exit(0)
+    logging.getLogger('absl').addFilter(_DropConfigNoneWarning())
     try:
       rest = flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001  (decided by flag_error_message)

@@ -115,7 +115,15 @@ def main(argv):
   del argv
   from issf_jax.train import restore
 
+  if flags.FLAGS['config'].present and _CONFIG.value is None:
+    raise errors.InputError(
+      f'--config {flags.FLAGS["config"].config_filename}: get_config() returned None '
+      '(a missing return?)'
+    )
   config = _CONFIG.value if _CONFIG.value is not None else restore.load_config(_WORKDIR.value)
+  from issf_common import outputs
+
+  outputs.check_writable(_WORKDIR.value, '--workdir')  # it writes predictions/ and eval/ there
   if _SWEEP_SCALES.value is not None:
     sweep_checkpoint(
       config, _WORKDIR.value, _SWEEP_SCALES.value, _SUBSET.value, _CHECKPOINT.value,

@@ -73,6 +73,9 @@ def main(argv):
   if _SHOW_CONFIG.value:
     print(config, end='')  # YAML, keys sorted, lazy references resolved
     return 0
+  from issf_common import outputs
+
+  outputs.check_writable(_WORKDIR.value, '--workdir')  # before any work (or a file, not a folder)
   shards = config.data.shards_dir
   if shards and '://' not in shards and not os.path.isabs(shards):
     # The run's config.json is read from other folders (issf-eval, issf-predict).

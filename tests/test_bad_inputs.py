@@ -22,6 +22,7 @@ from tests.conftest import REPO_DIR, TINY_TRAIN_OVERRIDES, config_flags
 from tests.test_cli import command, run
 
 SYNTHETIC = str(REPO_DIR / 'configs' / 'synthetic.py')
+SYNTHETIC_CMD = 'python -m launch.synthetic'  # the generator has no console script
 ANET = str(REPO_DIR / 'configs' / 'activitynet13.py')
 
 
@@ -73,6 +74,12 @@ def inputs(tmp_path, run_config) -> Path:
   for name, text in (('corrupt', '{"data": {'), ('empty_object', '{}')):
     (tmp_path / name).mkdir()
     (tmp_path / name / 'config.json').write_text(text)
+  (tmp_path / 'syntax.py').write_text('def get_config(:\n')
+  (tmp_path / 'imports.py').write_text(
+    'import nosuchmodule\n\n\ndef get_config(arg=None):\n  pass\n'
+  )
+  (tmp_path / 'empty.py').write_text('')
+  (tmp_path / 'none.py').write_text('def get_config(arg=None):\n  del arg\n')
   (tmp_path / 'badshards').mkdir()
   (tmp_path / 'badshards' / 'manifest.json').write_text('{"format_version": ')
   return tmp_path
@@ -181,6 +188,39 @@ CASES = {
                                 ['{tmp}/empty_object/config.json', 'no data, model']),
   'train_manifest_corrupt': (TRAIN[:-1] + ['--config.data.shards_dir={tmp}/badshards'],
                              'issf-train', ['{tmp}/badshards/manifest.json', 'issf-prepare']),
+  # Config files that do not load, or load to nothing; a config argument given twice.
+  'train_config_syntax_error': (['issf-train', '--config', '{tmp}/syntax.py', '--workdir',
+                                 '{tmp}/run'], 'issf-train', ['syntax.py', 'syntax error']),
+  'eval_config_missing_import': (['issf-eval', '--config', '{tmp}/imports.py', '--workdir',
+                                  '{tmp}/trained'], 'issf-eval', ['imports.py', 'nosuchmodule']),
+  'repro_config_no_get_config': (['issf-repro', '--table', '4', '--config', '{tmp}/empty.py',
+                                  '--workdir', '{tmp}/repro'], 'issf-repro',
+                                 ['empty.py', 'no get_config()']),
+  'train_config_returns_none': (['issf-train', '--config', '{tmp}/none.py', '--workdir',
+                                 '{tmp}/run'], 'issf-train', ['none.py', 'returned None']),
+  'train_config_argument_twice': (['issf-train', '--config', f'{SYNTHETIC}:modules=full,'
+                                   'modules=base', '--workdir', '{tmp}/run'], 'issf-train',
+                                  ['modules is given twice']),
+  # Seeds out of range.
+  'repro_negative_data_seed': (['issf-repro', '--table', '4', '--data_seed=-5', '--workdir',
+                                '{tmp}/repro'], 'issf-repro', ['--data_seed=-5']),
+  'synthetic_negative_seed': (['python -m launch.synthetic', '--seed=-1', '--out', '{tmp}/syn'],
+                              'python -m launch.synthetic', ['--seed -1', '>= 0']),
+  # A regular file where a folder goes, and folders that cannot be written (/sys: as root too).
+  'train_workdir_is_a_file': (TRAIN[:3] + ['--workdir', '{tmp}/x.npy'], 'issf-train',
+                              ['--workdir {tmp}/x.npy', 'is a file']),
+  'prepare_out_is_a_file': (PREPARE[:-1] + ['{tmp}/x.npy'], 'issf-prepare',
+                            ['--out {tmp}/x.npy', 'is a file']),
+  'repro_workdir_is_a_file': (['issf-repro', '--table', '4', '--workdir', '{tmp}/x.npy'],
+                              'issf-repro', ['--workdir {tmp}/x.npy', 'is a file']),
+  'synthetic_out_is_a_file': (['python -m launch.synthetic', '--out', '{tmp}/x.npy'],
+                              'python -m launch.synthetic', ['--out {tmp}/x.npy', 'is a file']),
+  'train_workdir_read_only': (TRAIN[:3] + ['--workdir', '/sys/issf_run'], 'issf-train',
+                              ['--workdir /sys/issf_run', 'cannot be written']),
+  'prepare_out_read_only': (PREPARE[:-1] + ['/sys/issf_shards'], 'issf-prepare',
+                            ['--out /sys/issf_shards', 'cannot be written']),
+  'repro_workdir_read_only': (['issf-repro', '--table', '4', '--workdir', '/sys/issf_repro'],
+                              'issf-repro', ['--workdir /sys/issf_repro', 'cannot be written']),
 }  # fmt: skip
 
 
@@ -190,7 +230,10 @@ def test_bad_input(case, inputs):
   tmp = str(inputs)
   args = [a.replace('{tmp}', tmp) for a in args]
   before = listing(inputs)
-  proc = run(command(args[0]) + args[1:])
+  program = (
+    [sys.executable, '-m', 'launch.synthetic'] if args[0] == SYNTHETIC_CMD else command(args[0])
+  )
+  proc = run(program + args[1:])
   assert_one_error_line(proc, prog, *(p.replace('{tmp}', tmp) for p in pieces))
   assert listing(inputs) == before
 
