@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_DIR, TINY_TRAIN_OVERRIDES, config_flags
-from tests.test_cli import command, run
+from tests.test_cli import assert_user_error, command, run
 
 SYNTHETIC = str(REPO_DIR / 'configs' / 'synthetic.py')
 SYNTHETIC_CMD = 'python -m launch.synthetic'  # the generator has no console script
@@ -358,3 +358,35 @@ def test_edited_run_config_out_of_range(tmp_path):
   proc = run(command('issf-eval') + ['--workdir', tmp_path])
   assert_one_error_line(proc, 'issf-eval', str(tmp_path / 'config.json'), 'optim.lr=-1.0')
   assert listing(tmp_path) == before
+
+
+# ---- issf-prepare on a released folder that cannot be converted ----------------------------
+
+
+@pytest.mark.parametrize('damage', ['empty_features', 'truncated_features', 'no_known_subset',
+                                    'wrong_width'])  # fmt: skip
+def test_prepare_refuses_a_release_and_leaves_no_folder(tmp_path, tiny_shards, damage):
+  """An empty or truncated features file (EOFError / UnpicklingError tracebacks), a release
+  with no video in the train or test subset (exit 0 with 0 videos and D=None), a video that
+  fails validation mid-conversion (it left an empty --out folder): one line, no --out."""
+  src = tmp_path / 'src'
+  shutil.copytree(tiny_shards.parent / 'raw', src)
+  features = src / 'Synthetic-I3D-JOINTFeatures.npy'
+  extra, pieces = [], [str(features)]
+  if damage == 'empty_features':
+    features.write_bytes(b'')
+  elif damage == 'truncated_features':
+    features.write_bytes(features.read_bytes()[:5000])
+  elif damage == 'no_known_subset':
+    subsets = src / 'Synthetic-Annotations' / 'subset.npy'
+    np.save(subsets, np.array(['Holdout'] * len(np.load(subsets, allow_pickle=True))))
+    pieces = [str(src), 'no video to convert', "['Holdout']"]
+  else:
+    extra, pieces = ['--feature_dim', '32'], ['32']
+  proc = run(command('issf-prepare') + ['--format', 'wtalc', '--src', src, '--out',
+                                        tmp_path / 'shards', *extra])  # fmt: skip
+  if damage == 'wrong_width':  # found once TensorFlow is loaded: its log lines come first
+    assert_user_error(proc, *pieces)
+  else:
+    assert_one_error_line(proc, 'issf-prepare', *pieces)
+  assert not (tmp_path / 'shards').exists()
