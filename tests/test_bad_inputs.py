@@ -80,6 +80,12 @@ def inputs(tmp_path, run_config) -> Path:
   )
   (tmp_path / 'empty.py').write_text('')
   (tmp_path / 'none.py').write_text('def get_config(arg=None):\n  del arg\n')
+  for name, segment, label in (('reversed', [5.0, 1.0], 'A'), ('negative', [-2.0, 1.0], 'A'),
+                               ('int_label', [0.0, 10.0], 3)):  # fmt: skip
+    bad = {'subset': 'test', 'annotations': [{'segment': segment, 'label': label}]}
+    (tmp_path / f'gt_{name}.json').write_text(json.dumps({'database': {'v': bad}}))
+  ok = {'results': {'v': [{'label': 'A', 'score': 0.5, 'segment': [0.0, 5.0]}]}}
+  (tmp_path / 'pred_ok.json').write_text(json.dumps(ok))
   (tmp_path / 'badshards').mkdir()
   (tmp_path / 'badshards' / 'manifest.json').write_text('{"format_version": ')
   return tmp_path
@@ -90,6 +96,8 @@ TRAIN = ['issf-train', '--config', SYNTHETIC, '--workdir', '{tmp}/run',
 PREDICT = ['issf-predict', '--workdir', '{tmp}/run', '--features', '{tmp}/x.npy']
 PREDICT_RUN = ['issf-predict', '--workdir', '{tmp}/trained', '--features']  # + a features file
 SCORE = ['issf-eval', 'score', '--ground_truth', '{tmp}/gt.json', '--subset', 'test']
+SCORE_GT = ['issf-eval', 'score', '--predictions', '{tmp}/pred_ok.json', '--subset', 'test',
+            '--ground_truth']  # fmt: skip
 PREPARE = ['issf-prepare', '--format', 'wtalc', '--src', '{tmp}', '--out', '{tmp}/shards']
 
 # id -> (command line, the error line's program, pieces the error line must hold)
@@ -221,6 +229,14 @@ CASES = {
                             ['--out /sys/issf_shards', 'cannot be written']),
   'repro_workdir_read_only': (['issf-repro', '--table', '4', '--workdir', '/sys/issf_repro'],
                               'issf-repro', ['--workdir /sys/issf_repro', 'cannot be written']),
+  # Ground truth that is refused as predictions are: reversed or negative segments; a label
+  # that is not a class name (3 became a class "3").
+  'score_gt_reversed_segment': (SCORE_GT + ['{tmp}/gt_reversed.json'], 'issf-eval score',
+                                ['gt_reversed.json', "database['v'].annotations[0]", 'invalid']),
+  'score_gt_negative_time': (SCORE_GT + ['{tmp}/gt_negative.json'], 'issf-eval score',
+                             ['gt_negative.json', 'negative']),
+  'score_gt_integer_label': (SCORE_GT + ['{tmp}/gt_int_label.json'], 'issf-eval score',
+                             ['gt_int_label.json', 'label 3 is not a string']),
 }  # fmt: skip
 
 
