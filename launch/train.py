@@ -85,10 +85,27 @@ def main(argv):
   from issf_jax.train import loop
   from launch import reporting
 
-  loop.train_and_evaluate(
-    config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
-    allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-  )  # fmt: skip
+  try:
+    loop.train_and_evaluate(
+      config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
+      allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+    )  # fmt: skip
+  except KeyboardInterrupt:
+    sys.exit(interrupted(_WORKDIR.value))
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def interrupted(workdir: str) -> int:
+  """Prints where a run stopped by Ctrl-C resumes, as one line; returns the exit status."""
+  folder = os.path.join(workdir, 'checkpoints')
+  # Orbax gives a save its step's name only once the save is complete.
+  steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+  where = f'its last checkpoint, step {steps[-1]}' if steps else 'the start (no checkpoint yet)'
+  print(f'issf-train: interrupted; the same command resumes {workdir} from {where}',
+        file=sys.stderr, flush=True)  # fmt: skip
+  return EXIT_INTERRUPTED
 
 
 def run():

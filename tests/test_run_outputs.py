@@ -141,3 +141,46 @@ def test_overrides_without_config_read_the_run_folder():
   ]  # fmt: skip
   for same in (argv[:3], argv + ['--config', 'configs/thumos14.py'], ['x', '--config.a=1']):
     assert cli.with_run_config(same) == same
+
+
+# ---- Console: Ctrl-C, and the classification mAP of a split without some class ---------------
+
+
+def test_ctrl_c_says_where_the_run_resumes(tmp_path, tiny_shards, jax_cache_dir):
+  """SIGINT during training: exit status 130 and one line naming the checkpoint the same
+  command resumes from (it was a KeyboardInterrupt traceback)."""
+  import signal
+  import subprocess
+  import sys
+
+  from tests.conftest import train_args
+
+  workdir = tmp_path / 'run'
+  args = train_args(workdir, tiny_shards, {'train.num_epochs': 40})
+  proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR,
+                          env=subprocess_env(jax_cache_dir), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+  try:
+    for line in proc.stdout:
+      if 'step     12/' in line:  # the first checkpoint (step 6) is complete by then
+        break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr, stderr[-3000:]
+  [line] = [line for line in stderr.splitlines() if 'interrupted' in line]
+  step = int(line.rsplit('step ', 1)[1])
+  assert (
+    line == f'issf-train: interrupted; the same command resumes {workdir} from its last '
+    f'checkpoint, step {step}'
+  )
+  assert step in (6, 12) and (workdir / 'checkpoints' / str(step) / 'state').is_dir()
+
+
+def test_a_nan_classification_map_is_explained_not_warned(tiny_run):
+  """The tiny split has classes without a positive video: the table says why its
+  classification mAP is nan, and no raw UserWarning (with its source line) is printed."""
+  assert 'UserWarning' not in (tiny_run.parent / 'stderr.txt').read_text()
+  assert 'its AP is undefined' in (tiny_run.parent / 'stdout.txt').read_text()

@@ -110,6 +110,8 @@ class Evaluator:
       with warnings.catch_warnings():
         # The result carries the classes without proposals, and the table prints them.
         warnings.filterwarnings('ignore', message=r'rskp: classes .* have no proposal')
+        # And the classification mAP of a split where a class has no positive video (nan).
+        warnings.filterwarnings('ignore', message=r'classification mAP: classes .* no positive')
         result = evaluation.evaluate_rskp(
           [p['video_scores'] for p in preds], [p['cas'] for p in preds], predicted['video_ids'],
           ground_truth, class_names, subset=subset, config=proposal_config,
