@@ -169,7 +169,43 @@ def branch_probs(config, state, features, class_ids) -> dict:
   }
 
 
-def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
+def available_memory() -> tuple[int | None, str]:
+  """(bytes the first device can hold, its name): an accelerator's limit, or the host's RAM."""
+  import jax
+
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  if stats.get('bytes_limit'):
+    return int(stats['bytes_limit']), device.device_kind
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), "this machine's memory"
+  except (ValueError, OSError, AttributeError):
+    return None, ''
+
+
+def check_memory(compiled, num_snippets: int, video: str = 'the video') -> None:
+  """Raises InputError when the compiled prediction needs more memory than the device has (the
+  model's T x T maps: 16 T^2 bytes, 640 GB at 200,000 snippets), naming the longest T that fits."""
+  from issf_common import errors
+
+  analysis = compiled.memory_analysis()
+  limit, where = available_memory()
+  if analysis is None or limit is None:
+    return
+  need = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+  need += analysis.output_size_in_bytes
+  if need > limit:
+    longest = int(num_snippets * (limit / need) ** 0.5 * 0.9)  # the need grows as T^2
+    raise errors.InputError(
+      f'{video}: {num_snippets} snippets need about {need / 1e9:.0f} GB to predict (the model '
+      f'compares every pair of snippets), more than the {limit / 1e9:.0f} GB of {where}; cut the '
+      f'video into parts of at most about {longest} snippets'
+    )
+
+
+def predict_video(
+  config, params, features, *, fps: float, stride: int, video: str = 'the video'
+) -> dict:
   """Detections of one [T, D] video, sampled as the evaluator does.
 
   Returns {'video_scores', 'cas', 'attention', 'detections' [N, 4] (seconds),
@@ -185,11 +221,14 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   length = len(features)
   anet = config.data.mode == 'activitynet'
   x, mask = model_input(config, features)
-  predict = inference.make_predict_fn(config)
   key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  video_index = np.zeros(1, np.int32)
+  predict = inference.make_predict_fn(config).lower(params, x, mask, video_index, key_data)
+  predict = predict.compile()
+  check_memory(predict, length, video)  # before any of it is allocated
   [pred] = inference.predict_batches(
     predict, params,
-    [{'features': x, 'mask': mask, 'video_index': np.zeros(1, np.int32),
+    [{'features': x, 'mask': mask, 'video_index': video_index,
       'labels': np.zeros((1, config.model.num_classes), np.float32)}],
     key_data,
   )  # fmt: skip
@@ -324,7 +363,7 @@ def main(argv):
   gt = ground_truth_of(gt_path, video) if _PLOT.value or _GROUND_TRUTH.value else []
   checkpoints = os.path.join(run_dir, 'checkpoints')
   state, step = restore.restore_state(config, checkpoints, _CHECKPOINT.value)
-  pred = predict_video(config, state.params, features, fps=fps, stride=stride)
+  pred = predict_video(config, state.params, features, fps=fps, stride=stride, video=video)
   names = class_names_for(config)
   dets = [
     {'label': names[int(c)], 'score': float(s), 'segment': [float(a), float(b)]}

@@ -90,3 +90,16 @@ def test_predict_one_video_of_a_release_by_its_id(tiny_run, tiny_shards, jax_cac
 
   with pytest.raises(errors.InputError, match='--video_id nosuch: not in .*40 videos'):
     one_video.from_shards(str(tiny_shards), 'nosuch')
+
+
+def test_predict_a_video_too_long_for_memory_says_the_limit(tiny_run, jax_cache_dir, tmp_path):
+  """200,000 snippets would need ~640 GB (the model's T x T maps): one line with the need and
+  the longest T that fits, before anything is allocated (a JaxRuntimeError traceback)."""
+  from tests.test_bad_inputs import assert_one_error_line
+
+  np.save(tmp_path / 'long.npy', np.zeros((200_000, 64), np.float32))
+  args = ['-m', 'launch.predict', '--workdir', tiny_run, '--features', tmp_path / 'long.npy']
+  proc = run_python(args, subprocess_env(jax_cache_dir), check=False)
+  line = assert_one_error_line(proc, 'issf-predict', 'long: 200000 snippets need about 64')
+  assert 'cut the video into parts of at most about' in line
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['long.npy']
