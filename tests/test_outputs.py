@@ -44,3 +44,18 @@ def test_check_writable(tmp_path):
     outputs.check_writable(tmp_path / 'file' / 'x', '--out')
   with pytest.raises(outputs.OutputError, match='--out /sys/x: /sys cannot be written'):
     outputs.check_writable('/sys/x', '--out')  # read-only even for root
+
+
+def test_devices_are_written_in_place_and_links_followed(tmp_path):
+  """/dev/full (a device: renaming over it would replace it) is written in place, and fails
+  with ENOSPC; a link to a file keeps being a link, to the new content."""
+  import os
+
+  if os.path.exists('/dev/full'):
+    with pytest.raises(outputs.OutputError, match='No space left on device'):
+      outputs.write_bytes('/dev/full', b'x')
+    assert not os.path.isfile('/dev/full')
+  (tmp_path / 'target.txt').write_text('old')
+  (tmp_path / 'link.txt').symlink_to(tmp_path / 'target.txt')
+  outputs.write_text(tmp_path / 'link.txt', 'new')
+  assert (tmp_path / 'link.txt').is_symlink() and (tmp_path / 'target.txt').read_text() == 'new'
