@@ -23,6 +23,7 @@ reads its own slice of every global batch.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import sys
 
@@ -85,6 +86,7 @@ def main(argv):
   from issf_jax.train import loop
   from launch import reporting
 
+  logging_std.getLogger('absl').addFilter(_DropDiskFullReports())
   try:
     loop.train_and_evaluate(
       config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
@@ -92,20 +94,63 @@ def main(argv):
     )  # fmt: skip
   except KeyboardInterrupt:
     sys.exit(interrupted(_WORKDIR.value))
+  except Exception as err:
+    reason = disk_full(err)
+    if reason is None:
+      raise
+    workdir = _WORKDIR.value
+    cli.fail('issf-train', f'--workdir {workdir}: no space left on its device ({reason}); free '
+             f'space and the same command resumes from {resume_point(workdir)}')  # fmt: skip
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
-def interrupted(workdir: str) -> int:
-  """Prints where a run stopped by Ctrl-C resumes, as one line; returns the exit status."""
+def resume_point(workdir: str) -> str:
+  """Where the same command resumes the run: 'its last checkpoint, step N' or the start."""
   folder = os.path.join(workdir, 'checkpoints')
   # Orbax gives a save its step's name only once the save is complete.
   steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
-  where = f'its last checkpoint, step {steps[-1]}' if steps else 'the start (no checkpoint yet)'
-  print(f'issf-train: interrupted; the same command resumes {workdir} from {where}',
-        file=sys.stderr, flush=True)  # fmt: skip
+  return f'its last checkpoint, step {steps[-1]}' if steps else 'the start (no checkpoint yet)'
+
+
+def interrupted(workdir: str) -> int:
+  """Prints where a run stopped by Ctrl-C resumes, as one line; returns the exit status."""
+  print(f'issf-train: interrupted; the same command resumes {workdir} from '
+        f'{resume_point(workdir)}', file=sys.stderr, flush=True)  # fmt: skip
   return EXIT_INTERRUPTED
+
+
+def disk_full(err: BaseException) -> str | None:
+  """A short reason when `err` (or its cause) is a full disk, else None. Orbax's writers
+  report it as tensorstore's RESOURCE_EXHAUSTED "Error writing" (a ValueError), the other
+  writers as an OSError with errno ENOSPC."""
+  import errno
+
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+      return f'{err.filename or ""}: {err.strerror}'.lstrip(': ')
+    if _is_disk_full_text(str(err)):
+      return 'a checkpoint could not be written'
+    err = err.__cause__ or err.__context__
+  return None
+
+
+def _is_disk_full_text(text: str) -> bool:
+  return 'No space left on device' in text or (
+    'RESOURCE_EXHAUSTED' in text and ('Error writing' in text or 'Failed writing' in text)
+  )
+
+
+class _DropDiskFullReports(logging_std.Filter):
+  """Orbax's threads log a full disk with a traceback each (4 of them) before the save fails
+  in the main thread, where `main` reports it as one line."""
+
+  def filter(self, record) -> bool:
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+    return not _is_disk_full_text(text)
 
 
 def run():

@@ -184,3 +184,29 @@ def test_a_nan_classification_map_is_explained_not_warned(tiny_run):
   classification mAP is nan, and no raw UserWarning (with its source line) is printed."""
   assert 'UserWarning' not in (tiny_run.parent / 'stderr.txt').read_text()
   assert 'its AP is undefined' in (tiny_run.parent / 'stdout.txt').read_text()
+
+
+@pytest.mark.slow
+def test_a_full_disk_in_training_is_one_line(tmp_path, tiny_shards, jax_cache_dir):
+  """A run folder on a 600 kB tmpfs fills at the third checkpoint: one line naming the
+  folder and the checkpoint the same command resumes from (it was 5 tracebacks). Needs root
+  (mount); skipped elsewhere."""
+  import subprocess
+
+  from tests.conftest import train_args
+
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', str(disk)],
+                    capture_output=True).returncode != 0:  # fmt: skip
+    pytest.skip('cannot mount a small tmpfs here')
+  try:
+    proc = run_python(train_args(disk / 'run', tiny_shards), subprocess_env(jax_cache_dir),
+                      check=False)  # fmt: skip
+  finally:
+    subprocess.run(['umount', str(disk)], check=True)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
+  [line] = [line for line in proc.stderr.splitlines() if ': error: ' in line]
+  assert line.startswith(f'issf-train: error: --workdir {disk / "run"}: no space left')
+  assert 'resumes from its last checkpoint, step 12' in line
