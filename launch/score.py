@@ -65,6 +65,8 @@ def load_json(path: str, what: str, loader=None):
     raise InputError(f'{what} file {path}: not found') from None
   except json.JSONDecodeError as err:
     raise InputError(f'{what} file {path}: invalid JSON ({err})') from None
+  except gt_lib.FormatError as err:
+    raise InputError(f'{what} file {path}: {err}') from None
   except (OSError, UnicodeDecodeError) as err:
     raise InputError(f'{what} file {path}: cannot be read ({err})') from None
 

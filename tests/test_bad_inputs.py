@@ -86,6 +86,8 @@ def inputs(tmp_path, run_config) -> Path:
     (tmp_path / f'gt_{name}.json').write_text(json.dumps({'database': {'v': bad}}))
   ok = {'results': {'v': [{'label': 'A', 'score': 0.5, 'segment': [0.0, 5.0]}]}}
   (tmp_path / 'pred_ok.json').write_text(json.dumps(ok))
+  one = '[{"label": "A", "score": 0.5, "segment": [0.0, 5.0]}]'
+  (tmp_path / 'pred_twice.json').write_text(f'{{"results": {{"v": {one}, "v": {one}}}}}')
   (tmp_path / 'badshards').mkdir()
   (tmp_path / 'badshards' / 'manifest.json').write_text('{"format_version": ')
   return tmp_path
@@ -235,6 +237,8 @@ CASES = {
                                 ['gt_reversed.json', "database['v'].annotations[0]", 'invalid']),
   'score_gt_negative_time': (SCORE_GT + ['{tmp}/gt_negative.json'], 'issf-eval score',
                              ['gt_negative.json', 'negative']),
+  'score_video_listed_twice': (SCORE + ['--predictions', '{tmp}/pred_twice.json'],
+                               'issf-eval score', ['pred_twice.json', "key 'v' appears twice"]),
   'score_gt_integer_label': (SCORE_GT + ['{tmp}/gt_int_label.json'], 'issf-eval score',
                              ['gt_int_label.json', 'label 3 is not a string']),
 }  # fmt: skip
