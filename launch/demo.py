@@ -16,7 +16,7 @@ import time
 
 from absl import flags, logging
 
-from issf_common import errors, outputs
+from issf_common import outputs
 from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where data and runs go.')
@@ -61,27 +61,14 @@ def train_variant(name: str, arg: str, shards: str, workdir: str, scale: str) ->
   if out['eval']:
     return {'eval': out['eval'], 'minutes': (time.time() - t0) / 60}
   # Nothing was trained (the run had finished): its last evaluation, as the trainer logged it.
+  from issf_jax.train import metrics_writer
+
   step = int(out['state'].step)
   print(f'{run_dir} had finished (step {step}): its evaluation at step {step}, as logged.')
   return {
-    'eval': logged_evaluation(run_dir, step),
+    'eval': metrics_writer.logged_evaluation(run_dir, step),
     'minutes': float('nan'),
     'finished_earlier': True,
-  }
-
-
-def logged_evaluation(run_dir: str, step: int) -> dict:
-  """The summary metrics of the evaluation at `step` in `<run_dir>/metrics.jsonl` (null: NaN)."""
-  from issf_jax.train import metrics_writer
-
-  records = metrics_writer.read_records(os.path.join(run_dir, metrics_writer.METRICS_FILE))
-  found = [r for r in records if r['step'] == step and 'eval/average_mAP' in r]
-  if not found:
-    raise errors.MissingFileError(f'{run_dir}: metrics.jsonl has no evaluation at step {step}')
-  return {
-    k.removeprefix('eval/'): float('nan') if v is None else v
-    for k, v in found[-1].items()
-    if k.startswith('eval/')
   }
 
 

@@ -77,7 +77,11 @@ def config_tag(config, workdir: str) -> tuple[str | None, dict]:
   from issf_jax.train import restore, run_dir
 
   used = run_dir.config_dict(config)
-  changes = run_dir.config_changes(run_dir.config_dict(restore.load_config(workdir)), used)
+  try:
+    stored = run_dir.config_dict(restore.load_config(workdir))
+  except errors.MissingFileError:  # no config.json (checkpoints alone): every key differs
+    stored = {}
+  changes = run_dir.config_changes(stored, used)
   if not changes:
     return None, {}
   text = json.dumps({k: list(v) for k, v in changes.items()}, sort_keys=True, default=str)

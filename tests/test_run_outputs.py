@@ -41,9 +41,9 @@ def _files(folder) -> dict:
 def test_logged_evaluation_is_the_trainers(tiny_run):
   """What a second demo reports for a finished run: the evaluation the trainer logged at its
   last step, equal to the numbers of its eval/step_24.json (NaN where the file holds null)."""
-  from launch import demo
+  from issf_jax.train import metrics_writer
 
-  logged = demo.logged_evaluation(str(tiny_run), 24)
+  logged = metrics_writer.logged_evaluation(str(tiny_run), 24)
   result = json.loads((tiny_run / 'eval' / 'step_24.json').read_text())
   assert logged['average_mAP'] == result['average_mAP']
   assert [logged[f'mAP@{t:g}'] for t in result['tiou_thresholds']] == result['mAP']
@@ -51,7 +51,7 @@ def test_logged_evaluation_is_the_trainers(tiny_run):
   from issf_common import errors
 
   with pytest.raises(errors.MissingFileError, match='no evaluation at step 18'):
-    demo.logged_evaluation(str(tiny_run), 18)
+    metrics_writer.logged_evaluation(str(tiny_run), 18)
 
 
 @pytest.mark.slow
