@@ -44,11 +44,25 @@ def damaged_run(tmp_path_factory, tiny_run) -> Path:
 
 
 @pytest.mark.parametrize('how', ['truncated', 'no_METADATA', 'no_meta'])
-def test_eval_names_the_damaged_step(tmp_path, tiny_run, how):
+def test_restore_names_the_damaged_step(tmp_path, tiny_run, how):
+  """Each kind of damage is one DamagedCheckpointError naming the step and the others; the
+  newest intact step still restores."""
+  from issf_jax import checkpointing
+  from issf_jax.train import restore
+
   workdir = tmp_path / 'run'
-  shutil.copytree(tiny_run, workdir, ignore=shutil.ignore_patterns('tensorboard'))
+  shutil.copytree(tiny_run / 'checkpoints', workdir / 'checkpoints')
   _damage(workdir / 'checkpoints' / '24', how)
-  proc = run(command('issf-eval') + ['--workdir', workdir])
+  config = restore.load_config(str(tiny_run))
+  with pytest.raises(checkpointing.DamagedCheckpointError, match=r'step 24 is damaged .*'
+                     r'the other steps are \[6, 12, 18\]\.$'):  # fmt: skip
+    restore.restore_state(config, str(workdir / 'checkpoints'), 'latest')
+  _, step = restore.restore_state(config, str(workdir / 'checkpoints'), 18)
+  assert step == 18
+
+
+def test_eval_names_the_damaged_step(damaged_run):
+  proc = run(command('issf-eval') + ['--workdir', damaged_run])
   assert_one_error_line(proc, 'issf-eval', 'step 24 is damaged', 'other steps are [6, 12, 18]')
 
 
@@ -59,21 +73,21 @@ def test_predict_names_the_damaged_step(damaged_run, tmp_path):
   assert sorted(p.name for p in tmp_path.iterdir()) == ['x.npy']  # no detections written
 
 
-def test_resume_skips_the_damaged_step(damaged_run, tiny_run, tiny_shards, jax_cache_dir):
+def test_resume_skips_the_damaged_step(damaged_run, tiny_run, tiny_shards, jax_cache_dir, tmp_path):
   """Resumes from step 18, says it skipped 24, and trains step 24 again to the same result.
   The shards are named relative to the working folder: the run's config.json names them by
   the absolute path the run was started with, so this is no config change."""
-  (damaged_run / 'predictions' / 'step_24.json').unlink()
+  workdir = tmp_path / 'run'  # a copy: the other tests read the damaged run as it is
+  shutil.copytree(damaged_run, workdir)
+  (workdir / 'predictions' / 'step_24.json').unlink()
   shards = os.path.relpath(tiny_shards, REPO_DIR)  # the subprocess runs in REPO_DIR
-  proc = run_python(train_args(damaged_run, shards), subprocess_env(jax_cache_dir))
+  proc = run_python(train_args(workdir, shards), subprocess_env(jax_cache_dir))
   warning = [line for line in proc.stderr.splitlines() if 'Skipped damaged checkpoint' in line]
   assert len(warning) == 1 and 'step(s) [24]' in warning[0], proc.stderr[-3000:]
   assert 'resuming from step 18' in warning[0]
   assert 'Traceback' not in proc.stderr
-  assert (damaged_run / 'checkpoints.damaged' / '24' / 'state').is_dir()  # kept to look at
-  assert (damaged_run / 'checkpoints' / '24' / 'state' / '_METADATA').is_file()  # saved again
-  assert json.loads((damaged_run / 'config.json').read_text())['data']['shards_dir'] == str(
-    tiny_shards
-  )
-  again = json.loads((damaged_run / 'predictions' / 'step_24.json').read_text())
+  assert (workdir / 'checkpoints.damaged' / '24' / 'state').is_dir()  # kept to look at
+  assert (workdir / 'checkpoints' / '24' / 'state' / '_METADATA').is_file()  # saved again
+  assert json.loads((workdir / 'config.json').read_text())['data']['shards_dir'] == str(tiny_shards)
+  again = json.loads((workdir / 'predictions' / 'step_24.json').read_text())
   assert again == json.loads((tiny_run / 'predictions' / 'step_24.json').read_text())
