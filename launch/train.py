@@ -74,13 +74,12 @@ def main(argv):
   if _SHOW_CONFIG.value:
     print(config, end='')  # YAML, keys sorted, lazy references resolved
     return 0
-  from issf_common import outputs
+  from issf_common import outputs, paths
 
   outputs.check_writable(_WORKDIR.value, '--workdir')  # before any work (or a file, not a folder)
-  shards = config.data.shards_dir
-  if shards and '://' not in shards and not os.path.isabs(shards):
-    # The run's config.json is read from other folders (issf-eval, issf-predict).
-    config.data.shards_dir = os.path.abspath(shards)
+  if config.data.shards_dir:
+    # Absolute: the run's config.json is read from other folders (issf-eval, issf-predict).
+    config.data.shards_dir = paths.absolute(config.data.shards_dir)
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop
@@ -108,9 +107,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by 
 
 def resume_point(workdir: str) -> str:
   """Where the same command resumes the run: 'its last checkpoint, step N' or the start."""
-  folder = os.path.join(workdir, 'checkpoints')
+  from issf_common import paths
+
+  folder = paths.path(paths.join(workdir, 'checkpoints'))
   # Orbax gives a save its step's name only once the save is complete.
-  steps = sorted(int(n) for n in os.listdir(folder) if n.isdigit()) if os.path.isdir(folder) else []
+  names = [p.name for p in folder.iterdir()] if folder.exists() else []
+  steps = sorted(int(n) for n in names if n.isdigit())
   return f'its last checkpoint, step {steps[-1]}' if steps else 'the start (no checkpoint yet)'
 
 
