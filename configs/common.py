@@ -257,10 +257,14 @@ def parse_arg(arg: str | None, **extra_defaults) -> ml_collections.ConfigDict:
   out = ml_collections.ConfigDict(defaults)
   if not arg:
     return out
+  seen = set()
   for item in arg.split(','):
     if '=' not in item:
       raise errors.ConfigError(f'Config argument {item!r} is not key=value (in {arg!r}).')
     key, value = item.split('=', 1)
+    if key in seen:  # the last one would win silently
+      raise errors.ConfigError(f'Config argument {key} is given twice (in {arg!r}).')
+    seen.add(key)
     if key not in defaults:
       raise errors.ConfigError(f'Unknown config argument {key!r}; known: {sorted(defaults)}.')
     if key in _CHOICES and value not in _CHOICES[key]:

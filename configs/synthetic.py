@@ -2,8 +2,9 @@ r"""ISSF on the embedded synthetic THUMOS-shaped benchmark (the default; no down
 
 The generator (`data_pipelines/synthetic.py`, scale `small`) writes the W-TALC format,
 `issf-prepare` shards it, and this config trains ISSF on it with THUMOS's recipe scaled
-down: D = 256 features, lr 1e-4, 30 epochs. The epoch-indexed events of the recipe scale
-with `train.num_epochs` E (lazily, so an override moves them):
+down: D = 256 features (the scale's D: `scale=tiny` 64, `scale=full` 2048), lr 1e-4,
+30 epochs. The epoch-indexed events of the recipe scale with `train.num_epochs` E (lazily, so
+an override moves them):
   recipe=authors (default): memory built at the end of epoch ceil(2E/180) - 1 = 0, a sorted
     merge until epoch round(85E/180) = 14, then the m-blend;
   recipe=spec_v1: memory built at the end of epoch floor(100E/180) = 16.
@@ -31,8 +32,10 @@ def get_config(arg=None):
     raise errors.ConfigError(
       f'Config argument scale={arg.scale!r}; choose from {tuple(synthetic.SCALES)}.'
     )
+  # The model's D is the scale's (tiny 64, small 256, full 2048), as the generator writes it.
+  dim = synthetic.SCALES[arg.scale].feature_dim
   config = common.base_config(
-    dataset='thumos14', num_classes=20, feature_dim=256, lr=1e-4, num_epochs=30, batch_size=10
+    dataset='thumos14', num_classes=20, feature_dim=dim, lr=1e-4, num_epochs=30, batch_size=10
   )
   config.dataset = 'synthetic'
   config.data.synthetic_scale = arg.scale

@@ -82,8 +82,14 @@ def load_manifest(shards_dir: str) -> dict:
     raise errors.MissingFileError(
       f'{path} not found: {shards_dir} is not a complete shard directory (run `issf-prepare`)'
     )
-  manifest = json.loads(paths.read_text(path))
-  if manifest.get('format_version') != FORMAT_VERSION:
+  try:
+    manifest = json.loads(paths.read_text(path))
+  except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+    raise source.DataValidationError(
+      f'{path}: cannot be read as JSON ({err}); rerun issf-prepare'
+    ) from None
+  if not isinstance(manifest, dict) or manifest.get('format_version') != FORMAT_VERSION:
+    manifest = manifest if isinstance(manifest, dict) else {}
     raise source.DataValidationError(
       f'{path}: format_version {manifest.get("format_version")}, expected {FORMAT_VERSION}'
     )

@@ -24,7 +24,7 @@ from absl import logging
 
 from data_pipelines import acmnet, class_names, source, wtalc
 from data_pipelines import manifest as manifest_lib
-from issf_common import errors, paths
+from issf_common import errors, outputs, paths
 
 SUBSET_RULE = (
   "W-TALC: 'training' -> train, 'test' -> test, 'validation' -> train (THUMOS14) or test "
@@ -102,12 +102,34 @@ def convert(
   if name is not None:
     kwargs['name'] = name
   dataset = read_source(fmt, src, **kwargs)
+  if not dataset.videos:  # nothing would be written but a manifest of 0 videos and D=None
+    subsets = sorted({str(v['subset']) for v in dataset.skipped})
+    raise source.DataValidationError(
+      f'{src}: no video to convert: {len(dataset.skipped)} in subsets outside '
+      f'{list(source.SUBSETS)} ({subsets[:5]}), {len(dataset.missing)} without features'
+    )
   # Import here: TF costs ~2 s (more on a loaded machine); bad flags and a bad --src fail first.
   from data_pipelines import shards
 
   if paths.absolute(out) == os.path.abspath(src):
     raise errors.InputError(f'--out {out}: must differ from --src')
+  created = not paths.exists(out)
   paths.makedirs(out)
+  try:
+    return _convert(dataset, out, shards, videos_per_shard, num_shards)
+  except BaseException as err:
+    if created:  # a conversion that fails leaves no folder it made (a video fails validation)
+      try:
+        paths.path(out).rmtree()
+      except OSError:
+        pass
+    if isinstance(err, OSError) and not isinstance(err, errors.InputError):  # a full disk
+      raise outputs.OutputError(f'--out {out}: cannot be written ({err.strerror or err})') from None
+    raise
+
+
+def _convert(dataset, out: str, shards, videos_per_shard: int, num_shards: int | None) -> dict:
+  """`convert` into the existing folder `out` (`shards`: the shard writer module)."""
   _clean(out)
 
   tables, shard_lists, written = {}, {}, set()

@@ -39,7 +39,16 @@ PACKAGED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'annotat
 
 
 def _load(path: str):
-  return np.load(path, allow_pickle=True, encoding='bytes')
+  """A released .npy (arrays of strings or of per-video arrays, which numpy stores pickled)."""
+  import pickle
+
+  try:
+    return np.load(path, allow_pickle=True, encoding='bytes')
+  except (EOFError, ValueError, OSError, pickle.UnpicklingError) as err:  # empty, cut short
+    reason = str(err).split('\n')[0] or type(err).__name__
+    raise source.DataValidationError(
+      f'{path}: cannot be read as .npy ({reason}; empty or truncated?)'
+    ) from None
 
 
 def locate(src: str, name: str | None = None) -> tuple[str, str, str]:

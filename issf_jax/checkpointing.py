@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from typing import Any
 
 import jax
@@ -27,6 +28,38 @@ _SHAPE_FIELDS = ('num_classes', 'feature_dim', 'embed_dim', 'use_brm', 'brm_vari
 
 class CheckpointMismatchError(errors.ConfigError):
   """The checkpoint was written by a model of another shape."""
+
+
+class DamagedCheckpointError(errors.InputError):
+  """A checkpoint step whose files do not restore (truncated, deleted or corrupt)."""
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+  """`Type: the message's first line`, without tensorstore's spec dump, at most `limit` chars."""
+  lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+  text = (lines[0] if lines else '').split(' [tensorstore_spec')[0]
+  text = text if len(text) <= limit else text[: limit - 3] + '...'
+  return f'{type(err).__name__}: {text}'.rstrip(': ')
+
+
+@contextlib.contextmanager
+def _closed_loop_reports_dropped_on_failure():
+  """When a read fails, the other reads of the same restore still complete, on tensorstore's
+  threads, into Orbax's event loop, which is closed by then: each reports a "RuntimeError:
+  Event loop is closed" traceback through `sys.unraisablehook`. They say nothing more than the
+  failure, so after one the hook drops them for the rest of the process; a read that succeeds
+  leaves the hook as it was."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    value = unraisable.exc_value
+    if isinstance(value, RuntimeError) and str(value) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  yield
+  sys.unraisablehook = previous  # (not reached when the read raised)
 
 
 def model_signature(config) -> dict:
@@ -131,8 +164,9 @@ class Checkpointer:
       CheckpointMismatchError: the checkpoint's model shape differs from the config's.
     """
     step = self.resolve(which)
-    meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    stored = dict(meta['meta'])
+    stored = self._read(step, lambda: dict(
+      self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    ))  # fmt: skip
     diffs = {k: (stored.get(k), v) for k, v in signature.items() if stored.get(k) != v}
     if diffs:
       detail = ', '.join(f'{k}: checkpoint {a!r} vs config {b!r}' for k, (a, b) in diffs.items())
@@ -140,13 +174,65 @@ class Checkpointer:
         f'Checkpoint {self.directory} step {step} was written by a model of another shape '
         f'({detail}). Use a new --workdir or the original config.'
       )
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-      ),
+    args = ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
     )
+    restored = self._read(step, lambda: self._manager.restore(step, args=args))
     return restored['state'], dict(restored['data']), step
+
+  def _read(self, step: int, read):
+    """`read()`, its failure reported as one DamagedCheckpointError naming the step."""
+    try:
+      with _closed_loop_reports_dropped_on_failure():
+        return read()
+    except Exception as err:  # noqa: BLE001  Orbax/tensorstore raise many types for one cause
+      others = [s for s in self.all_steps() if s != step]
+      raise DamagedCheckpointError(
+        f'Checkpoint {self.directory} step {step} is damaged and cannot be restored '
+        f'({_first_line(err)}); the other steps are {others}.'
+      ) from err
+
+  def restore_newest_intact(self, abstract_state, signature: dict):
+    """Restores the newest step that restores (a resume), skipping the damaged newer ones.
+
+    The caller moves the skipped ones aside (`set_aside`) before it saves those steps again.
+
+    Returns:
+      (state, data_position, step, [(skipped step, reason), ...]).
+    Raises:
+      DamagedCheckpointError: no step restores (it names the newest).
+      CheckpointMismatchError: as `restore`.
+    """
+    skipped, first_error = [], None
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, position, step = self.restore(abstract_state, signature, step)
+        return state, position, step, skipped
+      except DamagedCheckpointError as err:
+        first_error = first_error or err
+        skipped.append((step, str(err)))
+    if first_error is None:
+      raise errors.MissingFileError(f'No checkpoint in {self.directory}.')
+    raise first_error
+
+  def set_aside(self, steps: list[int]) -> list[str]:
+    """Moves each damaged step's folder to `<checkpoints>.damaged/<step>` (process 0; kept to
+    look at, and so that the resumed run can save that step again); returns where they went."""
+    moved = []
+    if jax.process_index() == 0:
+      for step in steps:
+        target = paths.join(self.directory + '.damaged', str(step))
+        paths.makedirs(self.directory + '.damaged')
+        while paths.exists(target):  # damaged twice: keep both
+          target += '_again'
+        paths.path(paths.join(self.directory, str(step))).rename(target)
+        moved.append(target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices('issf_checkpoints_set_aside')
+    self._manager.reload()
+    return moved
 
   def close(self) -> None:
     self._manager.wait_until_finished()

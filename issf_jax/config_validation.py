@@ -58,6 +58,8 @@ RULES: dict[str, tuple[Callable, str]] = {
   'train.checkpoint_every_epochs': _at_least(1),
   'train.keep_last': _at_least(1),
   'train.max_steps': _at_least(0),  # 0: no cap
+  # The seed goes to numpy and TensorFlow too, which take a non-negative one.
+  'train.seed': _closed(0, 2**31 - 1),
   # Model.
   'model.num_classes': _at_least(1),
   'model.feature_dim': _at_least(1),
@@ -155,6 +157,20 @@ def _fails(check: Callable, value) -> bool:
     return True
 
 
+# Integers are counts, indices and seeds; the step counter and the data position are int32 and
+# int64 on the devices and in TensorFlow, so a value beyond int32 is a typo, not a request.
+_INT_LIMIT = 2**31
+
+
+def _unrepresentable(value, rule: str) -> str | None:
+  """What is wrong with a number no field can take (inf, NaN, beyond int32), or None."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return f'{rule} and finite'
+  if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _INT_LIMIT:
+    return f'{rule} and below 2**31 = {_INT_LIMIT}'
+  return None
+
+
 def problems(config) -> Iterator[tuple[str, object, str]]:
   """Yields (dotted key, value, what it must be) for every value out of its range."""
   for key, (check, rule) in RULES.items():
@@ -162,6 +178,10 @@ def problems(config) -> Iterator[tuple[str, object, str]]:
     if value is _ABSENT or value is None:
       continue
     values = list(value) if isinstance(value, list | tuple) else [value]
+    wrong = [w for w in (_unrepresentable(v, rule) for v in values) if w]
+    if wrong:
+      yield key, value, wrong[0]
+      continue
     if isinstance(value, list | tuple) and not values:
       yield key, value, 'must not be empty'
     elif any(_fails(check, v) for v in values):
@@ -184,6 +204,42 @@ def problems(config) -> Iterator[tuple[str, object, str]]:
         'eval.proposals.thresholds_stop', stop,
         f'must be > eval.proposals.thresholds_start ({start}): the CAS threshold range is empty',
       )  # fmt: skip
+  yield from _best_metric_problem(config)
+
+
+def best_metric_choices(config) -> list[str] | None:
+  """The summary metrics an evaluation with `config` reports (`evaluator.summary_metrics`),
+  which `train.best_metric` may name; None when the config lacks the eval section."""
+  protocol = _lookup(config, 'eval.protocol')
+  thresholds = _lookup(config, 'eval.tiou_thresholds')
+  if _ABSENT in (protocol, thresholds):
+    return None
+  extra = _lookup(config, 'eval.extra_protocols')
+  extra = () if extra in (_ABSENT, None) else tuple(extra)
+  ranges = evaluation.range_averages({'tiou_thresholds': list(thresholds),
+                                      'mAP': [0.0] * len(thresholds)})  # fmt: skip
+  names = []
+  for name in dict.fromkeys((protocol, *extra)):
+    prefix = '' if name == protocol else f'{name}/'
+    own = ['average_mAP', *(f'mAP@{t:g}' for t in thresholds), *ranges]
+    if name == protocol or name == 'rskp':  # the official protocol's only as the primary one
+      own.append('classification_mAP')
+    if name == 'rskp':
+      own.append('natural_average_mAP')
+    names += [prefix + n for n in own]
+  return names
+
+
+def _best_metric_problem(config) -> Iterator[tuple[str, object, str]]:
+  value = _lookup(config, 'train.best_metric')
+  if value is _ABSENT or value in (None, ''):  # '' or None: no best checkpoint is kept
+    return
+  try:
+    choices = best_metric_choices(config)
+  except (TypeError, ValueError):  # a threshold out of range, reported by its own rule
+    return
+  if choices is not None and value not in choices:
+    yield 'train.best_metric', value, 'must be one of the evaluation metrics ' + ', '.join(choices)
 
 
 def describe(key: str, value, rule: str) -> str:

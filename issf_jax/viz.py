@@ -78,7 +78,9 @@ def plot_timeline(
   ax.set_ylabel('detections (solid)\nground truth (hatched)', fontsize=8)
   ax.set_xlim(0, len(cas) * seconds_per_snippet)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  from issf_common import outputs
+
+  outputs.save_figure(path, fig, dpi=110)
   plt.close(fig)
   return path
 

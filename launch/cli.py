@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
@@ -124,7 +125,7 @@ def _exception_chain(err: BaseException) -> Iterator[BaseException]:
     err = err.__cause__ or err.__context__
 
 
-def _argv_value(argv, name: str) -> str | None:
+def argv_value(argv, name: str) -> str | None:
   """The value of `--name V` or `--name=V` in argv (the last one)."""
   value = None
   for i, arg in enumerate(argv):
@@ -135,6 +136,49 @@ def _argv_value(argv, name: str) -> str | None:
   return value
 
 
+RUN_FOLDER_CONFIG = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', 'run_folder.py'
+)
+
+
+def with_run_config(argv: list[str]) -> list[str]:
+  """`argv` with `--config configs/run_folder.py:WORKDIR` added when it has `--config.a.b=v`
+  overrides and a --workdir but no --config: the overrides then apply to the run's own
+  config.json (absl defines the override flags only for a config flag that is given)."""
+  args = argv[1:]
+  overrides = any(a.startswith('--config.') for a in args)
+  has_config = any(a in ('--config', '-config') or a.startswith(('--config=', '-config='))
+                   for a in args)  # fmt: skip
+  workdir = argv_value(args, 'workdir')
+  if not overrides or has_config or not workdir:
+    return argv
+  return [argv[0], f'--config={RUN_FOLDER_CONFIG}:{workdir}', *args]
+
+
+def config_file_message(chain: list[BaseException]) -> str | None:
+  """What is wrong with a config file that does not load (syntax, an import, no or a bad
+  `get_config`), from the chain of the error raised while loading it; else None."""
+  for e in chain:
+    if isinstance(e, SyntaxError):
+      return f'syntax error at line {e.lineno}: {e.msg}'
+    if isinstance(e, ImportError):
+      return f'cannot be loaded ({type(e).__name__}: {e})'
+    if isinstance(e, AttributeError) and "'get_config'" in str(e):
+      return 'defines no get_config() (a config file defines get_config(arg=None))'
+    if isinstance(e, TypeError) and 'get_config()' in str(e):
+      return f'{e} (a config file defines get_config(arg=None))'
+    if isinstance(e, flags.Error) and 'other than None' in str(e):
+      return 'get_config() returned None (a missing return?)'
+  return None
+
+
+class _DropConfigNoneWarning(logging.Filter):
+  """ml_collections warns that get_config() returned None before the flag error says so."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'returned None' not in record.getMessage()
+
+
 def flag_error_message(err: BaseException, argv) -> str | None:
   """A one-line message for an error raised while parsing flags, or None (a bug)."""
   chain = list(_exception_chain(err))
@@ -142,8 +186,13 @@ def flag_error_message(err: BaseException, argv) -> str | None:
   if inputs:
     # The deepest one: ml_collections re-raises a config file's error as the same type, with
     # the traceback in its message.
-    config = _argv_value(argv, 'config')
+    config = argv_value(argv, 'config')
     return f'--config {config}: {inputs[-1]}' if config else str(inputs[-1])
+  config = argv_value(argv, 'config')
+  if config is not None:
+    message = config_file_message(chain)
+    if message:
+      return f'--config {config}: {message}'
   if isinstance(err, flags.Error):
     return str(err).split('\n', 1)[0]
   missing_fields = [e for e in chain if isinstance(e, KeyError)]
@@ -164,7 +213,7 @@ def flag_error_message(err: BaseException, argv) -> str | None:
       )
     return f'{where}: the config has no field {field!r}. {hint.strip()}'.strip()
   if isinstance(err, OSError):
-    config = _argv_value(argv, 'config')
+    config = argv_value(argv, 'config')
     if config is not None:
       return f'--config {config}: the config file cannot be loaded (no such file?)'
   return None
@@ -213,6 +262,7 @@ def _parse_flags(module: ModuleType, prog: str) -> Callable:
     if any(arg in HELP_ARGS for arg in argv[1:]):
       print(help_text(module, prog))
       sys.exit(0)
+    logging.getLogger('absl').addFilter(_DropConfigNoneWarning())
     try:
       rest = flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001  (decided by flag_error_message)

@@ -16,6 +16,7 @@ import time
 
 from absl import flags, logging
 
+from issf_common import outputs
 from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Where data and runs go.')
@@ -30,7 +31,8 @@ VARIANTS = {'ISSF': 'modules=full', 'Base+BRM': 'modules=base_brm', 'Base': 'mod
 def prepare_data(workdir: str, scale: str, seed: int) -> str:
   from data_pipelines import prepare, synthetic
 
-  raw = os.path.join(workdir, 'data', f'synthetic_{scale}_{seed}')
+  # Absolute: the run's config.json names the shards, and is read from any folder.
+  raw = os.path.join(os.path.abspath(workdir), 'data', f'synthetic_{scale}_{seed}')
   shards = raw + '_shards'
   if not os.path.exists(os.path.join(shards, 'manifest.json')):
     t0 = time.time()
@@ -56,7 +58,27 @@ def train_variant(name: str, arg: str, shards: str, workdir: str, scale: str) ->
   print(f'\n=== {name} ({arg}) -> {run_dir}')
   t0 = time.time()
   out = loop.train_and_evaluate(config, run_dir, reporter=reporting.ConsoleReporter())
-  return {'eval': out['eval'], 'minutes': (time.time() - t0) / 60}
+  if out['eval']:
+    return {'eval': out['eval'], 'minutes': (time.time() - t0) / 60}
+  # Nothing was trained (the run had finished): its last evaluation, as the trainer logged it.
+  from issf_jax.train import metrics_writer
+
+  step = int(out['state'].step)
+  print(f'{run_dir} had finished (step {step}): its evaluation at step {step}, as logged.')
+  return {
+    'eval': metrics_writer.logged_evaluation(run_dir, step),
+    'minutes': float('nan'),
+    'finished_earlier': True,
+  }
+
+
+def earlier_minutes(workdir: str) -> dict:
+  """{variant: minutes} of the results.json a previous invocation wrote (missing: {})."""
+  try:
+    with open(os.path.join(workdir, 'results.json')) as f:
+      return {k: v['minutes'] for k, v in json.load(f).items() if v.get('minutes') is not None}
+  except (OSError, ValueError, AttributeError, KeyError, TypeError):
+    return {}
 
 
 def comparison_table(results: dict) -> str:
@@ -78,14 +100,15 @@ def main(argv):
   workdir = _WORKDIR.value
   shards = prepare_data(workdir, _SCALE.value, _SEED.value)
   names = list(VARIANTS) if _COMPARE.value else ['ISSF']
+  minutes = earlier_minutes(workdir)
   results = {n: train_variant(n, VARIANTS[n], shards, workdir, _SCALE.value) for n in names}
+  for name, result in results.items():  # a run finished earlier keeps its training time
+    if result.pop('finished_earlier', False) and name in minutes:
+      result['minutes'] = minutes[name]
   table = comparison_table(results)
   print('\nSynthetic benchmark, last epoch, rskp protocol (mAP %, test split):\n' + table)
-  from issf_jax.train import evaluator
-
-  evaluator.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
-  with open(os.path.join(workdir, 'results.txt'), 'w') as f:
-    f.write(table + '\n')
+  outputs.write_json(os.path.join(workdir, 'results.json'), results)  # strict: NaN -> null
+  outputs.write_text(os.path.join(workdir, 'results.txt'), table + '\n')
 
 
 if __name__ == '__main__':

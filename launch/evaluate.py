@@ -3,7 +3,11 @@ restores a checkpoint of the run (--checkpoint latest, best or a step number) on
 present, predicts the eval split of the run's shard folder, scores it with the run's protocol
 (and config.eval.extra_protocols), prints the results table (mAP per tIoU, the range averages,
 classification mAP, counts) and writes <workdir>/predictions/step_N.json and
-<workdir>/eval/step_N.json, the same files the trainer writes at its evaluations.
+<workdir>/eval/step_N.json, the same files the trainer writes at its evaluations. With a config
+other than the run's (--config FILE, or --config.a.b=v overrides, which apply to the run's own
+config when --config is not given), it writes beside them instead, never over them:
+step_N.config-XXXXXXXX.json, the tag naming the differences, which the eval file records with
+the whole config.
 
 With --sweep_scales, it sweeps the CAS threshold range of the proposals instead: the split named
 by --subset (default train: its temporal annotations are never read by training) is predicted
@@ -13,6 +17,7 @@ has no published range (its CAS spreads over 201 classes), so sweep before trust
 
 usage:
   issf-eval --workdir runs/thumos14 [--checkpoint latest|best|STEP] [--config FILE]
+  issf-eval --workdir runs/thumos14 --config.eval.proposals.thresholds_stop=0.5
   issf-eval --workdir runs/anet --sweep_scales 0.125,0.25,0.5,1,2 [--subset train]
   issf-eval score --predictions PRED.json --ground_truth GT.json --subset test \
     [--protocol official] [--tiou 0.1:0.7:0.1] [--output_json OUT.json]
@@ -58,19 +63,55 @@ def _restore(config, workdir: str, which, checkpoint_dir):
   return state, step, jax.random.key_data(jax.random.key(config.train.seed))
 
 
-def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=None) -> dict:
-  """Restores `which` checkpoint, predicts the eval split and scores it; returns the result."""
+def config_tag(config, workdir: str) -> tuple[str | None, dict]:
+  """(tag, record) of an evaluation with `config` on the run in `workdir`.
+
+  With the run's own config: (None, {}), and the files are the trainer's `step_N.json`. With
+  any other (a --config file, --config.a.b=v overrides): the tag `config-<8 hex digits of the
+  differences>` names files written beside the trainer's, never over them, and the record
+  holds the differences {key: [run's value, this value]} and the whole config.
+  """
+  import hashlib
+  import json
+
+  from issf_jax.train import restore, run_dir
+
+  used = run_dir.config_dict(config)
+  try:
+    stored = run_dir.config_dict(restore.load_config(workdir))
+  except errors.MissingFileError:  # no config.json (checkpoints alone): every key differs
+    stored = {}
+  changes = run_dir.config_changes(stored, used)
+  if not changes:
+    return None, {}
+  text = json.dumps({k: list(v) for k, v in changes.items()}, sort_keys=True, default=str)
+  tag = 'config-' + hashlib.sha256(text.encode()).hexdigest()[:8]
+  return tag, {'config_changes': json.loads(text), 'config': used}
+
+
+def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=None,
+                        tag: str | None = None, record: dict | None = None) -> dict:  # fmt: skip
+  """Restores `which` checkpoint, predicts the eval split and scores it; returns the result.
+  `tag` and `record` (`config_tag`): where the files go and what they record."""
   import jax
 
   from issf_jax.train import evaluator
 
   state, step, key_data = _restore(config, workdir, which, checkpoint_dir)
   evaluate = evaluator.Evaluator(config, workdir)
-  result = evaluate(state.params, step, key_data, checkpoint={'step': int(step), 'which': which})
+  result = evaluate(state.params, step, key_data, checkpoint={'step': int(step), 'which': which},
+                    tag=tag, record=record)  # fmt: skip
   if jax.process_index() == 0:
     label = 'best on eval' if which == 'best' else str(which)
     print(f'Checkpoint step {step} ({label}); {config.data.shards_dir}')
     print(evaluator.format_result(result))
+    if tag:
+      changed = ', '.join(f'{k}={v[1]!r}' for k, v in record['config_changes'].items())
+      print(
+        f"The config differs from the run's ({changed}): wrote "
+        f'{evaluator.step_file(workdir, "predictions", step, tag)} and '
+        f'{evaluator.step_file(workdir, "eval", step, tag)} (the config is recorded there)'
+      )
   return result
 
 
@@ -78,7 +119,15 @@ def main(argv):
   del argv
   from issf_jax.train import restore
 
+  if flags.FLAGS['config'].present and _CONFIG.value is None:
+    raise errors.InputError(
+      f'--config {flags.FLAGS["config"].config_filename}: get_config() returned None '
+      '(a missing return?)'
+    )
   config = _CONFIG.value if _CONFIG.value is not None else restore.load_config(_WORKDIR.value)
+  from issf_common import outputs
+
+  outputs.check_writable(_WORKDIR.value, '--workdir')  # it writes predictions/ and eval/ there
   if _SWEEP_SCALES.value is not None:
     sweep_checkpoint(
       config, _WORKDIR.value, _SWEEP_SCALES.value, _SUBSET.value, _CHECKPOINT.value,
@@ -88,7 +137,8 @@ def main(argv):
   if flags.FLAGS['subset'].present:
     raise errors.InputError('--subset goes with --sweep_scales (an evaluation scores the '
                                 "config's data.eval_subset)")  # fmt: skip
-  evaluate_checkpoint(config, _WORKDIR.value, _CHECKPOINT.value, _CHECKPOINT_DIR.value)
+  tag, record = config_tag(config, _WORKDIR.value) if _CONFIG.value is not None else (None, {})
+  evaluate_checkpoint(config, _WORKDIR.value, _CHECKPOINT.value, _CHECKPOINT_DIR.value, tag, record)
 
 
 def sweep_checkpoint(config, workdir, scales_text, subset, which='latest', checkpoint_dir=None):
@@ -123,6 +173,7 @@ def run():
     from launch import score
 
     sys.exit(score.main(sys.argv[2:]))
+  sys.argv = cli.with_run_config(sys.argv)
   flags.mark_flags_as_required(['workdir'])
   cli.run_absl(main, sys.modules[__name__], 'issf-eval')
 

@@ -1,7 +1,9 @@
 r"""Detects the actions in one video with a trained run. It restores a checkpoint of the run
 folder (--workdir; --checkpoint latest, best or a step number), reads the video's [T, D]
-snippet features (a .npy file), prints the detections (label, score, start and end in seconds)
-and writes them as JSON; --plot draws the fused localisation map of the top classes, the
+snippet features (a .npy file; or, with --video_id alone, the video's record in a shard folder
+written by issf-prepare, the run's own by default; or, with --video_id, its row of a released
+W-TALC <Name>-I3D-JOINTFeatures.npy), prints the detections (label, score, start and end in
+seconds) and writes them as JSON; --plot draws the fused localisation map of the top classes, the
 attention, the detections and, with --ground_truth, the annotated segments; --branches adds
 what each branch teaches the base branch (base, BRM, DEM and the pseudo-label).
 
@@ -9,6 +11,13 @@ usage:
   issf-predict --workdir runs/thumos14 --features video.npy [--checkpoint latest|best|STEP] \
     [--fps 25 --stride 16] [--output dets.json] [--plot out.png] \
     [--ground_truth GT.json --video_id ID] [--branches]
+  issf-predict --workdir runs/thumos14 --video_id video_test_0000004 [--shards_dir DIR]
+  issf-predict --workdir runs/thumos14 --video_id video_test_0000004 \
+    --features Thumos14reduced-I3D-JOINTFeatures.npy
+
+A video read from a shard folder takes its frame rate and stride from the folder's manifest,
+and its ground truth (for --plot) from the folder's ground_truth.json unless --ground_truth is
+given. Every input is checked before the model runs, and a file is written whole or not at all.
 
 An ActivityNet-mode run (`data.mode = 'activitynet'`) samples the video to T_s snippets exactly
 as its evaluation does.
@@ -22,17 +31,27 @@ import sys
 
 from absl import flags
 
+from issf_common import outputs
 from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by issf-train.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'latest', "'latest', 'best' or a step number.")
-_FEATURES = flags.DEFINE_string('features', None, '[T, D] float .npy of one video.')
+_FEATURES = flags.DEFINE_string(
+  'features', None, '[T, D] float .npy of one video (or, with --video_id, a W-TALC features file).'
+)
+_SHARDS_DIR = flags.DEFINE_string(
+  'shards_dir', None, "With --video_id and no --features: the shard folder (default: the run's)."
+)
 _FPS = flags.DEFINE_float('fps', 25.0, 'Frame rate the features were extracted at.')
 _STRIDE = flags.DEFINE_integer('stride', 16, 'Frames per snippet.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Detections JSON (default: <features>.dets.json).')
+_OUTPUT = flags.DEFINE_string(
+  'output', None, 'Detections JSON (default: <features>.dets.json, or <video_id>.dets.json).'
+)
 _PLOT = flags.DEFINE_string('plot', None, 'Timeline image (.png).')
 _GROUND_TRUTH = flags.DEFINE_string('ground_truth', None, 'ActivityNet-format GT (optional).')
-_VIDEO_ID = flags.DEFINE_string('video_id', None, 'The video in --ground_truth.')
+_VIDEO_ID = flags.DEFINE_string(
+  'video_id', None, 'The video: in --ground_truth, in the shard folder, or in a W-TALC file.'
+)
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'Classes drawn in the plot.')
 _BRANCHES = flags.DEFINE_bool(
   'branches',
@@ -44,32 +63,70 @@ _BRANCHES = flags.DEFINE_bool(
 )
 
 
-def load_features(path: str, feature_dim: int):
+NPY_MAGIC = b'\x93NUMPY'
+
+
+def check_features(x, where: str, feature_dim: int):
+  """`x` as float32 [T, D], or an InputError naming `where` (shape, dtype, NaN/Inf)."""
   import numpy as np
 
   from issf_common import errors
 
-  try:
-    x = np.load(path, allow_pickle=False)
-  except FileNotFoundError:
-    raise errors.MissingFileError(f'features file {path}: not found') from None
-  except (OSError, ValueError) as e:
-    raise errors.InputError(f'features file {path}: cannot be read as .npy ({e})') from None
+  if x.dtype.kind not in 'fiu':  # bool, complex, strings, objects
+    raise errors.InputError(f'{where}: features must be real numbers, got dtype {x.dtype}')
   if x.ndim != 2 or x.shape[1] != feature_dim or x.shape[0] == 0:
-    raise errors.InputError(
-      f'features file {path}: features must be [T>0, {feature_dim}], got {list(x.shape)}'
-    )
+    raise errors.InputError(f'{where}: features must be [T>0, {feature_dim}], got {list(x.shape)}')
   if not np.isfinite(x).all():
-    raise errors.InputError(f'features file {path}: features contain NaN or Inf')
+    raise errors.InputError(f'{where}: features contain NaN or Inf')
   return x.astype(np.float32)
 
 
+def load_features(path: str, feature_dim: int):
+  """One video's [T, D] features from a .npy file (module docstring), checked."""
+  import numpy as np
+
+  from issf_common import errors
+
+  where = f'features file {path}'
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(len(NPY_MAGIC))
+  except FileNotFoundError:
+    raise errors.MissingFileError(f'{where}: not found') from None
+  except OSError as e:  # a folder, no permission
+    raise errors.InputError(f'{where}: cannot be read ({e.strerror or e})') from None
+  if head.startswith(b'PK'):
+    raise errors.InputError(f"{where}: an .npz archive; give one video's [T, D] .npy")
+  if head != NPY_MAGIC:
+    what = 'empty' if not head else 'not a .npy file'
+    raise errors.InputError(f"{where}: {what} (expected one video's [T, D] .npy)")
+  try:
+    x = np.load(path, allow_pickle=False)
+  except ValueError as e:
+    if 'allow_pickle' in str(e):  # an object array: e.g. every video of a W-TALC release
+      raise errors.InputError(
+        f'{where}: holds Python objects, not one [T, D] array (a W-TALC features file of every '
+        'video? add --video_id)'
+      ) from None
+    raise errors.InputError(f'{where}: cannot be read as .npy ({e})') from None
+  except (OSError, EOFError) as e:
+    raise errors.InputError(f'{where}: cannot be read as .npy (truncated? {e})') from None
+  return check_features(x, where, feature_dim)
+
+
 def class_names_for(config) -> list[str]:
+  """The class names of the run's shard folder (its manifest); without it, `class_<i>`, with
+  a warning on stderr that says why."""
   shards = config.data.get('shards_dir', '')
   path = os.path.join(shards, 'manifest.json') if shards else ''
   if path and os.path.exists(path):
     with open(path) as f:
       return list(json.load(f)['classes'])
+  print(
+    f"warning: the run's data.shards_dir {shards!r} holds no manifest.json (moved, or relative "
+    f'to another folder), so the classes are named class_0..class_{config.model.num_classes - 1}',
+    file=sys.stderr,
+  )
   return [f'class_{i}' for i in range(config.model.num_classes)]
 
 
@@ -112,7 +169,43 @@ def branch_probs(config, state, features, class_ids) -> dict:
   }
 
 
-def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
+def available_memory() -> tuple[int | None, str]:
+  """(bytes the first device can hold, its name): an accelerator's limit, or the host's RAM."""
+  import jax
+
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() or {}
+  if stats.get('bytes_limit'):
+    return int(stats['bytes_limit']), device.device_kind
+  try:
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), "this machine's memory"
+  except (ValueError, OSError, AttributeError):
+    return None, ''
+
+
+def check_memory(compiled, num_snippets: int, video: str = 'the video') -> None:
+  """Raises InputError when the compiled prediction needs more memory than the device has (the
+  model's T x T maps: 16 T^2 bytes, 640 GB at 200,000 snippets), naming the longest T that fits."""
+  from issf_common import errors
+
+  analysis = compiled.memory_analysis()
+  limit, where = available_memory()
+  if analysis is None or limit is None:
+    return
+  need = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+  need += analysis.output_size_in_bytes
+  if need > limit:
+    longest = int(num_snippets * (limit / need) ** 0.5 * 0.9)  # the need grows as T^2
+    raise errors.InputError(
+      f'{video}: {num_snippets} snippets need about {need / 1e9:.0f} GB to predict (the model '
+      f'compares every pair of snippets), more than the {limit / 1e9:.0f} GB of {where}; cut the '
+      f'video into parts of at most about {longest} snippets'
+    )
+
+
+def predict_video(
+  config, params, features, *, fps: float, stride: int, video: str = 'the video'
+) -> dict:
   """Detections of one [T, D] video, sampled as the evaluator does.
 
   Returns {'video_scores', 'cas', 'attention', 'detections' [N, 4] (seconds),
@@ -128,11 +221,14 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   length = len(features)
   anet = config.data.mode == 'activitynet'
   x, mask = model_input(config, features)
-  predict = inference.make_predict_fn(config)
   key_data = jax.random.key_data(jax.random.key(config.train.seed))
+  video_index = np.zeros(1, np.int32)
+  predict = inference.make_predict_fn(config).lower(params, x, mask, video_index, key_data)
+  predict = predict.compile()
+  check_memory(predict, length, video)  # before any of it is allocated
   [pred] = inference.predict_batches(
     predict, params,
-    [{'features': x, 'mask': mask, 'video_index': np.zeros(1, np.int32),
+    [{'features': x, 'mask': mask, 'video_index': video_index,
       'labels': np.zeros((1, config.model.num_classes), np.float32)}],
     key_data,
   )  # fmt: skip
@@ -146,8 +242,19 @@ def predict_video(config, params, features, *, fps: float, stride: int) -> dict:
   return pred
 
 
+def plot_formats() -> list[str]:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  from matplotlib.figure import Figure
+
+  return sorted(Figure().canvas.get_supported_filetypes())
+
+
 def check_flags() -> None:
   """Raises InputError on a flag value that cannot work, before anything is read or written."""
+  import math
+
   from issf_common import errors
 
   if os.path.sep in _CHECKPOINT.value or os.path.isdir(_CHECKPOINT.value):
@@ -155,17 +262,86 @@ def check_flags() -> None:
       f'--checkpoint {_CHECKPOINT.value}: expected latest, best or a step number; the run '
       'folder is --workdir'
     )
+  if not _FEATURES.value and not _VIDEO_ID.value:
+    raise errors.InputError('--features or --video_id is required (see --help)')
+  if _SHARDS_DIR.value and _FEATURES.value:
+    raise errors.InputError('--shards_dir goes with --video_id alone (not with --features)')
   # `not >`: NaN fails too. A zero or negative time base gives empty or reversed segments.
-  if not _FPS.value > 0:
-    raise errors.InputError(f'--fps {_FPS.value}: must be > 0 (frames per second)')
+  if not (_FPS.value > 0 and math.isfinite(_FPS.value)):
+    raise errors.InputError(f'--fps {_FPS.value}: must be > 0 and finite (frames per second)')
   if not _STRIDE.value >= 1:
     raise errors.InputError(f'--stride {_STRIDE.value}: must be >= 1 (frames per snippet)')
   if not _TOP_K.value >= 1:
     raise errors.InputError(f'--top_k {_TOP_K.value}: must be >= 1')
+  if _BRANCHES.value and not _PLOT.value:
+    raise errors.InputError('--branches draws a panel of the plot: it needs --plot FILE.png')
   for flag in (_OUTPUT, _PLOT):
-    folder = os.path.dirname(os.path.abspath(flag.value)) if flag.value else None
-    if folder and not os.path.isdir(folder):
+    if not flag.value:
+      continue
+    if os.path.isdir(flag.value):
+      raise errors.InputError(f'--{flag.name} {flag.value}: is a folder; name a file')
+    folder = os.path.dirname(os.path.abspath(flag.value))
+    if not os.path.isdir(folder):
       raise errors.MissingFileError(f'--{flag.name} {flag.value}: no such folder {folder}')
+  if _PLOT.value:
+    extension = os.path.splitext(_PLOT.value)[1].lstrip('.').lower()
+    formats = plot_formats()
+    if extension not in formats:
+      raise errors.InputError(
+        f'--plot {_PLOT.value}: the extension names the image format; one of {", ".join(formats)}'
+      )
+  if _GROUND_TRUTH.value and not _VIDEO_ID.value and not _FEATURES.value:
+    raise errors.InputError('--ground_truth needs the video: --video_id')
+
+
+def output_path() -> str:
+  """--output, else `<features>.dets.json` (a one-video .npy), else `<video_id>.dets.json`."""
+  if _OUTPUT.value:
+    return _OUTPUT.value
+  if _FEATURES.value and not _VIDEO_ID.value:
+    return os.path.splitext(_FEATURES.value)[0] + '.dets.json'
+  return f'{_VIDEO_ID.value}.dets.json'
+
+
+def read_video(config):
+  """(video id, [T, D] features, fps, stride, ground-truth file or None) as the flags say."""
+  from data_pipelines import one_video
+
+  video_id, fps, stride = _VIDEO_ID.value, _FPS.value, _STRIDE.value
+  explicit = flags.FLAGS['fps'].present or flags.FLAGS['stride'].present
+  dim = config.model.feature_dim
+  if _FEATURES.value and not (video_id and one_video.is_wtalc_features(_FEATURES.value)):
+    features = load_features(_FEATURES.value, dim)
+    video_id = video_id or os.path.splitext(os.path.basename(_FEATURES.value))[0]
+    return video_id, features, fps, stride, _GROUND_TRUTH.value
+  if _FEATURES.value:  # a W-TALC release: every video of it, by --video_id
+    video = one_video.from_wtalc(_FEATURES.value, video_id)
+    where = f'{_FEATURES.value} video {video_id}'
+    return video_id, check_features(video.features, where, dim), fps, stride, _GROUND_TRUTH.value
+  shards = _SHARDS_DIR.value or config.data.shards_dir
+  video = one_video.from_shards(shards, video_id)
+  features = check_features(video.features, f'{shards} video {video_id}', dim)
+  if not explicit and video.fps and video.stride:
+    fps, stride = video.fps, video.stride
+  gt = _GROUND_TRUTH.value or os.path.join(shards, 'ground_truth.json')
+  return video_id, features, fps, stride, gt
+
+
+def ground_truth_of(path: str | None, video: str) -> list:
+  """[(label, start, end)] of `video` in the ActivityNet-format file `path` (none: [])."""
+  from issf_common import errors
+  from launch import score
+
+  if not path:
+    return []
+  data = score.load_json(path, 'ground truth')
+  if not isinstance(data, dict) or not isinstance(data.get('database'), dict):
+    raise errors.InputError(f'ground truth file {path}: no "database" object (ActivityNet format)')
+  entry = data['database'].get(video)
+  if entry is None:
+    print(f'warning: {video} is not in {path}; no ground truth drawn.', file=sys.stderr)
+    return []
+  return [(a['label'], *a['segment']) for a in entry.get('annotations', [])]
 
 
 def main(argv):
@@ -179,44 +355,35 @@ def main(argv):
   if os.path.basename(run_dir) == 'checkpoints':
     run_dir = os.path.dirname(run_dir)
   config = restore.load_config(run_dir)
-  features = load_features(_FEATURES.value, config.model.feature_dim)
+  video, features, fps, stride, gt_path = read_video(config)
+  output = output_path()
+  for path, what in ((output, '--output'), (_PLOT.value, '--plot')):
+    if path:  # before the model runs
+      outputs.check_writable(os.path.dirname(os.path.abspath(path)), what)
+  gt = ground_truth_of(gt_path, video) if _PLOT.value or _GROUND_TRUTH.value else []
   checkpoints = os.path.join(run_dir, 'checkpoints')
   state, step = restore.restore_state(config, checkpoints, _CHECKPOINT.value)
-  pred = predict_video(config, state.params, features, fps=_FPS.value, stride=_STRIDE.value)
+  pred = predict_video(config, state.params, features, fps=fps, stride=stride, video=video)
   names = class_names_for(config)
   dets = [
     {'label': names[int(c)], 'score': float(s), 'segment': [float(a), float(b)]}
     for c, a, b, s in sorted(pred['detections'].tolist(), key=lambda r: -r[3])
   ]
-  video = _VIDEO_ID.value or os.path.splitext(os.path.basename(_FEATURES.value))[0]
   print(f'{video}: {len(features)} snippets, checkpoint step {step}, {len(dets)} detections')
   print(f'{"label":<22}{"score":>8}{"start (s)":>11}{"end (s)":>10}')
   for d in dets:
     print(f'{d["label"]:<22}{d["score"]:8.4f}{d["segment"][0]:11.2f}{d["segment"][1]:10.2f}')
-  output = _OUTPUT.value or os.path.splitext(_FEATURES.value)[0] + '.dets.json'
   top = np.argsort(-pred['video_scores'][: len(names)])[:5]
   payload = {
     'version': 'issf-jax', 'video': video, 'checkpoint_step': int(step),
     'video_scores': {names[c]: float(pred['video_scores'][c]) for c in top},
     'detections': dets,
   }  # fmt: skip
-  with open(output, 'w') as f:
-    json.dump(payload, f, indent=2)
+  outputs.write_json(output, payload)
   print(f'wrote {output}')
   if _PLOT.value:
     from issf_jax import viz
 
-    gt = []
-    if _GROUND_TRUTH.value:
-      from launch import score
-
-      database = score.load_json(_GROUND_TRUTH.value, 'ground truth').get('database', {})
-      entry = database.get(video)
-      if entry is None:
-        print(f'warning: {video} is not in {_GROUND_TRUTH.value}; no ground truth drawn.',
-              file=sys.stderr)  # fmt: skip
-      else:
-        gt = [(a['label'], *a['segment']) for a in entry.get('annotations', [])]
     branches = None
     if _BRANCHES.value:
       classes = sorted({names.index(g[0]) for g in gt if g[0] in names})
@@ -233,7 +400,7 @@ def main(argv):
 
 
 def run():
-  flags.mark_flags_as_required(['workdir', 'features'])
+  flags.mark_flags_as_required(['workdir'])
   cli.run_absl(main, sys.modules[__name__], 'issf-predict')
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from issf_common import errors
+from issf_common import errors, outputs
 from launch import cli
 
 PROG = 'issf-prepare'
@@ -63,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
   from data_pipelines import prepare, source
 
   check_args(args)
+  outputs.check_writable(args.out, '--out')
   logging.set_verbosity(logging.INFO)
   checks = source.FeatureChecks(
     args.feature_dim, args.length_tolerance, args.length_rel_tolerance

@@ -33,7 +33,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
-from issf_common import errors
+from issf_common import errors, outputs
 from issf_jax import config_validation
 from launch import cli
 
@@ -45,7 +45,7 @@ _ROWS = flags.DEFINE_string('rows', '', 'Comma-separated row keys (default: ever
 _DATASET = flags.DEFINE_enum('dataset', 'synthetic', ['synthetic', 'shards'], 'Data.')
 _SHARDS_DIR = flags.DEFINE_string('shards_dir', None, 'Prepared shards (--dataset shards).')
 _SCALE = flags.DEFINE_string('scale', None, "Synthetic scale (default: the config's, or small).")
-_DATA_SEED = flags.DEFINE_integer('data_seed', 0, 'Synthetic draw (of seed 0).')
+_DATA_SEED = flags.DEFINE_integer('data_seed', 0, 'Synthetic draw (of seed 0).', lower_bound=0)
 _VARY = flags.DEFINE_bool('vary_synthetic_draw', False, 'Seed i uses synthetic draw data_seed+i.')
 _CONFIG = config_flags.DEFINE_config_file('config', _DEFAULT_CONFIG, 'Experiment config file.',
                                           lock_config=True)  # fmt: skip
@@ -246,8 +246,7 @@ def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, 
     name=_NAME.value,
   )
   md = report.markdown(title, header, summaries, tiou)
-  with open(os.path.join(workdir, f'{name}.md'), 'w') as f:
-    f.write(md)
+  outputs.write_text(os.path.join(workdir, f'{name}.md'), md)
   payload = {
     'table': table.name, 'title': title, 'command': sys.argv, 'config': p['path'],
     'config_args': p['extra_args'], 'overrides': p['overrides'], 'data': p['data_desc'],
@@ -263,6 +262,7 @@ def main(argv):
   del argv  # launch/cli.py refuses positional arguments
   logging.set_verbosity(logging.WARNING)
   workdir = _WORKDIR.value
+  outputs.check_writable(workdir, '--workdir')  # before the synthetic data is written there
   p = plan(workdir)  # an InputError: one line, exit status 2 (launch/cli.py), nothing written
   os.makedirs(workdir, exist_ok=True)
   if _DRY_RUN.value:

@@ -21,7 +21,7 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 
-from issf_common import errors
+from issf_common import errors, outputs
 from issf_jax import evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
 from issf_jax.evaluation import prediction_file
@@ -65,6 +65,8 @@ def load_json(path: str, what: str, loader=None):
     raise InputError(f'{what} file {path}: not found') from None
   except json.JSONDecodeError as err:
     raise InputError(f'{what} file {path}: invalid JSON ({err})') from None
+  except gt_lib.FormatError as err:
+    raise InputError(f'{what} file {path}: {err}') from None
   except (OSError, UnicodeDecodeError) as err:
     raise InputError(f'{what} file {path}: cannot be read ({err})') from None
 
@@ -123,11 +125,7 @@ def main(argv=None) -> int:
 def _main(args: argparse.Namespace) -> int:
   result = score(args)
   if args.output_json:
-    try:
-      with open(args.output_json, 'w') as f:
-        json.dump(result, f, indent=1)
-    except OSError as err:
-      raise InputError(f'output file {args.output_json}: cannot be written ({err})') from None
+    outputs.write_json(args.output_json, result, indent=1)
   print(evaluation.format_results_table(result))
   if result.get('num_predictions_outside_subset'):
     print(

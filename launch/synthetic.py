@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from issf_common import errors
+from issf_common import errors, outputs
 from launch import cli
 
 PROG = 'python -m launch.synthetic'
@@ -49,6 +49,9 @@ def main(args: argparse.Namespace) -> int:
     value = getattr(args, name)
     if value is not None and value < low:
       raise errors.InputError(f'--{name} {value}: must be >= {low}')
+  if args.seed < 0:
+    raise errors.InputError(f'--seed {args.seed}: must be >= 0')
+  outputs.check_writable(args.out, '--out')
   out = synthetic.generate(args.out, **{k: v for k, v in vars(args).items() if k != 'out'})
   print(f'wrote {out}')
   return 0

@@ -23,6 +23,7 @@ reads its own slice of every global batch.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 import sys
 
@@ -73,15 +74,85 @@ def main(argv):
   if _SHOW_CONFIG.value:
     print(config, end='')  # YAML, keys sorted, lazy references resolved
     return 0
+  from issf_common import outputs, paths
+
+  outputs.check_writable(_WORKDIR.value, '--workdir')  # before any work (or a file, not a folder)
+  if config.data.shards_dir:
+    # Absolute: the run's config.json is read from other folders (issf-eval, issf-predict).
+    config.data.shards_dir = paths.absolute(config.data.shards_dir)
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop
   from launch import reporting
 
-  loop.train_and_evaluate(
-    config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
-    allow_config_change=_ALLOW_CONFIG_CHANGE.value,
-  )  # fmt: skip
+  logging_std.getLogger('absl').addFilter(_DropDiskFullReports())
+  try:
+    loop.train_and_evaluate(
+      config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
+      allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+    )  # fmt: skip
+  except KeyboardInterrupt:
+    sys.exit(interrupted(_WORKDIR.value))
+  except Exception as err:
+    reason = disk_full(err)
+    if reason is None:
+      raise
+    workdir = _WORKDIR.value
+    cli.fail('issf-train', f'--workdir {workdir}: no space left on its device ({reason}); free '
+             f'space and the same command resumes from {resume_point(workdir)}')  # fmt: skip
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+
+
+def resume_point(workdir: str) -> str:
+  """Where the same command resumes the run: 'its last checkpoint, step N' or the start."""
+  from issf_common import paths
+
+  folder = paths.path(paths.join(workdir, 'checkpoints'))
+  # Orbax gives a save its step's name only once the save is complete.
+  names = [p.name for p in folder.iterdir()] if folder.exists() else []
+  steps = sorted(int(n) for n in names if n.isdigit())
+  return f'its last checkpoint, step {steps[-1]}' if steps else 'the start (no checkpoint yet)'
+
+
+def interrupted(workdir: str) -> int:
+  """Prints where a run stopped by Ctrl-C resumes, as one line; returns the exit status."""
+  print(f'issf-train: interrupted; the same command resumes {workdir} from '
+        f'{resume_point(workdir)}', file=sys.stderr, flush=True)  # fmt: skip
+  return EXIT_INTERRUPTED
+
+
+def disk_full(err: BaseException) -> str | None:
+  """A short reason when `err` (or its cause) is a full disk, else None. Orbax's writers
+  report it as tensorstore's RESOURCE_EXHAUSTED "Error writing" (a ValueError), the other
+  writers as an OSError with errno ENOSPC."""
+  import errno
+
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+      return f'{err.filename or ""}: {err.strerror}'.lstrip(': ')
+    if _is_disk_full_text(str(err)):
+      return 'a checkpoint could not be written'
+    err = err.__cause__ or err.__context__
+  return None
+
+
+def _is_disk_full_text(text: str) -> bool:
+  return 'No space left on device' in text or (
+    'RESOURCE_EXHAUSTED' in text and ('Error writing' in text or 'Failed writing' in text)
+  )
+
+
+class _DropDiskFullReports(logging_std.Filter):
+  """Orbax's threads log a full disk with a traceback each (4 of them) before the save fails
+  in the main thread, where `main` reports it as one line."""
+
+  def filter(self, record) -> bool:
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+    return not _is_disk_full_text(text)
 
 
 def run():

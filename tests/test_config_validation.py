@@ -41,7 +41,10 @@ def test_every_repro_table_row_validates(module):
   scales = [a for a in DOCUMENTED[module] if a.startswith('scale=')] or ['']
   for name, scale, recipe in itertools.product(sorted(tables.TABLES), scales, RECIPES):
     for row in tables.TABLES[name].rows:
-      arg = _join(scale, recipe, row.args)
+      # Merged as issf-repro merges them (a row's recipe replaces the harness-wide one): a key
+      # given twice in one argument string is refused.
+      arg = tables.format_args({**tables.parse_args(_join(scale, recipe)),
+                                **tables.parse_args(row.args)}) or None  # fmt: skip
       config = module.get_config(arg)
       assert list(config_validation.problems(config)) == [], arg
       runs.scale_epochs(config, 4)
@@ -123,3 +126,28 @@ def test_an_unknown_scale_argument_is_a_config_error():
   for module in (activitynet13, synthetic):
     with pytest.raises(errors.ConfigError, match="scale='tinyy'"):
       module.get_config('scale=tinyy')
+
+
+def test_best_metric_names_a_metric_the_evaluation_reports(tiny_run):
+  """The choices are exactly the metrics a real evaluation logged (the tiny run's last, rskp),
+  and with an extra protocol its prefixed ones; a name outside them is refused."""
+  import json
+
+  from issf_jax.train import restore
+
+  config = restore.load_config(str(tiny_run))
+  lines = (tiny_run / 'metrics.jsonl').read_text().splitlines()
+  [record] = [r for r in map(json.loads, lines) if r['step'] == 24 and 'eval/average_mAP' in r]
+  logged = {k.removeprefix('eval/') for k in record if k.startswith('eval/')}
+  assert set(config_validation.best_metric_choices(config)) == logged
+  with config.unlocked():
+    config.eval.extra_protocols = ('official',)
+  choices = config_validation.best_metric_choices(config)
+  assert 'official/average_mAP' in choices and 'official/classification_mAP' not in choices
+  config.train.best_metric = 'official/mAP@0.5'
+  assert list(config_validation.problems(config)) == []
+  config.train.best_metric = 'nosuch'
+  [(key, value, rule)] = config_validation.problems(config)
+  assert (key, value) == ('train.best_metric', 'nosuch') and 'natural_average_mAP' in rule
+  config.train.best_metric = ''  # no best checkpoint
+  assert list(config_validation.problems(config)) == []

@@ -92,6 +92,17 @@ def test_synthetic_loads():
   assert (c.model.num_classes, c.model.feature_dim) == (20, 256)
   assert 0 <= c.train.memory_init_epoch < c.train.num_epochs
   assert synthetic.get_config('scale=tiny').data.synthetic_scale == 'tiny'
+  # Each scale's model width is the width its generator writes.
+  for scale, dim in (('tiny', 64), ('small', 256), ('full', 2048)):
+    model = synthetic.get_config(f'scale={scale}').model
+    assert (model.feature_dim, model.embed_dim) == (dim, dim), scale
+
+
+def test_a_config_argument_given_twice_is_refused():
+  from issf_common import errors
+
+  with pytest.raises(errors.ConfigError, match='modules is given twice'):
+    synthetic.get_config('modules=full,modules=base')
 
 
 @pytest.mark.parametrize('module', [thumos14, activitynet13, synthetic])

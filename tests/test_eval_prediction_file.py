@@ -32,7 +32,7 @@ NUMBERS = [
 
 
 def _file_text(rng) -> str:
-  """A predictions file as text: odd number spellings, unicode labels, empty and repeated videos."""
+  """A predictions file as text: odd number spellings, unicode labels, empty videos."""
   labels = ['Rock climbing', 'Drinking beer', 'Tai chi', 'Café au lait', 'A']
   videos = []
   for v in range(40):
@@ -45,7 +45,7 @@ def _file_text(rng) -> str:
       label = labels[int(rng.integers(len(labels)))]
       extra = ', "extra": [1, {"k": null}]' if rng.random() < 0.1 else ''
       items.append(f'{{"label": {json.dumps(label)}, "score": {sc}, "segment": [{s}, {e}]{extra}}}')
-    videos.append(f'"vid_{v % 37}é": [{", ".join(items)}]')  # 3 repeated keys: the last wins.
+    videos.append(f'"vid_{v}é": [{", ".join(items)}]')
   return '{"version": "x", "results": {' + ', '.join(videos) + '}, "external_data": {}}'
 
 
@@ -55,6 +55,16 @@ def _assert_same(a: gt_lib.Predictions, b: gt_lib.Predictions):
     x, y = getattr(a, name), getattr(b, name)
     assert x.dtype == y.dtype and x.shape == y.shape, name
     assert np.array_equal(x.view(np.int64), y.view(np.int64)), name  # Bitwise, -0.0 included.
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_a_video_listed_twice_is_refused(tmp_path, fast):
+  """A JSON object keeps the last of two equal keys: the first list of a video listed twice
+  was dropped without a word. Both readers name the key."""
+  path = tmp_path / 'pred.json'
+  path.write_text(_file_text(np.random.default_rng(0)).replace('"vid_7é"', '"vid_3é"'))
+  with pytest.raises(gt_lib.FormatError, match="key 'vid_3é' appears twice"):
+    prediction_file.load_predictions(path, fast=fast)
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])

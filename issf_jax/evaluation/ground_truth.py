@@ -109,7 +109,14 @@ def parse_ground_truth(ground_truth: Mapping, subset: str) -> GroundTruth:
       if not isinstance(ann, Mapping) or 'segment' not in ann or 'label' not in ann:
         raise FormatError(f'{here}: expected {{"segment": [s, e], "label": name}}, got {ann!r}')
       s, e = _segment(ann['segment'], here)
-      label = str(ann['label'])
+      if not (0 <= s <= e and math.isfinite(e)):  # as predictions are checked (official.py)
+        raise FormatError(
+          f'{here}: segment {ann["segment"]!r} is invalid (start > end, a negative or an '
+          'infinite time)'
+        )
+      if not isinstance(ann['label'], str):  # 3 would become a class "3" of its own
+        raise FormatError(f'{here}: label {ann["label"]!r} is not a string (a class name)')
+      label = ann['label']
       vid.append(v)
       lab.append(class_index.setdefault(label, len(class_index)))
       starts.append(s)

@@ -94,14 +94,36 @@ def load_predictions(path: str | os.PathLike, *, fast: bool = True, labels=None)
         data = f.read()
     try:
       flat = _decode_typed(data, labels)
-      if flat is not None:
+      # A JSON object keeps the last of two equal keys: a video listed twice would lose its
+      # first list silently. Counting "segment" in the bytes is one C-level pass; only when
+      # the count differs from the predictions decoded is the file parsed again to name it.
+      if flat is not None and data[:].count(b'"segment"') == len(flat):
         return flat
-      return json.loads(data[:])  # The stdlib parser takes bytes, not a mapping.
+      return _loads_checked(data[:])  # The stdlib parser takes bytes, not a mapping.
     finally:
       if isinstance(data, mmap.mmap):
         data.close()
   with open(path, 'rb') as f:
-    return json.loads(f.read())
+    return _loads_checked(f.read())
+
+
+def _loads_checked(data: bytes):
+  """`json.loads`, refusing an object with a key twice (a video id listed twice in "results")."""
+  repeated = []
+
+  def pairs_hook(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys) and not repeated:
+      repeated.append(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
+
+  out = json.loads(data, object_pairs_hook=pairs_hook)
+  if repeated:
+    raise gt_lib.FormatError(
+      f'key {repeated[0]!r} appears twice in one object (a video listed twice in "results" '
+      'would keep only its last list)'
+    )
+  return out
 
 
 def _decode_typed(data, labels) -> gt_lib.Predictions | None:

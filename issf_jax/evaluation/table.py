@@ -46,7 +46,9 @@ def format_results_table(result: dict) -> str:
   if averages:
     lines.append('averages (%): ' + '  '.join(f'{k} {100 * v:.2f}' for k, v in averages.items()))
   if result.get('classification_mAP') is not None:
-    lines.append(f'classification mAP (%): {100 * result["classification_mAP"]:.2f}')
+    value = float(result['classification_mAP'])
+    why = ' (a class has no positive video in this split: its AP is undefined)'
+    lines.append(f'classification mAP (%): {100 * value:.2f}' + (why if value != value else ''))
   if result.get('early_return_zero'):
     natural = ' '.join(f'{100 * v:.2f}' for v in result['natural_mAP'])
     lines.append(

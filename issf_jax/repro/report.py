@@ -209,5 +209,7 @@ def plot(path: str, title: str, summaries: list[dict], tiou: str) -> None:
   axes[0].legend(fontsize=8, loc='upper left')
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  from issf_common import outputs
+
+  outputs.save_figure(path, fig, dpi=100)
   plt.close(fig)

@@ -13,14 +13,12 @@ model is small; this keeps the evaluators single-process and exact).
 from __future__ import annotations
 
 import functools
-import json
-import math
 import warnings
 
 import jax
 import numpy as np
 
-from issf_common import errors, paths
+from issf_common import errors, outputs, paths
 from issf_jax import evaluation, inference, proposals, sharding
 
 
@@ -112,6 +110,8 @@ class Evaluator:
       with warnings.catch_warnings():
         # The result carries the classes without proposals, and the table prints them.
         warnings.filterwarnings('ignore', message=r'rskp: classes .* have no proposal')
+        # And the classification mAP of a split where a class has no positive video (nan).
+        warnings.filterwarnings('ignore', message=r'classification mAP: classes .* no positive')
         result = evaluation.evaluate_rskp(
           [p['video_scores'] for p in preds], [p['cas'] for p in preds], predicted['video_ids'],
           ground_truth, class_names, subset=subset, config=proposal_config,
@@ -133,21 +133,31 @@ class Evaluator:
     result['num_videos'] = result.get('num_videos', len(preds))
     return result
 
-  def __call__(self, params, step: int, key_data, *, checkpoint: dict | None = None) -> dict:
+  def __call__(self, params, step: int, key_data, *, checkpoint: dict | None = None,
+               tag: str | None = None, record: dict | None = None) -> dict:  # fmt: skip
     """Predicts, scores and (process 0, with a workdir) writes the files of `step`.
 
+    `tag` names files written beside the trainer's (`step_N.<tag>.json`, e.g. by a config
+    other than the run's), and `record` is added to the result (the config that made it).
+
     Returns:
-      The result dict (see `score`), plus `checkpoint` when given.
+      The result dict (see `score`), plus `checkpoint` and `record` when given.
     """
     predicted = self.predict(params, key_data)
     result = self.score(predicted)
     if checkpoint is not None:
       result['checkpoint'] = dict(checkpoint)
+    result.update(record or {})
     if self.workdir and jax.process_index() == 0:
-      write_json(paths.join(self.workdir, 'predictions', f'step_{step}.json'),
-                 predicted['predictions'], indent=None)  # fmt: skip
-      write_json(paths.join(self.workdir, 'eval', f'step_{step}.json'), result)
+      for folder, payload, indent in (('predictions', predicted['predictions'], None),
+                                      ('eval', result, 2)):  # fmt: skip
+        write_json(step_file(self.workdir, folder, step, tag), payload, indent=indent)
     return result
+
+
+def step_file(workdir: str, folder: str, step: int, tag: str | None = None) -> str:
+  """`<workdir>/<folder>/step_N.json`, or `step_N.<tag>.json`."""
+  return paths.join(workdir, folder, f'step_{step}' + (f'.{tag}' if tag else '') + '.json')
 
 
 def summary_metrics(result: dict) -> dict:
@@ -174,23 +184,9 @@ def format_result(result: dict) -> str:
   return '\n'.join(tables)
 
 
-def strict_json(x):
-  """`x` with numpy values as Python ones and non-finite floats as None (strict JSON)."""
-  if isinstance(x, dict):
-    return {str(k): strict_json(v) for k, v in x.items()}
-  if isinstance(x, list | tuple):
-    return [strict_json(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return strict_json(x.tolist())
-  if isinstance(x, np.generic):
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  return x
+strict_json = outputs.strict_json
 
 
 def write_json(path: str, payload, indent: int | None = 2) -> str:
   """Writes `payload` as strict JSON, atomically (a reader sees the old file or the new one)."""
-  paths.makedirs(paths.path(path).parent)
-  paths.write_atomic(path, json.dumps(strict_json(payload), indent=indent, allow_nan=False))
-  return path
+  return outputs.write_json(path, payload, indent=indent)

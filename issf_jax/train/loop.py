@@ -229,7 +229,13 @@ class Trainer:
     if self.checkpointer.latest_step() is None:
       return state, {'epoch': 0, 'batch': 0}
     target = checkpointing.abstract_like(state, sharding.replicated(self.mesh))
-    state, position, step = self.checkpointer.restore(target, self.signature)
+    state, position, step, skipped = self.checkpointer.restore_newest_intact(target, self.signature)
+    if skipped:  # damaged checkpoints: resume from the newest intact one, and say so
+      moved = self.checkpointer.set_aside([s for s, _ in skipped])
+      logging.warning(
+        'Skipped damaged checkpoint step(s) %s (moved to %s); resuming from step %d. %s',
+        [s for s, _ in skipped], ', '.join(moved) or '-', step, skipped[0][1],
+      )  # fmt: skip
     logging.info('Resumed from step %d (data position %s).', step, position)
     return state, position
 

@@ -78,6 +78,22 @@ class _EventFile:
     self._file.close()
 
 
+def logged_evaluation(workdir: str, step: int) -> dict:
+  """The summary metrics of the evaluation at `step`, as `<workdir>/metrics.jsonl` records them
+  ('eval/' dropped; a NaN, written as null, is NaN again)."""
+  from issf_common import errors
+
+  records = read_records(os.path.join(workdir, METRICS_FILE))
+  found = [r for r in records if r['step'] == step and 'eval/average_mAP' in r]
+  if not found:
+    raise errors.MissingFileError(f'{workdir}: metrics.jsonl has no evaluation at step {step}')
+  return {
+    k.removeprefix('eval/'): math.nan if v is None else v
+    for k, v in found[-1].items()
+    if k.startswith('eval/')
+  }
+
+
 class MetricsWriter:
   """Appends {'step': s, name: value, ...} lines and TensorBoard scalars."""
 

@@ -93,7 +93,13 @@ def check_resume_config(config, workdir: str, step: int, allow_change: bool = Fa
     stored = json.loads(paths.read_text(path))
   except (OSError, json.JSONDecodeError) as err:
     raise errors.InputError(f'{path}: cannot be read ({err})') from None
-  changes = config_changes(stored, config_dict(config))
+  current = config_dict(config)
+  stored_shards = stored.get('data', {}).get('shards_dir')
+  if stored_shards and not os.path.isabs(stored_shards) and '://' not in stored_shards:
+    # Written relative by an earlier version; the same folder, now absolute, is no change.
+    if os.path.abspath(stored_shards) == current.get('data', {}).get('shards_dir'):
+      stored['data']['shards_dir'] = current['data']['shards_dir']
+  changes = config_changes(stored, current)
   unsafe = {k: v for k, v in changes.items() if not is_safe(k)}
   if unsafe and not allow_change:
     raise ConfigChangeError(
