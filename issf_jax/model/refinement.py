@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from issf_jax.model import channel_units
 from issf_jax.model.heads import l2_normalize
 
 BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
@@ -103,31 +104,16 @@ class ChannelUnit(nn.Module):
 
 
 def paired_channel_units(feats: jax.Array, salient: jax.Array, unit_a, unit_b) -> jax.Array:
-  """Eq. 4 with theta_a on the salient rows and theta_b on the others, as one wider MLP.
-
-  The two units' first layers run as one [D, 2 D/r] matmul; zeroing, row by row, the hidden
-  half of the unit that does not apply makes one [2 D/r, D] second layer give each row its own
-  unit's output (the zeros add nothing). So the result is where(salient, unit_a(F), unit_b(F))
-  with one channel softmax and one product over [T, D] instead of two, and two matmuls
-  instead of four. The matmul FLOPs are those of both units on every row, as before.
+  """Eq. 4 with theta_a on the salient rows and theta_b on the others.
 
   Args:
     feats: [B, T, D] F; salient: [B, T] bool (padding rows take theta_b, as any non-salient row).
     unit_a, unit_b: `ChannelUnit(...)(F, apply=False)` of the salient and non-salient units.
   Returns:
-    [B, T, D] Fh^a on the salient rows and Fh^b on the others.
+    [B, T, D] Fh^a on the salient rows and Fh^b on the others: one channel softmax and one
+    product over [T, D] for both units; the MLPs as `channel_units.own_unit_logits` runs them.
   """
-  (k1a, b1a), (k2a, b2a) = unit_a
-  (k1b, b1b), (k2b, b2b) = unit_b
-  hidden = k1a.shape[1]
-  bias1 = None if b1a is None else jnp.concatenate([b1a, b1b])
-  h = jax.nn.relu(_dense(feats, jnp.concatenate([k1a, k1b], 1), bias1))
-  own_half = jnp.concatenate(
-    [jnp.broadcast_to(salient[..., None], salient.shape + (hidden,)),
-     jnp.broadcast_to(~salient[..., None], salient.shape + (hidden,))], -1)  # fmt: skip
-  h = jnp.where(own_half, h, 0.0)
-  bias2 = None if b2a is None else jnp.where(salient[..., None], b2a, b2b)
-  return _channel_attention(feats, _dense(h, jnp.concatenate([k2a, k2b], 0), bias2))
+  return _channel_attention(feats, channel_units.own_unit_logits(feats, salient, unit_a, unit_b))
 
 
 def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
