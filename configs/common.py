@@ -28,6 +28,9 @@ Arguments (paper tables):
   memory    sequential (default) | batched
   recipe    authors (default: the authors' released code) | spec_v1 (issf_jax/recipes.py)
   memory_class_index  own (default: a video's own classes) | released (class 0, the bug)
+  ties      default | index | torch: equal values (saliency top-k, memory merge) in index order
+            or in the authors' torch CPU order (emulated on the host, only when a tie occurs);
+            default: torch with memory_class_index=released, index otherwise (issf_jax/recipes.py)
   dem       paper (default: Eq. 9) | residual | gated | background | all_classes: DEM reads
             beyond the paper (docs/fidelity.md, section "DEM variants beyond the paper");
             `paper` adds nothing to the config
@@ -236,6 +239,7 @@ _ARG_DEFAULTS = dict(
   memory='sequential',
   recipe='authors',
   memory_class_index='own',
+  ties='default',
   dem='paper',
 )
 _CHOICES = dict(
@@ -247,6 +251,7 @@ _CHOICES = dict(
   memory=('sequential', 'batched'),
   recipe=recipes.RECIPES,
   memory_class_index=recipes.MEMORY_CLASS_INDEX,
+  ties=recipes.TIE_ORDERS,
   dem=recipes.DEM_READS,
 )
 
@@ -276,7 +281,7 @@ def parse_arg(arg: str | None, **extra_defaults) -> ml_collections.ConfigDict:
 
 def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.ConfigDict) -> None:
   """Sets the recipe's fields, then the model/memory fields that the ablation arguments name."""
-  recipes.apply_recipe(config, arg.recipe, arg.memory_class_index)
+  recipes.apply_recipe(config, arg.recipe, arg.memory_class_index, arg.ties)
   m = config.model
   if arg.saliency in ('random', 'classification'):
     m.saliency_strategy = arg.saliency
@@ -296,6 +301,8 @@ def apply_ablations(config: ml_collections.ConfigDict, arg: ml_collections.Confi
   if not m.use_dem:
     config.train.memory_init_epoch = -1
   ablation = arg.to_dict()
+  if ablation.get('ties') == 'default':  # the recipe's choice; no trace, as for `dem` below
+    ablation.pop('ties')
   # The faithful read leaves no trace, so a config without the argument is unchanged; nor does
   # a read without a DEM (Base, Base+BRM: the same run whatever `dem=`).
   if ablation.pop('dem', 'paper') != 'paper':

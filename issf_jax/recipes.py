@@ -28,6 +28,9 @@ import ml_collections
 
 RECIPES = ('authors', 'spec_v1')
 MEMORY_CLASS_INDEX = ('own', 'released')
+# How equal values are ordered (the `ties=` config argument): 'default' is 'index' with the
+# paper's own-class memory and 'torch' with the released indexing (where ties are certain).
+TIE_ORDERS = ('default', 'index', 'torch')
 # model.dem_read: 'paper' is Eq. 9; the others are options beyond the paper (docs/fidelity.md,
 # "DEM variants beyond the paper"), set by the config argument `dem=`.
 DEM_READS = ('paper', 'residual', 'gated', 'background', 'all_classes')
@@ -49,12 +52,16 @@ def authors_merge_until_epoch(num_epochs):
   return (num_epochs * AUTHORS_MOMENT_UP + AUTHORS_EPOCHS // 2) // AUTHORS_EPOCHS
 
 
-def apply_recipe(config: ml_collections.ConfigDict, recipe: str, class_index: str = 'own') -> None:
+def apply_recipe(
+  config: ml_collections.ConfigDict, recipe: str, class_index: str = 'own', ties: str = 'default'
+) -> None:
   """Sets every field the recipe decides. `spec_v1` leaves the experiment file's values."""
   if recipe not in RECIPES:
     raise ValueError(f'Unknown recipe {recipe!r}; choose from {RECIPES}.')
   if class_index not in MEMORY_CLASS_INDEX:
     raise ValueError(f'Unknown memory_class_index {class_index!r}; choose {MEMORY_CLASS_INDEX}.')
+  if ties not in TIE_ORDERS:
+    raise ValueError(f'Unknown ties {ties!r}; choose {TIE_ORDERS}.')
   m, mem = config.model, config.memory
   mem.class_index = class_index
   if recipe == 'spec_v1':
@@ -68,12 +75,15 @@ def apply_recipe(config: ml_collections.ConfigDict, recipe: str, class_index: st
     mem.read_empty_slots = False
     return
   m.saliency_min_selected = 0
-  # Equal values are ordered as the authors' torch CPU kernels order them (docs/fidelity.md):
-  # the saliency top-k (equal tau at the k-th place) and the memory merge's unstable sort
-  # (the released indexing's snippet merged twice, or equal scores in any mode). Each is
-  # emulated on the host only when such a tie occurs.
-  m.saliency_tie_order = 'torch'
-  mem.merge_tie_order = 'torch'
+  # Equal values: `torch` orders them as the authors' torch CPU kernels do (docs/fidelity.md),
+  # emulated on the host when such a tie occurs: equal tau at the saliency top-k's k-th
+  # place, or equal scores in the memory merge's unstable sort. With the released indexing a
+  # video's snippets meet themselves in row 0, so it needs them. With the paper's own classes
+  # ties need repeated feature rows, which real I3D features do not have, so the default is
+  # `index` (lower index first, all on the device): a program with a host callback can be
+  # neither kept in the persistent compilation cache nor run without a host round trip.
+  torch_ties = ties == 'torch' or (ties == 'default' and class_index == 'released')
+  m.saliency_tie_order = mem.merge_tie_order = 'torch' if torch_ties else 'index'
   m.brm_empty_set = 'zero'
   m.brm_mlp_bias = False
   m.pseudo_label_brm_weight = 0.8

@@ -61,6 +61,18 @@ def test_spec_v1_recipe_keeps_the_earlier_resolutions():
   assert (released.memory.class_index, released.memory.merge_tie_order) == ('released', 'torch')
 
 
+def test_tie_orders_default_to_the_device_and_torch_on_request():
+  """`index` (no host callback: cacheable programs) unless the released indexing, where a
+  video's snippets meet themselves, or `ties=torch` asks for the authors' CPU order."""
+  ties = lambda c: (c.model.saliency_tie_order, c.memory.merge_tie_order)
+  assert ties(thumos14.get_config()) == ('index', 'index')
+  assert 'ties' not in thumos14.get_config().ablation  # the default leaves no trace
+  assert ties(thumos14.get_config('ties=torch')) == ('torch', 'torch')
+  assert ties(thumos14.get_config('memory_class_index=released')) == ('torch', 'torch')
+  assert ties(thumos14.get_config('memory_class_index=released,ties=index')) == ('index', 'index')
+  assert thumos14.get_config('ties=torch').ablation.ties == 'torch'
+
+
 def test_recipe_epoch_events_follow_num_epochs_overrides():
   c = synthetic.get_config()
   c.train.num_epochs = 90  # as --config.train.num_epochs=90 does
