@@ -35,6 +35,9 @@ RSKP's PyTorch float32 ones under each precision (the test tolerance is 1e-5).
 test suite runs it (`--time_limit_s 0`: the probe, then the extrapolation). Prints one table;
 `--json OUT` writes the same numbers (keys: see `main`), rewritten after each part.
 
+Install with the accelerator build of jax, one line (CUDA and cuDNN come as wheels; needs network):
+  pip install -e '.[cuda12]'    # '.[cuda13]' with a CUDA 13 driver; '.[tpu]' on a Cloud TPU VM
+
 On the GPU machine: the first thing to run there is `bash benchmarks/device_run.sh` from the
 repository root (not yet run on a GPU). That machine's fixed image (Python 3.12, jax 0.11.2 with
 its CUDA 13 plugin, flax, optax, orbax-checkpoint, chex, numpy, etils, absl-py, protobuf,

@@ -315,7 +315,9 @@ def main(argv=None) -> dict:
   dataset_dir, shards = prepare_data(root, args.scale)
   data_s = time.perf_counter() - t0
   cache = args.cache_dir or tempfile.mkdtemp(prefix='peer_speed_cache_')
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache)
+  env = dict(
+    os.environ, JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0'
+  )
   runs = {}
   for kind in args.jax_runs.split(','):
     cmd = [sys.executable, '-m', 'benchmarks.peer_speed', '--_jax_worker', '--shards', shards,
