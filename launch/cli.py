@@ -34,6 +34,12 @@ from issf_common import errors
 
 EXIT_USER_ERROR = 2
 HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-?')
+# The `--compilation_cache` flag of every command that compiles (issf_jax/compile_cache.py).
+COMPILATION_CACHE_HELP = (
+  "Persistent XLA compilation cache: a folder, or 'off'. Default: $JAX_COMPILATION_CACHE_DIR "
+  'if set, else $XDG_CACHE_HOME/issf-jax/xla (~/.cache/issf-jax/xla); programs compiled once '
+  'are loaded by later runs.'
+)
 
 
 def report(prog: str, message) -> int:

@@ -49,6 +49,7 @@ _CHECKPOINT_DIR = flags.DEFINE_string(
 _SWEEP_SCALES = flags.DEFINE_string(
   'sweep_scales', None, 'Comma-separated multipliers of the CAS threshold range to sweep.'
 )
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', cli.COMPILATION_CACHE_HELP)
 _SUBSET = flags.DEFINE_string('subset', 'train', 'With --sweep_scales: the split to sweep on.')
 
 
@@ -117,6 +118,9 @@ def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=Non
 
 def main(argv):
   del argv
+  from issf_jax import compile_cache
+
+  compile_cache.configure(_COMPILATION_CACHE.value)
   from issf_jax.train import restore
 
   if flags.FLAGS['config'].present and _CONFIG.value is None:

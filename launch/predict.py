@@ -52,6 +52,7 @@ _GROUND_TRUTH = flags.DEFINE_string('ground_truth', None, 'ActivityNet-format GT
 _VIDEO_ID = flags.DEFINE_string(
   'video_id', None, 'The video: in --ground_truth, in the shard folder, or in a W-TALC file.'
 )
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', cli.COMPILATION_CACHE_HELP)
 _TOP_K = flags.DEFINE_integer('top_k', 3, 'Classes drawn in the plot.')
 _BRANCHES = flags.DEFINE_bool(
   'branches',
@@ -346,6 +347,9 @@ def ground_truth_of(path: str | None, video: str) -> list:
 
 def main(argv):
   del argv
+  from issf_jax import compile_cache
+
+  compile_cache.configure(_COMPILATION_CACHE.value)
   import numpy as np
 
   from issf_jax.train import restore

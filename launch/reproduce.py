@@ -58,6 +58,7 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/repro', 'Data, runs and reports 
 _NAME = flags.DEFINE_string(
   'name', '', 'Report file name (default: from table, data, args, rows, epochs, overrides).'
 )
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', cli.COMPILATION_CACHE_HELP)
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'Print the plan (runs, keys, status); train none.')
 
 
@@ -268,11 +269,10 @@ def main(argv):
   if _DRY_RUN.value:
     print_plan(p['specs'], workdir)
     return
-  import jax
+  from issf_jax import compile_cache
 
-  if not os.environ.get('JAX_COMPILATION_CACHE_DIR'):
-    # Seeds and rows share programs; the persistent cache compiles each once per workdir.
-    jax.config.update('jax_compilation_cache_dir', os.path.abspath(f'{workdir}/jax_cache'))
+  # Seeds and rows share programs: the persistent cache compiles each once.
+  compile_cache.configure(_COMPILATION_CACHE.value)
   t0 = time.time()
   # The report is rewritten after every run, so an interrupted study still has one.
   outcomes = execute_all(p, workdir, lambda o: write_report(p, o, workdir, t0))

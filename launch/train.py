@@ -11,6 +11,10 @@ usage:
     --config.data.shards_dir=data/thumos14_shards [--config.train.batch_size=10 ...]
   issf-train --config configs/thumos14.py:recipe=spec_v1 --show_config [--config.a.b=v ...]
 
+Compiled programs are kept in a persistent cache (--compilation_cache: default
+$JAX_COMPILATION_CACHE_DIR if set, else ~/.cache/issf-jax/xla; 'off' turns it off), so a
+second run of the same shapes compiles nothing; the run ends with a line counting them.
+
 --show_config prints the resolved config (every section of configs/common.py, after the
 experiment file, its arguments and the overrides) and exits 0; nothing is read or written.
 
@@ -45,6 +49,7 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process.')
 _SHOW_CONFIG = flags.DEFINE_bool(
   'show_config', False, 'Print the resolved config and exit (no --workdir needed).'
 )
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', cli.COMPILATION_CACHE_HELP)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
   'allow_config_change', False,
   'Resume even though the config differs from the run\'s config.json in keys that change the '
@@ -80,6 +85,10 @@ def main(argv):
   if config.data.shards_dir:
     # Absolute: the run's config.json is read from other folders (issf-eval, issf-predict).
     config.data.shards_dir = paths.absolute(config.data.shards_dir)
+
+  from issf_jax import compile_cache
+
+  compile_cache.configure(_COMPILATION_CACHE.value)
   if config.train.distributed or _DISTRIBUTED.value:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from issf_jax.train import loop
@@ -91,6 +100,7 @@ def main(argv):
       config, _WORKDIR.value, reporter=reporting.ConsoleReporter(),
       allow_config_change=_ALLOW_CONFIG_CHANGE.value,
     )  # fmt: skip
+    logging.info('%s', compile_cache.COUNTER.summary())
   except KeyboardInterrupt:
     sys.exit(interrupted(_WORKDIR.value))
   except Exception as err:

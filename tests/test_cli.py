@@ -52,14 +52,17 @@ def assert_user_error(proc, *pieces: str) -> str:
 # (arguments before --help, the description's first words, flags that must be listed)
 HELP_CASES = {
   'issf-train': ([], 'Trains ISSF on a shard folder',
-                 ['--config', '--workdir', '--allow_config_change', '--distributed']),
+                 ['--config', '--workdir', '--allow_config_change', '--distributed',
+                  '--compilation_cache']),
   'issf-eval': ([], 'Evaluates a trained run',
-                ['--workdir', '--checkpoint', '--checkpoint_dir', 'issf-eval score']),
+                ['--workdir', '--checkpoint', '--checkpoint_dir', 'issf-eval score',
+                 '--compilation_cache']),
   'issf-predict': ([], 'Detects the actions in one video',
-                   ['--workdir', '--checkpoint', '--features', '--plot']),
+                   ['--workdir', '--checkpoint', '--features', '--plot', '--compilation_cache']),
   'issf-prepare': ([], 'Converts released I3D features', ['--format', '--src', '--out']),
   'issf-repro': ([], "Reproduces one of the paper's ablation tables over seeds",
-                 ['--table', '--seeds', '--config_args', '--vary_synthetic_draw']),
+                 ['--table', '--seeds', '--config_args', '--vary_synthetic_draw',
+                  '--compilation_cache']),
   'issf-eval score': (['score'], 'Scores an ActivityNet-format predictions file',
                       ['--predictions', '--ground_truth', '--subset', '--tiou']),
 }  # fmt: skip
