@@ -34,6 +34,9 @@ RSKP's PyTorch float32 ones under each precision (the test tolerance is 1e-5).
 `--scale tiny` (D = 64, 24 + 16 synthetic videos, batch 4) runs on a CPU in about a minute; the
 test suite runs it (`--time_limit_s 0`: the probe, then the extrapolation). Prints one table;
 `--json OUT` writes the same numbers (keys: see `main`), rewritten after each part.
+The persistent compilation cache is the commands' (`--compilation_cache DIR|off`, default
+$JAX_COMPILATION_CACHE_DIR or ~/.cache/issf-jax/xla: issf_jax/compile_cache.py); a warm one
+turns the compile times into load times, and the JSON names the folder ('compilation_cache').
 
 Install with the accelerator build of jax, one line (CUDA and cuDNN come as wheels; needs network):
   pip install -e '.[cuda12]'    # '.[cuda13]' with a CUDA 13 driver; '.[tpu]' on a Cloud TPU VM
@@ -547,11 +550,15 @@ def main(argv=None):
     '--dump_batches', default=None, help='.npz: the batches the trainer is fed (input_batches)'
   )
   p.add_argument('--dump_steps', type=int, default=12, help='training steps in --dump_batches')
+  from launch import cli
+
+  p.add_argument('--compilation_cache', default='', help=cli.COMPILATION_CACHE_HELP)
   args = p.parse_args(argv)
 
-  from launch.cli import quiet_libraries
+  from issf_jax import compile_cache
 
-  quiet_libraries()
+  cli.quiet_libraries()
+  cache = compile_cache.configure(args.compilation_cache)
   tmp = tempfile.TemporaryDirectory() if args.workdir is None else None
   root = pathlib.Path(args.workdir or tmp.name)
   t0 = time.perf_counter()
@@ -561,6 +568,7 @@ def main(argv=None):
     'setup_s': time.perf_counter() - t0, 'cpu': platform.processor() or platform.machine(),
   }  # fmt: skip
   report['env'] = environment()
+  report['compilation_cache'] = cache  # a warm one turns compile times into load times
 
   def save() -> None:
     """The report so far (a run stopped by its time limit keeps the parts already done)."""
