@@ -109,7 +109,8 @@ RULES: dict[str, tuple[Callable, str]] = {
 # Dotted key -> the values a string field may take. A typo would otherwise surface as a
 # traceback from inside the first jitted step, or (an unread mode) not at all.
 CHOICES: dict[str, tuple[str, ...]] = {
-  'data.batching': ('exact', 'micro'),  # input_pipeline.BATCHING (it imports TensorFlow)
+  # input_pipeline.BATCHING (it imports TensorFlow), and 'auto' (issf_jax/train/loop.py).
+  'data.batching': ('auto', 'exact', 'micro'),
   'model.saliency_mode': ('official', 'paper'),
   'model.saliency_distance': ('l1', 'l2', 'cosine'),
   'model.saliency_strategy': ('distance', 'random', 'classification'),

@@ -54,18 +54,67 @@ def max_in_flight(mesh) -> int:
   return 2 if mesh.devices.size > 1 and jax.default_backend() == 'cpu' else 8
 
 
+def micro_batch_size(config, num_devices: int) -> int:
+  """`data.micro_batch_size`, or the mesh's device count when it is 0 (one video per device)."""
+  return config.data.get('micro_batch_size', 0) or num_devices
+
+
+def resolve_batching(config, num_devices: int, backend: str | None = None,
+                     stored: str | None = None) -> tuple[str, str]:  # fmt: skip
+  """('exact' | 'micro', why) for `config.data.batching`; 'auto' is decided here.
+
+  'auto': the mode of the run being resumed (`stored`, its config.json's value), so that a run
+  keeps the batching it started with; else 'micro' on the CPU backend (1.6-1.9x faster there,
+  docs/results.md "Training throughput") where micro-batches can serve the config: THUMOS-style
+  full-length batches (`data.mode` 'thumos'; ActivityNet batches all hold t_s snippets), the
+  sequential memory, a micro-batch that divides the global batch over the hosts; else 'exact'
+  (GPU/TPU: one padded program per step, what benchmarks/gpu_recipe.py measures).
+  """
+  setting = config.data.get('batching', 'exact')
+  if setting != 'auto':
+    return setting, 'set in the config'
+  if stored in ('exact', 'micro'):
+    return stored, "the run's config.json"
+  backend = backend or jax.default_backend()
+  if backend != 'cpu':
+    return 'exact', f'the {backend} backend'
+  size, micro_size = config.train.batch_size, micro_batch_size(config, num_devices)
+  hosts = jax.process_count()
+  if config.data.mode != 'thumos':
+    return 'exact', f'the cpu backend, data.mode {config.data.mode!r}'
+  if config.memory.mode != 'sequential':
+    return 'exact', f'the cpu backend, memory.mode {config.memory.mode!r}'
+  if size % micro_size or micro_size % hosts:
+    return 'exact', f'the cpu backend, micro-batches of {micro_size} for batches of {size}'
+  return 'micro', 'the cpu backend'
+
+
 def batching_options(config, num_devices: int):
-  """The `input_pipeline.BatchingOptions` of `config` (micro_batch_size 0: one video per device)."""
+  """The `input_pipeline.BatchingOptions` of `config` (micro_batch_size 0: one video per device;
+  batching 'auto': `resolve_batching` on this backend)."""
   from data_pipelines import input_pipeline
 
   data = config.data
   return input_pipeline.BatchingOptions(
     global_batch_size=config.train.batch_size, seed=config.train.seed, mode=data.mode,
     bucket_size=data.bucket_size, max_len=data.max_len or None, t_s=data.t_s,
-    batching=data.get('batching', 'exact'),
-    micro_batch_size=data.get('micro_batch_size', 0) or num_devices,
+    batching=resolve_batching(config, num_devices)[0],
+    micro_batch_size=micro_batch_size(config, num_devices),
     bucket_growth=data.get('bucket_growth', 1.2),
   )  # fmt: skip
+
+
+def resolved_config(config, stored: str | None = None):
+  """`config`, or with `data.batching` 'auto' a copy holding the mode `resolve_batching` picks
+  on this backend (logged); the caller's config is left as it is."""
+  if config.data.get('batching', 'exact') != 'auto':
+    return config
+  num_devices = config.train.num_devices or jax.device_count()
+  batching, why = resolve_batching(config, num_devices, stored=stored)
+  logging.info("data.batching 'auto' -> %r (%s).", batching, why)
+  config = config.copy_and_resolve_references()
+  config.data.batching = batching
+  return config
 
 
 # A phase of the run that `Trainer`'s timer is told of: 'memory_init', 'eval' or 'checkpoint'
@@ -143,6 +192,10 @@ class Trainer:
     try:
       # A resume with a config that changes the training is refused before anything is built.
       latest = self.checkpointer.latest_step()
+      # data.batching 'auto' is decided before the resume check and recorded resolved in
+      # config.json; a resumed 'auto' run keeps the mode it started with.
+      stored = run_dir.stored_value(workdir, 'data.batching') if latest is not None else None
+      self.config = config = resolved_config(config, stored)
       self.config_changes = {}
       if latest is not None:
         self.config_changes = run_dir.check_resume_config(

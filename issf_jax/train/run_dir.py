@@ -78,6 +78,23 @@ def _describe(changes: dict) -> str:
   return ', '.join(f'{k} {short(a)} -> {short(b)}' for k, (a, b) in changes.items())
 
 
+def read_config(workdir: str) -> dict | None:
+  """`<workdir>/config.json` as plain data, or None when the run has none."""
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
+    return None
+  try:
+    return json.loads(paths.read_text(path))
+  except (OSError, json.JSONDecodeError) as err:
+    raise errors.InputError(f'{path}: cannot be read ({err})') from None
+
+
+def stored_value(workdir: str, key: str):
+  """The value at dotted `key` in the run's config.json, or None (no file, no such key)."""
+  stored = read_config(workdir)
+  return None if stored is None else flatten(stored).get(key)
+
+
 def check_resume_config(config, workdir: str, step: int, allow_change: bool = False) -> dict:
   """Compares `config` with `<workdir>/config.json` before a resume at `step`.
 
@@ -87,12 +104,9 @@ def check_resume_config(config, workdir: str, step: int, allow_change: bool = Fa
     ConfigChangeError: a key outside SAFE_KEYS differs and `allow_change` is False.
   """
   path = paths.join(workdir, CONFIG_FILE)
-  if not paths.exists(path):
+  stored = read_config(workdir)
+  if stored is None:
     return {}
-  try:
-    stored = json.loads(paths.read_text(path))
-  except (OSError, json.JSONDecodeError) as err:
-    raise errors.InputError(f'{path}: cannot be read ({err})') from None
   current = config_dict(config)
   stored_shards = stored.get('data', {}).get('shards_dir')
   if stored_shards and not os.path.isabs(stored_shards) and '://' not in stored_shards:
