@@ -375,7 +375,8 @@ def test_tiny_end_to_end(tmp_path, jax_cache_dir):
   args = ['-m', 'launch.reproduce', '--table', '4', '--rows', 'base,base_brm', '--seeds', '1',
           '--scale', 'tiny', '--epochs', '1', '--workdir', tmp_path, '--name', 'e2e',
           '--config.train.max_steps=2', '--config.train.batch_size=4',
-          '--config.data.bucket_size=96', '--config.data.eval_batch_size=16']  # fmt: skip
+          '--config.data.bucket_size=96', '--config.data.eval_batch_size=16',
+          '--config.data.batching=exact']  # fmt: skip
   env = subprocess_env(jax_cache_dir)
   run_python(args, env, timeout=300)
   md = (tmp_path / 'e2e.md').read_text()
