@@ -132,11 +132,16 @@ class Trainer:
 
   timer: called with a phase name (`PHASES`) for a context that the phase runs in; a profiler
   or a benchmark (benchmarks/gpu_recipe.py) times the run with it. Default: nothing.
+  step_guard: called for a context that each training step outside the log steps runs in
+  (taking its batch, dispatching it, the in-flight bound); a test disallows device-to-host
+  transfers there (`jax.transfer_guard_device_to_host`). Default: nothing.
   """
 
   def __init__(self, config, workdir: str, reporter: reporting.Reporter | None = None,
                allow_config_change: bool = False,
-               timer: Callable[[str], contextlib.AbstractContextManager] = _untimed):  # fmt: skip
+               timer: Callable[[str], contextlib.AbstractContextManager] = _untimed,
+               step_guard: Callable[[], contextlib.AbstractContextManager] = (
+                 contextlib.nullcontext)):  # fmt: skip
     from data_pipelines import manifest as manifest_lib  # no TF: bad input fails fast
 
     # The launch scripts check the config when it loads; a config built in code is checked here,
@@ -144,7 +149,7 @@ class Trainer:
     config_validation.validate(config)
     self.config, self.workdir = config, workdir
     self.reporter = reporter or reporting.Reporter()
-    self.timer = timer
+    self.timer, self.step_guard = timer, step_guard
     if not config.data.shards_dir:
       raise errors.ConfigError('config.data.shards_dir is empty; run issf-prepare and set it.')
     self.shards_dir = config.data.shards_dir
@@ -370,17 +375,20 @@ class Trainer:
     limit = max_in_flight(self.mesh)
     t_last, step_last = time.time(), start
     for step in range(start, self.total_steps):
-      ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
-      batch = next(iterator)
-      if ready not in self.precompiled:
-        self.precompile(state, ready, batch)
-      state, metrics = self.train_step(ready)(state, batch, self.key_data)
-      in_flight.append(metrics['loss'])
-      if len(in_flight) >= limit:
-        jax.block_until_ready(in_flight.popleft())
       done = step + 1
       epoch_end = done % self.steps_per_epoch == 0 or done == self.total_steps
-      if epoch_end or done % cfg.train.log_every_steps == 0:
+      log_step = epoch_end or done % cfg.train.log_every_steps == 0
+      # Outside log steps nothing comes to the host (`step_guard`: tests disallow it there).
+      with contextlib.nullcontext() if log_step else self.step_guard():
+        ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
+        batch = next(iterator)
+        if ready not in self.precompiled:
+          self.precompile(state, ready, batch)
+        state, metrics = self.train_step(ready)(state, batch, self.key_data)
+        in_flight.append(metrics['loss'])
+        if len(in_flight) >= limit:
+          jax.block_until_ready(in_flight.popleft())
+      if log_step:
         self._log(done, metrics, time.time() - t_last, done - step_last)
         t_last, step_last = time.time(), done
       if not epoch_end:
