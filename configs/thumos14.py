@@ -22,11 +22,14 @@ Ablations are config arguments (Tables 3-6):
   --config configs/thumos14.py:memory_class_index=released
 
 Hardware and time: 3,600 optimizer steps of 10 full-length videos; about 10-12 s/step on a
-2-core CPU (~10 h; benchmarks/train_step.py, docs/results.md), far less on one GPU.
-  --config.data.batching=micro   the same batches run one video at a time, each padded only to
-                                 its own length bucket: 1.15x the true-length FLOPs instead of
-                                 ~4x, gradients summed into the same step (docs/results.md,
-                                 Training throughput).
+2-core CPU with one padded batch per step (~10 h; benchmarks/train_step.py, docs/results.md),
+far less on one GPU. The default `data.batching='auto'` decides when training starts (logged,
+and recorded in the run's config.json): on the CPU 'micro', the same batches run one video at a
+time, each padded only to its own length bucket (1.15x the true-length FLOPs instead of ~4x,
+gradients summed into the same step; 1.6-1.9x faster: docs/results.md, Training throughput); on
+GPU/TPU 'exact', one padded batch per step. Set --config.data.batching=exact|micro to choose.
+Compiled programs are kept in the persistent compilation cache (~/.cache/issf-jax/xla;
+--compilation_cache=DIR|off), so a rerun of the same shapes does not compile them again.
 Expected result (paper, Table 1): mAP@0.1:0.7 average 46.8 (0.5: 41.8); seed variance of a
 few tenths is normal for WTAL. No real-feature run has been made here (no features on our
 machines); docs/results.md has the synthetic Table 4 study.
