@@ -1,7 +1,7 @@
 """Trains a tiny run with device-to-host transfers refused outside the log steps (a subprocess
 of tests/test_trainer_transfers.py, so that XLA's fast-compile flags and the device count apply).
 
-  python -m tests.transfer_guard_check SHARDS WORKDIR exact|micro [key=value ...]
+  python -m tests.transfer_guard_check SHARDS WORKDIR exact|micro
 
 Two epochs of 6 steps, the memory built at the end of the first, so both phases run; a log at
 each epoch end only. Every other step (taking its batch, dispatching it, the in-flight bound)
@@ -56,7 +56,7 @@ def no_device_to_host():
     _GUARD.on = before
 
 
-def main(shards: str, workdir: str, batching: str, *overrides: str) -> None:
+def main(shards: str, workdir: str, batching: str) -> None:
   from issf_jax.train import loop
   from tests.conftest import TINY_TRAIN_OVERRIDES, synthetic_config
 
@@ -64,9 +64,6 @@ def main(shards: str, workdir: str, batching: str, *overrides: str) -> None:
     **TINY_TRAIN_OVERRIDES, 'data.batching': batching, 'train.num_epochs': 2,
     'train.memory_init_epoch': 0, 'train.log_every_steps': 1000,
   }  # fmt: skip
-  for item in overrides:
-    key, value = item.split('=', 1)
-    settings[key] = value
   config = synthetic_config(shards, settings)
   guarded = []
 
