@@ -181,7 +181,7 @@ def run_jax_worker(args) -> dict:
   return {
     'jax': jax.__version__,
     'backend': jax.default_backend(),
-    'batching': config.data.batching,
+    'batching': trainer.config.data.batching,  # 'auto' resolved by the trainer
     'setup_s': marks[0][0] - t_build,
     'epochs': epochs,
     'memory_init_s': init_s,
