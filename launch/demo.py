@@ -24,6 +24,7 @@ _SCALE = flags.DEFINE_enum('scale', 'small', ['tiny', 'small', 'full'], 'Synthet
 _SEED = flags.DEFINE_integer('seed', 0, 'Synthetic data seed.')
 _COMPARE = flags.DEFINE_bool('compare', False, 'Also train Base and Base+BRM (Table 4).')
 _EPOCHS = flags.DEFINE_integer('epochs', 0, 'Override train.num_epochs (0: the config).')
+_COMPILATION_CACHE = flags.DEFINE_string('compilation_cache', '', cli.COMPILATION_CACHE_HELP)
 
 VARIANTS = {'ISSF': 'modules=full', 'Base+BRM': 'modules=base_brm', 'Base': 'modules=base'}
 
@@ -97,6 +98,9 @@ def comparison_table(results: dict) -> str:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  from issf_jax import compile_cache
+
+  compile_cache.configure(_COMPILATION_CACHE.value)
   workdir = _WORKDIR.value
   shards = prepare_data(workdir, _SCALE.value, _SEED.value)
   names = list(VARIANTS) if _COMPARE.value else ['ISSF']
