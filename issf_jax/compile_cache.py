@@ -71,19 +71,18 @@ def configure(setting: str | None = '') -> str | None:
   """Turns the persistent compilation cache on in the folder `setting` names, or off.
 
   Call before the first compilation of the process (JAX opens the folder at the first one).
-  Returns the folder, or None when the cache is off; logs which.
+  Returns the folder, or None when the cache is off. Which is logged at the first compilation,
+  not here: a command refusing its input prints its one error line and nothing else.
   """
   path = resolve(setting)
-  COUNTER.install()
   if path is None:
     jax.config.update('jax_enable_compilation_cache', False)
-    logging.info('Persistent compilation cache: off.')
-    return None
-  jax.config.update('jax_enable_compilation_cache', True)
-  jax.config.update('jax_compilation_cache_dir', path)
-  if ENV_MIN_COMPILE_TIME not in os.environ:
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_TIME_S)
-  logging.info('Persistent compilation cache: %s', path)
+  else:
+    jax.config.update('jax_enable_compilation_cache', True)
+    jax.config.update('jax_compilation_cache_dir', path)
+    if ENV_MIN_COMPILE_TIME not in os.environ:
+      jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_TIME_S)
+  COUNTER.install(f'Persistent compilation cache: {path or "off."}')
   return path
 
 
@@ -95,10 +94,13 @@ class CompileCounter:
     self.hits = 0  # loaded from the persistent cache
     self.seconds = 0.0  # the time of both
     self._installed = False
+    self._announce = None  # logged at the first compilation
     self._lock = threading.Lock()
 
-  def install(self) -> None:
+  def install(self, announce: str | None = None) -> None:
+    """Starts counting (once per process); `announce` is logged at the next compilation."""
     with self._lock:
+      self._announce = announce
       if self._installed:
         return
       self._installed = True
@@ -111,6 +113,9 @@ class CompileCounter:
       with self._lock:
         self.programs += 1
         self.seconds += duration
+        announce, self._announce = self._announce, None
+      if announce:
+        logging.info('%s', announce)
 
   def _on_event(self, event: str, **kwargs) -> None:
     del kwargs
