@@ -16,8 +16,8 @@ What else decides what is cached (jax 0.10, `jax/_src/compiler.py`):
     faster are not written. Set to `MIN_COMPILE_TIME_S` here, so that the small programs (the
     optimizer update, the evaluation's, the initial state) are kept too: a warm run then
     compiles nothing. `$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS` wins when set.
-  * programs with host callbacks (`saliency_tie_order='torch'`, `merge_tie_order='torch'`) are
-    never written; they compile in every run.
+  * programs with host callbacks (the torch tie orders, `:ties=torch`) are never written; they
+    compile in every run.
   * `jax_persistent_cache_enable_xla_caches` (JAX's default: the per-fusion autotuning results
     on GPU, in a subfolder of the same folder) is left as JAX sets it.
   * the folder grows without bound (`jax_compilation_cache_max_size` needs the `filelock`

@@ -48,8 +48,8 @@ def _counts(stderr: str) -> tuple[int, int, int]:
 
 def test_a_second_run_compiles_nothing(tmp_path, tiny_shards):
   # One step, then the last step's evaluation and checkpoint: the train step, the evaluation's
-  # programs and the small ones. The host-callback tie orders are never cached (module
-  # docstring), so the jittable ones are used.
+  # programs and the small ones. The tie orders are the jittable ones (the default, set here
+  # because the torch orders' host callbacks are never cached: module docstring).
   overrides = {
     **TINY_TRAIN_OVERRIDES, 'train.max_steps': 1, 'model.saliency_tie_order': 'index',
     'memory.merge_tie_order': 'index',
