@@ -67,12 +67,14 @@ def resolve(setting: str | None) -> str | None:
   return os.path.abspath(os.path.expanduser(path))
 
 
-def configure(setting: str | None = '') -> str | None:
+def configure(setting: str | None = '', *, announce: bool = True) -> str | None:
   """Turns the persistent compilation cache on in the folder `setting` names, or off.
 
   Call before the first compilation of the process (JAX opens the folder at the first one).
-  Returns the folder, or None when the cache is off. Which is logged at the first compilation,
-  not here: a command refusing its input prints its one error line and nothing else.
+  Returns the folder, or None when the cache is off. With `announce`, which is logged at the
+  first compilation, not here: a command refusing its input before compiling prints its one
+  error line and nothing else (issf-eval and issf-predict check some input after compiling,
+  and announce nothing).
   """
   path = resolve(setting)
   if path is None:
@@ -82,7 +84,7 @@ def configure(setting: str | None = '') -> str | None:
     jax.config.update('jax_compilation_cache_dir', path)
     if ENV_MIN_COMPILE_TIME not in os.environ:
       jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_TIME_S)
-  COUNTER.install(f'Persistent compilation cache: {path or "off."}')
+  COUNTER.install(f'Persistent compilation cache: {path or "off."}' if announce else None)
   return path
 
 

@@ -120,7 +120,7 @@ def main(argv):
   del argv
   from issf_jax import compile_cache
 
-  compile_cache.configure(_COMPILATION_CACHE.value)
+  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
   from issf_jax.train import restore
 
   if flags.FLAGS['config'].present and _CONFIG.value is None:

@@ -349,7 +349,7 @@ def main(argv):
   del argv
   from issf_jax import compile_cache
 
-  compile_cache.configure(_COMPILATION_CACHE.value)
+  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
   import numpy as np
 
   from issf_jax.train import restore
