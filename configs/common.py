@@ -30,7 +30,7 @@ Arguments (paper tables):
   memory_class_index  own (default: a video's own classes) | released (class 0, the bug)
   ties      default | index | torch: equal values (saliency top-k, memory merge) in index order
             or in the authors' torch CPU order (emulated on the host, only when a tie occurs);
-            default: torch with memory_class_index=released, index otherwise (issf_jax/recipes.py)
+            default: index, but the merge in torch's order with memory_class_index=released
   dem       paper (default: Eq. 9) | residual | gated | background | all_classes: DEM reads
             beyond the paper (docs/fidelity.md, section "DEM variants beyond the paper");
             `paper` adds nothing to the config

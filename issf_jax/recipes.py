@@ -28,8 +28,8 @@ import ml_collections
 
 RECIPES = ('authors', 'spec_v1')
 MEMORY_CLASS_INDEX = ('own', 'released')
-# How equal values are ordered (the `ties=` config argument): 'default' is 'index' with the
-# paper's own-class memory and 'torch' with the released indexing (where ties are certain).
+# How equal values are ordered (the `ties=` config argument): 'default' is 'index', except the
+# memory merge under the released indexing (where ties are certain), which is 'torch'.
 TIE_ORDERS = ('default', 'index', 'torch')
 # model.dem_read: 'paper' is Eq. 9; the others are options beyond the paper (docs/fidelity.md,
 # "DEM variants beyond the paper"), set by the config argument `dem=`.
@@ -78,12 +78,13 @@ def apply_recipe(
   # Equal values: `torch` orders them as the authors' torch CPU kernels do (docs/fidelity.md),
   # emulated on the host when such a tie occurs: equal tau at the saliency top-k's k-th
   # place, or equal scores in the memory merge's unstable sort. With the released indexing a
-  # video's snippets meet themselves in row 0, so it needs them. With the paper's own classes
-  # ties need repeated feature rows, which real I3D features do not have, so the default is
+  # video's snippets meet themselves in row 0, so its merge needs them. Otherwise ties need
+  # repeated feature rows, which real I3D features do not have, so the default is
   # `index` (lower index first, all on the device): a program with a host callback can be
   # neither kept in the persistent compilation cache nor run without a host round trip.
-  torch_ties = ties == 'torch' or (ties == 'default' and class_index == 'released')
-  m.saliency_tie_order = mem.merge_tie_order = 'torch' if torch_ties else 'index'
+  m.saliency_tie_order = 'torch' if ties == 'torch' else 'index'
+  torch_merge = ties == 'torch' or (ties == 'default' and class_index == 'released')
+  mem.merge_tie_order = 'torch' if torch_merge else 'index'
   m.brm_empty_set = 'zero'
   m.brm_mlp_bias = False
   m.pseudo_label_brm_weight = 0.8

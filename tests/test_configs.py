@@ -62,13 +62,13 @@ def test_spec_v1_recipe_keeps_the_earlier_resolutions():
 
 
 def test_tie_orders_default_to_the_device_and_torch_on_request():
-  """`index` (no host callback: cacheable programs) unless the released indexing, where a
-  video's snippets meet themselves, or `ties=torch` asks for the authors' CPU order."""
+  """`index` (no host callback: cacheable programs) unless `ties=torch` asks for the authors'
+  CPU order, or the released indexing, where a video's snippets meet themselves in the merge."""
   ties = lambda c: (c.model.saliency_tie_order, c.memory.merge_tie_order)
   assert ties(thumos14.get_config()) == ('index', 'index')
   assert 'ties' not in thumos14.get_config().ablation  # the default leaves no trace
   assert ties(thumos14.get_config('ties=torch')) == ('torch', 'torch')
-  assert ties(thumos14.get_config('memory_class_index=released')) == ('torch', 'torch')
+  assert ties(thumos14.get_config('memory_class_index=released')) == ('index', 'torch')
   assert ties(thumos14.get_config('memory_class_index=released,ties=index')) == ('index', 'index')
   assert thumos14.get_config('ties=torch').ablation.ties == 'torch'
 
