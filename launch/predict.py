@@ -31,7 +31,7 @@ import sys
 
 from absl import flags
 
-from issf_common import outputs
+from issf_common import outputs, paths
 from launch import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder written by issf-train.')
@@ -119,10 +119,9 @@ def class_names_for(config) -> list[str]:
   """The class names of the run's shard folder (its manifest); without it, `class_<i>`, with
   a warning on stderr that says why."""
   shards = config.data.get('shards_dir', '')
-  path = os.path.join(shards, 'manifest.json') if shards else ''
-  if path and os.path.exists(path):
-    with open(path) as f:
-      return list(json.load(f)['classes'])
+  path = paths.join(shards, 'manifest.json') if shards else ''
+  if path and paths.exists(path):
+    return list(json.loads(paths.read_text(path))['classes'])
   print(
     f"warning: the run's data.shards_dir {shards!r} holds no manifest.json (moved, or relative "
     f'to another folder), so the classes are named class_0..class_{config.model.num_classes - 1}',
