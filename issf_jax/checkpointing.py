@@ -62,6 +62,18 @@ def _closed_loop_reports_dropped_on_failure():
   sys.unraisablehook = previous  # (not reached when the read raised)
 
 
+class _UnretrievedReadReports(logging.Filter):
+  """Drops asyncio's "... exception was never retrieved" reports: after a failed restore, the
+  other reads of the same restore end with the same failure in futures nobody awaits, and
+  asyncio reports each when it is collected (at any time, often at exit)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'exception was never retrieved' not in record.getMessage()
+
+
+_UNRETRIEVED = _UnretrievedReadReports()
+
+
 def model_signature(config) -> dict:
   """What must agree between a checkpoint and the config that restores it."""
   sig = {k: config.model[k] for k in _SHAPE_FIELDS}
@@ -186,6 +198,7 @@ class Checkpointer:
       with _closed_loop_reports_dropped_on_failure():
         return read()
     except Exception as err:  # noqa: BLE001  Orbax/tensorstore raise many types for one cause
+      logging.getLogger('asyncio').addFilter(_UNRETRIEVED)
       others = [s for s in self.all_steps() if s != step]
       raise DamagedCheckpointError(
         f'Checkpoint {self.directory} step {step} is damaged and cannot be restored '
