@@ -157,9 +157,11 @@ def test_ctrl_c_says_where_the_run_resumes(tmp_path, tiny_shards, jax_cache_dir)
 
   workdir = tmp_path / 'run'
   args = train_args(workdir, tiny_shards, {'train.num_epochs': 40})
-  proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR,
-                          env=subprocess_env(jax_cache_dir), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+  # Unbuffered: a piped child's progress lines would otherwise arrive at its exit, after the
+  # run had finished without an interrupt.
+  env = dict(subprocess_env(jax_cache_dir), PYTHONUNBUFFERED='1')
+  proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
   try:
     for line in proc.stdout:
       if 'step     12/' in line:  # the first checkpoint (step 6) is complete by then
