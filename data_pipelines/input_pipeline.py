@@ -87,7 +87,9 @@ class BatchingOptions:
   mode: 'thumos' | 'activitynet'. max_len (thumos): videos longer than this are cropped to a
   random window (RSKP: None, full length). t_s (activitynet): snippets sampled per video.
   batching: 'exact' (one padded batch per step) | 'micro' (a list of micro-batches per step,
-  `plan_steps`); micro_batch_size and bucket_growth only matter for 'micro'.
+  `plan_steps`); micro_batch_size, bucket_growth and micro_buckets only matter for 'micro'.
+  micro_buckets: 0, geometric edges (x bucket_growth); N > 0, N edges fitted to the training
+  lengths (`sampling.fitted_bucket_edges`).
   """
 
   global_batch_size: int
@@ -99,6 +101,7 @@ class BatchingOptions:
   batching: str = 'exact'
   micro_batch_size: int = 1
   bucket_growth: float = 1.2
+  micro_buckets: int = 0
 
   def check(self, n_hosts: int) -> None:
     """Raises ValueError when these options cannot serve `n_hosts` hosts."""
@@ -149,14 +152,15 @@ def plan_steps(
   for this host; position is the video's place in the global batch (its dropout key). 'exact':
   one group, the global batch padded to a bucket_size multiple (module docstring). 'micro': the
   same global batch (same videos, same order of epochs and steps) cut into groups of
-  micro_batch_size videos, each padded to its own `sampling.geometric_bucket_length` (THUMOS
-  mode); with micro_batch_size 1 the groups keep the batch order, otherwise they follow the
-  videos sorted by length (stable), so that each group holds videos of similar lengths. Host p
-  takes rows [p k, (p + 1) k) of every group, k = group size // host.count. Pure numpy.
+  micro_batch_size videos, each padded to its own bucket (`_micro_bucket`; THUMOS mode);
+  with micro_batch_size 1 the groups keep the batch order, otherwise they follow the videos
+  sorted by length (stable), so that each group holds videos of similar lengths. Host p takes
+  rows [p k, (p + 1) k) of every group, k = group size // host.count. Pure numpy.
   """
   o, p = options, host.index
   seed, mode, max_len, batching = o.seed, o.mode, o.max_len, o.batching
   n, size = len(lengths), o.global_batch_size
+  micro_bucket = _micro_bucket(lengths, o)
   steps = n // size
   group_size = o.micro_batch_size if batching == 'micro' else size
   epoch, first = start_epoch, start_batch
@@ -177,7 +181,7 @@ def plan_steps(
         elif batching == 'exact':
           t_pad = sampling.bucket_length(used[members].max(), o.bucket_size)
         else:
-          t_pad = sampling.geometric_bucket_length(used[members].max(), o.bucket_growth)
+          t_pad = micro_bucket(used[members].max())
         share = group_size // host.count
         rows = []
         for position in members[p * share : (p + 1) * share]:
@@ -206,7 +210,19 @@ def micro_lengths(lengths: np.ndarray, options: BatchingOptions) -> list[int]:
   if o.mode != 'thumos':
     return [int(o.t_s)]
   used = np.asarray(lengths) if o.max_len is None else np.minimum(lengths, o.max_len)
-  return sorted({sampling.geometric_bucket_length(int(t), o.bucket_growth) for t in used})
+  bucket = _micro_bucket(lengths, o)
+  return sorted({bucket(int(t)) for t in used})
+
+
+def _micro_bucket(lengths, options: BatchingOptions):
+  """length -> padded length of a 'micro' micro-batch whose longest video has that length:
+  the geometric edges, or `micro_buckets` edges fitted to the (cropped) training `lengths`."""
+  o = options
+  if not o.micro_buckets or o.batching != 'micro' or o.mode != 'thumos':
+    return lambda t: sampling.geometric_bucket_length(int(t), o.bucket_growth)
+  used = np.asarray(lengths) if o.max_len is None else np.minimum(lengths, o.max_len)
+  edges = sampling.fitted_bucket_edges(used, o.micro_buckets)
+  return lambda t: sampling.fitted_bucket_length(int(t), edges)
 
 
 class ShardSubset:

@@ -87,3 +87,78 @@ def geometric_bucket_length(length: int, growth: float, multiple: int = GEOMETRI
   while edge < length:
     edge = max(edge + multiple, -(-int(np.ceil(edge * growth)) // multiple) * multiple)
   return edge
+
+
+# The relative cost of one padded video of T snippets is T + T^2 / FITTED_QUADRATIC_SCALE: the
+# shape of the train step's FLOPs at D = 2048 (per snippet: the embedding and the channel MLPs,
+# about 33 MFLOP forward and backward; per pair of snippets: the temporal attention's six
+# T x T x D products, about 25 kFLOP), so that padding a long video weighs what it costs.
+FITTED_QUADRATIC_SCALE = 1340.0
+
+
+def fitted_bucket_edges(
+  lengths, count: int, multiple: int = GEOMETRIC_MULTIPLE, scale: float = FITTED_QUADRATIC_SCALE
+) -> tuple[int, ...]:
+  """The `count` padded lengths (multiples of `multiple`) that minimise the padded cost of
+  the videos of `lengths`, each padded to the first edge at or above its length.
+
+  An exact dynamic programme over the candidate edges (each length rounded up to `multiple`),
+  with the cost of a video of T snippets taken as T + T^2 / scale (FITTED_QUADRATIC_SCALE).
+  Every edge serves at least one video and the last is the longest video's, so fewer
+  programs pad less than data-blind (geometric) edges would: on THUMOS14's 200 training
+  videos 16 fitted edges pad 9.1 % of the cost where 22 geometric edges (x 1.2) pad 14.7 %.
+  Deterministic in `lengths` (as a multiset), so every host and a resumed run get the same.
+
+  Args:
+    lengths: [N] positive ints, the (cropped) training lengths.
+    count: the most edges (compiled programs) wanted, >= 1.
+  Returns:
+    The edges, increasing (fewer than `count` when there are fewer candidates).
+  """
+  lengths = np.sort(np.asarray(lengths, np.int64))
+  if count < 1 or not len(lengths) or lengths[0] < 1:
+    raise ValueError(f'need count >= 1 and positive lengths, got {count} and {lengths[:3]}...')
+  edges = np.unique(-(-lengths // multiple) * multiple)
+  if count >= len(edges):
+    return tuple(int(e) for e in edges)
+
+  def cost(t):
+    t = np.asarray(t, np.float64)
+    return t + t * t / scale
+
+  # Videos with length <= edges[j]: served[j] of them, true cost true_cost[j] (prefix sums).
+  served = np.searchsorted(lengths, edges, side='right')
+  true_cost = np.concatenate([[0.0], np.cumsum(cost(lengths))])[served]
+  n = len(edges)
+  # best[j]: the least padding cost of the videos up to edges[j] in at most k groups, the last
+  # ending at edges[j]; group (edges[i-1], edges[j]] costs its count x cost(edges[j]) - true.
+  served0 = np.concatenate([[0], served[:-1]])
+  true0 = np.concatenate([[0.0], true_cost[:-1]])
+  best = served * cost(edges) - true_cost  # one group
+  choice = []
+  for _ in range(count - 1):
+    new, arg = best.copy(), np.full(n, -1)
+    for j in range(1, n):
+      # the last group starts after edges[i - 1], i in 1..j; before it, best[i - 1]
+      i = np.arange(1, j + 1)
+      total = best[i - 1] + (served[j] - served0[i]) * cost(edges[j]) - (true_cost[j] - true0[i])
+      k = int(np.argmin(total))
+      if total[k] < new[j]:
+        new[j], arg[j] = total[k], i[k]
+    choice.append(arg)
+    best = new
+  picked, j = [], n - 1
+  for arg in reversed(choice):
+    if arg[j] >= 0:  # (else one group fewer served these videos as well)
+      picked.append(int(edges[j]))
+      j = arg[j] - 1
+  picked.append(int(edges[j]))
+  return tuple(sorted(picked))
+
+
+def fitted_bucket_length(length: int, edges: tuple[int, ...]) -> int:
+  """The first of `edges` (increasing, `fitted_bucket_edges`) at or above `length`."""
+  k = int(np.searchsorted(edges, length))
+  if k == len(edges):
+    raise ValueError(f'length {length} is above the longest bucket edge {edges[-1]}')
+  return int(edges[k])

@@ -49,6 +49,7 @@ RULES: dict[str, tuple[Callable, str]] = {
   'data.eval_batch_size': _at_least(1),
   'data.micro_batch_size': _at_least(0),  # 0: the device count
   'data.bucket_growth': _above(1),
+  'data.micro_buckets': _at_least(0),
   'train.batch_size': _at_least(1),
   'train.num_epochs': _at_least(1),
   'train.memory_init_epoch': _at_least(-1),  # -1: no memory

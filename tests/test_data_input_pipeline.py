@@ -1,5 +1,7 @@
 """The tf.data pipeline: buckets and masks, epoch order, multi-host slices, resume, T_s sampling."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -246,6 +248,55 @@ def test_geometric_buckets():
   assert sampling.geometric_bucket_length(5, 1.5, multiple=4) == 8
   with pytest.raises(ValueError):
     sampling.geometric_bucket_length(5, 1.0)
+
+
+def test_fitted_buckets_hand_computed():
+  # Candidates 16, 32, 112 (lengths rounded up to 16). Two edges: {32, 112} pads 10 and 20 to
+  # 32 and 100, 110 to 112; {16, 112} would pad 20 to 112. Enough edges: every candidate.
+  assert sampling.fitted_bucket_edges([10, 20, 100, 110], 2) == (32, 112)
+  assert sampling.fitted_bucket_edges([110, 10, 100, 20], 5) == (16, 32, 112)
+  assert sampling.fitted_bucket_edges([10, 20, 100, 110], 1) == (112,)
+  assert sampling.fitted_bucket_length(100, (32, 112)) == 112
+  assert sampling.fitted_bucket_length(32, (32, 112)) == 32
+  with pytest.raises(ValueError, match='above the longest'):
+    sampling.fitted_bucket_length(113, (32, 112))
+  with pytest.raises(ValueError):
+    sampling.fitted_bucket_edges([10, 20], 0)
+
+
+def test_fitted_buckets_are_the_least_padding_against_brute_force():
+  rng = np.random.default_rng(0)
+
+  def padding(lengths, edges):
+    cost = lambda t: t + t * t / sampling.FITTED_QUADRATIC_SCALE  # noqa: E731
+    return sum(cost(sampling.fitted_bucket_length(t, edges)) - cost(t) for t in lengths)
+
+  for _ in range(60):
+    lengths = rng.integers(1, 400, size=int(rng.integers(1, 10)))
+    count = int(rng.integers(1, 5))
+    candidates = np.unique(-(-lengths // 16) * 16)
+    best = min(
+      padding(lengths, tuple(sorted(sub)) + (int(candidates[-1]),))
+      for k in range(min(count, len(candidates)))
+      for sub in itertools.combinations(candidates[:-1].tolist(), k)
+    )
+    edges = sampling.fitted_bucket_edges(lengths, count)
+    assert len(edges) <= count and edges[-1] == candidates[-1]
+    assert padding(lengths, edges) == pytest.approx(best, rel=1e-9, abs=1e-9)
+
+
+def test_micro_batches_pad_to_the_fitted_buckets():
+  lengths = np.array([10, 20, 100, 110, 300, 310, 40])
+  options = input_pipeline.BatchingOptions(
+    global_batch_size=7, seed=0, mode='thumos', batching='micro', micro_buckets=3
+  )
+  edges = sampling.fitted_bucket_edges(lengths, 3)
+  assert input_pipeline.micro_lengths(lengths, options) == list(edges)
+  step = next(input_pipeline.plan_steps(
+    lengths, options, start_epoch=0, start_batch=0, host=input_pipeline.Host(0, 1)))  # fmt: skip
+  for t_pad, rows in step:
+    ((video, _, _),) = rows
+    assert t_pad == sampling.fitted_bucket_length(lengths[video], edges)
 
 
 @pytest.mark.parametrize('size', [1, 2])

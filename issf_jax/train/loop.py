@@ -101,6 +101,7 @@ def batching_options(config, num_devices: int):
     batching=resolve_batching(config, num_devices)[0],
     micro_batch_size=micro_batch_size(config, num_devices),
     bucket_growth=data.get('bucket_growth', 1.2),
+    micro_buckets=data.get('micro_buckets', 0),  # absent from runs that began before it
   )  # fmt: skip
 
 
