@@ -14,22 +14,21 @@ are the multi-hot of all annotation labels (there is no separate labels_all). An
 """
 
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from data_pipelines import source
-from issf_common import errors
+from issf_common import errors, paths
 
 AMBIGUOUS_LABEL = 'Ambiguous'
 SPLITS = (('train', 'split_train.txt', 'train'), ('test', 'split_test.txt', 'test'))
 
 
 def _read_split(path: str) -> list[str]:
-  if not os.path.isfile(path):
+  if not paths.is_file(path):
     raise errors.MissingFileError(f'ACM-Net split file {path} not found')
-  with open(path) as f:
+  with paths.open_file(path) as f:
     return [line.strip() for line in f if line.strip()]
 
 
@@ -43,20 +42,20 @@ def read_acmnet(
   """Reads an ACM-Net package into a SourceDataset.
 
   Args:
-    src: the folder holding gt.json, the split files and train/ test/.
+    src: the folder holding gt.json, the split files and train/ test/ (or its URL,
+      `issf_common/paths.py`).
     classes: class list; default the sorted set of annotation labels of the listed videos
       (ACM-Net and ASM-Loc hard-code exactly that alphabetical order).
     name: dataset name for the manifest; default the folder's name.
     checks: the expected D and the T vs duration tolerance (`source.FeatureChecks`).
   """
-  src = os.path.abspath(src)
-  gt_path = os.path.join(src, 'gt.json')
-  if not os.path.isfile(gt_path):
+  src = paths.absolute(src)
+  gt_path = paths.join(src, 'gt.json')
+  if not paths.is_file(gt_path):
     raise errors.MissingFileError(f'ACM-Net ground truth {gt_path} not found')
-  with open(gt_path) as f:
-    database = json.load(f)['database']
-  splits = {subset: _read_split(os.path.join(src, fname)) for subset, fname, _ in SPLITS}
-  split_paths = [os.path.join(src, fname) for _, fname, _ in SPLITS]
+  database = json.loads(paths.read_text(gt_path))['database']
+  splits = {subset: _read_split(paths.join(src, fname)) for subset, fname, _ in SPLITS}
+  split_paths = [paths.join(src, fname) for _, fname, _ in SPLITS]
   listed = {v for vids in splits.values() for v in vids}
 
   if classes is None:
@@ -71,18 +70,18 @@ def read_acmnet(
   classes = tuple(classes)
   class_index = {c: i for i, c in enumerate(classes)}
 
-  paths = []  # the features file of each listed video
+  feature_paths = []  # the features file of each listed video
 
   def raw_features(k: int):
-    return np.load(paths[k]), paths[k]
+    return paths.load_npy(feature_paths[k]), feature_paths[k]
 
-  name = name or os.path.basename(src)
+  name = name or paths.path(src).name
   dataset = source.SourceDataset(name, 'acmnet', classes, raw_features, src, checks)
   for subset, fname, folder in SPLITS:
     for video_id in splits[subset]:
       if video_id not in database:
         raise source.DataValidationError(
-          f'video {video_id!r} listed in {os.path.join(src, fname)} has no entry in {gt_path}'
+          f'video {video_id!r} listed in {paths.join(src, fname)} has no entry in {gt_path}'
         )
       info = database[video_id]
       segments, ambiguous = [], []
@@ -94,8 +93,8 @@ def read_acmnet(
           segments.append((s, e, a['label']))
       source.check_labels([lab for _, _, lab in segments], classes, video_id, gt_path)
       labels = tuple(sorted({lab for _, _, lab in segments}, key=class_index.__getitem__))
-      feature_path = os.path.join(src, folder, video_id + '.npy')
-      if not os.path.isfile(feature_path):
+      feature_path = paths.join(src, folder, video_id + '.npy')
+      if not paths.is_file(feature_path):
         dataset.add_missing(video_id, subset, 'no features file')
         continue
       if 'duration' not in info:
@@ -110,7 +109,7 @@ def read_acmnet(
           ambiguous=tuple(ambiguous),
         )
       )
-      paths.append(feature_path)
+      feature_paths.append(feature_path)
 
   has_training = any(str(v.get('subset', '')).lower() == 'training' for v in database.values())
   for video_id in sorted(set(database) - listed):
@@ -121,7 +120,7 @@ def read_acmnet(
     else:
       dataset.add_skipped(video_id, info.get('subset'), 'unlabelled')
 
-  dataset.source_files = [gt_path] + split_paths + paths
+  dataset.source_files = [gt_path] + split_paths + feature_paths
   return dataset
 
 
@@ -143,13 +142,13 @@ def write_acmnet(
     annotations = [{'segment': [s, e], 'label': lab} for s, e, lab in v.segments]
     annotations += [{'segment': [s, e], 'label': AMBIGUOUS_LABEL} for s, e in v.ambiguous]
     database[v.video_id] = {'subset': raw, 'duration': v.duration, 'annotations': annotations}
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'gt.json'), 'w') as f:
+  paths.makedirs(out_dir)
+  with paths.open_file(paths.join(out_dir, 'gt.json'), 'w') as f:
     json.dump({'version': 'issf-jax synthetic', 'database': database}, f)
   for subset, fname, folder in SPLITS:
-    os.makedirs(os.path.join(out_dir, folder), exist_ok=True)
-    with open(os.path.join(out_dir, fname), 'w') as f:
+    paths.makedirs(paths.join(out_dir, folder))
+    with paths.open_file(paths.join(out_dir, fname), 'w') as f:
       f.writelines(v.video_id + '\n' for v in videos if v.subset == subset)
   for v, x in zip(videos, features, strict=True):
     if x is not None:
-      np.save(os.path.join(out_dir, v.subset, v.video_id + '.npy'), np.asarray(x, np.float32))
+      paths.save_npy(paths.join(out_dir, v.subset, v.video_id + '.npy'), np.asarray(x, np.float32))

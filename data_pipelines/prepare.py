@@ -17,7 +17,6 @@ input writes the same bytes (no timestamps or absolute paths; Examples serialize
 deterministically).
 """
 
-import os
 from collections.abc import Sequence
 
 from absl import logging
@@ -40,16 +39,16 @@ def resolve_classes(spec: str | None) -> tuple[str, ...] | None:
     return None
   if spec in NAMED_CLASS_LISTS:
     return NAMED_CLASS_LISTS[spec]
-  if not os.path.isfile(spec):
+  if not paths.is_file(spec):
     raise errors.MissingFileError(
       f'--classes {spec}: neither {sorted(NAMED_CLASS_LISTS)} nor a class-list file'
     )
-  with open(spec) as f:
+  with paths.open_file(spec) as f:
     return tuple(line.strip() for line in f if line.strip())
 
 
 def read_source(fmt: str, src: str, **kwargs) -> source.SourceDataset:
-  if not os.path.isdir(src):
+  if not paths.is_dir(src):
     raise errors.MissingFileError(f'--src {src}: no such folder')
   if fmt == 'wtalc':
     classes = kwargs.pop('classes', None)
@@ -89,8 +88,9 @@ def convert(
 
   Args:
     fmt: 'wtalc' or 'acmnet'.
-    src: the released folder (W-TALC: holds `<Name>-I3D-JOINTFeatures.npy`; ACM-Net: gt.json).
-    out: the shard directory (created).
+    src: the released folder (W-TALC: holds `<Name>-I3D-JOINTFeatures.npy`; ACM-Net: gt.json),
+      local or a URL (`issf_common/paths.py`).
+    out: the shard directory (created; local or a URL).
     name: W-TALC `<Name>` when src holds several features files; the dataset name otherwise.
     classes: expected class list (W-TALC: checked against classlist.npy; ACM-Net: the order).
     videos_per_shard: shard size when num_shards is None (64 THUMOS videos are ~170 MB).
@@ -111,7 +111,7 @@ def convert(
   # Import here: TF costs ~2 s (more on a loaded machine); bad flags and a bad --src fail first.
   from data_pipelines import shards
 
-  if paths.absolute(out) == os.path.abspath(src):
+  if paths.absolute(out) == paths.absolute(src):
     raise errors.InputError(f'--out {out}: must differ from --src')
   created = not paths.exists(out)
   paths.makedirs(out)
@@ -180,9 +180,9 @@ def _convert(dataset, out: str, shards, videos_per_shard: int, num_shards: int |
   for path in dataset.source_files:
     files.append(
       {
-        'path': os.path.relpath(path, dataset.root),
+        'path': paths.relative(path, dataset.root),
         'sha256': manifest_lib.sha256_file(path),
-        'bytes': os.path.getsize(path),
+        'bytes': paths.size(path),
       }
     )
   manifest = {

@@ -13,14 +13,13 @@ the annotations, marks a video without features: it is listed as missing, not fa
 element is an error (T = 0).
 """
 
-import glob
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from data_pipelines import source
-from issf_common import errors
+from issf_common import errors, paths
 
 FEATURES_SUFFIX = '-I3D-JOINTFeatures.npy'
 ANNOTATION_FILES = (
@@ -43,7 +42,7 @@ def _load(path: str):
   import pickle
 
   try:
-    return np.load(path, allow_pickle=True, encoding='bytes')
+    return paths.load_npy(path, allow_pickle=True, encoding='bytes')
   except (EOFError, ValueError, OSError, pickle.UnpicklingError) as err:  # empty, cut short
     reason = str(err).split('\n')[0] or type(err).__name__
     raise source.DataValidationError(
@@ -52,29 +51,30 @@ def _load(path: str):
 
 
 def locate(src: str, name: str | None = None) -> tuple[str, str, str]:
-  """Finds (name, features_path, annotations_dir) under `src` in either layout.
+  """Finds (name, features_path, annotations_dir) under `src` (a folder or a URL) in either
+  layout.
 
   Raises:
     FileNotFoundError: listing what was looked for.
   """
-  src = os.path.abspath(src)
+  src = paths.absolute(src)
   if name is None:
-    found = sorted(glob.glob(os.path.join(glob.escape(src), '*' + FEATURES_SUFFIX)))
+    found = paths.glob(src, '*' + FEATURES_SUFFIX)
     if len(found) != 1:
       raise errors.MissingFileError(
         f'expected exactly one *{FEATURES_SUFFIX} in {src}, found {len(found)}: '
-        f'{[os.path.basename(f) for f in found]} (pass name= to choose)'
+        f'{[paths.path(f).name for f in found]} (pass name= to choose)'
       )
-    name = os.path.basename(found[0])[: -len(FEATURES_SUFFIX)]
-  features_path = os.path.join(src, name + FEATURES_SUFFIX)
-  if not os.path.isfile(features_path):
+    name = paths.path(found[0]).name[: -len(FEATURES_SUFFIX)]
+  features_path = paths.join(src, name + FEATURES_SUFFIX)
+  if not paths.is_file(features_path):
     raise errors.MissingFileError(f'features file {features_path} not found')
-  for ann_dir in (os.path.join(src, name + '-Annotations'), src):  # W-TALC layout, then RSKP.
-    if os.path.isfile(os.path.join(ann_dir, 'classlist.npy')):
+  for ann_dir in (paths.join(src, name + '-Annotations'), src):  # W-TALC layout, then RSKP.
+    if paths.is_file(paths.join(ann_dir, 'classlist.npy')):
       return name, features_path, ann_dir
   raise errors.MissingFileError(
     f'no W-TALC annotations for {name!r}: looked for classlist.npy in '
-    f'{os.path.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
+    f'{paths.join(src, name + "-Annotations")} (W-TALC layout) and in {src} (RSKP layout)'
   )
 
 
@@ -98,16 +98,16 @@ def read_annotations(ann_dir: str) -> dict:
     labels_all [N] list[str], labels [N] list[str], segments [N] list[(s, e)], ambiguous
     {video: [(s, e)]} (empty without Ambiguous_test.txt), and paths {key: file}.
   """
-  paths = {f[: -len('.npy')]: os.path.join(ann_dir, f) for f in ANNOTATION_FILES}
-  for key, path in paths.items():
-    if not os.path.isfile(path):
+  files = {f[: -len('.npy')]: paths.join(ann_dir, f) for f in ANNOTATION_FILES}
+  for key, path in files.items():
+    if not paths.is_file(path):
       raise errors.MissingFileError(f'W-TALC annotation file {path} not found ({key})')
-  a = {key: _load(path) for key, path in paths.items()}
+  a = {key: _load(path) for key, path in files.items()}
   n = len(a['videoname'])
   for key in ('subset', 'duration', 'labels_all', 'labels', 'segments'):
     if len(a[key]) != n:
       raise source.DataValidationError(
-        f'{paths[key]} has {len(a[key])} entries but videoname.npy has {n}'
+        f'{files[key]} has {len(a[key])} entries but videoname.npy has {n}'
       )
   out = {
     'classes': [source.decode(c) for c in a['classlist']],
@@ -118,18 +118,18 @@ def read_annotations(ann_dir: str) -> dict:
     'labels': [[source.decode(x) for x in row] for row in a['labels']],
     'segments': [[(float(s), float(e)) for s, e in row] for row in a['segments']],
     'ambiguous': {},
-    'paths': paths,
+    'paths': files,
   }
   for i, video in enumerate(out['videoname']):
     if len(out['labels'][i]) != len(out['segments'][i]):
       raise source.DataValidationError(
-        f'video {video!r}: {len(out["labels"][i])} labels in {paths["labels"]} but '
-        f'{len(out["segments"][i])} segments in {paths["segments"]}'
+        f'video {video!r}: {len(out["labels"][i])} labels in {files["labels"]} but '
+        f'{len(out["segments"][i])} segments in {files["segments"]}'
       )
-  amb_path = os.path.join(ann_dir, AMBIGUOUS_FILE)
-  if os.path.isfile(amb_path):
-    paths['ambiguous'] = amb_path
-    with open(amb_path) as f:
+  amb_path = paths.join(ann_dir, AMBIGUOUS_FILE)
+  if paths.is_file(amb_path):
+    files['ambiguous'] = amb_path
+    with paths.open_file(amb_path) as f:
       for line in f:
         fields = line.split()  # RSKP's split(' ') breaks on the double space; fields [1], [2].
         if len(fields) >= 3:
@@ -164,7 +164,7 @@ def read_wtalc(
   """Reads a W-TALC package (either layout) into a SourceDataset.
 
   Args:
-    src: the folder holding `<Name>-I3D-JOINTFeatures.npy`.
+    src: the folder holding `<Name>-I3D-JOINTFeatures.npy` (or its URL, `issf_common/paths.py`).
     name: `<Name>`; found by glob when there is exactly one features file.
     checks: the expected D and the T vs duration tolerance (`source.FeatureChecks`).
 
@@ -183,7 +183,7 @@ def read_wtalc(
   def raw_features(k: int):
     return feats[positions[k]], features_path
 
-  dataset = source.SourceDataset(name, 'wtalc', classes, raw_features, os.path.abspath(src), checks)
+  dataset = source.SourceDataset(name, 'wtalc', classes, raw_features, paths.absolute(src), checks)
   for i, video_id in enumerate(ann['videoname']):
     source.check_labels(ann['labels_all'][i], classes, video_id, ann['paths']['labels_all'])
     source.check_labels(ann['labels'][i], classes, video_id, ann['paths']['labels'])
@@ -213,7 +213,7 @@ def write_wtalc(
   """Writes videos in the W-TALC format, strings as bytes like the THUMOS14 release.
 
   Args:
-    out_dir: created if needed.
+    out_dir: created if needed (a folder or a URL).
     name: `<Name>` of `<Name>-I3D-JOINTFeatures.npy`.
     classes: class list.
     videos: entries (their `subset` is written unless raw_subsets is given).
@@ -226,8 +226,8 @@ def write_wtalc(
   """
   if layout not in ('wtalc', 'rskp'):
     raise ValueError(f'layout must be wtalc or rskp, got {layout!r}')
-  ann_dir = os.path.join(out_dir, name + '-Annotations') if layout == 'wtalc' else out_dir
-  os.makedirs(ann_dir, exist_ok=True)
+  ann_dir = paths.join(out_dir, name + '-Annotations') if layout == 'wtalc' else out_dir
+  paths.makedirs(ann_dir)
   n = len(videos)
   enc = lambda s: s.encode('utf-8')
   subsets = list(raw_subsets) if raw_subsets is not None else [v.subset for v in videos]
@@ -248,12 +248,12 @@ def write_wtalc(
     'segments': objects([[[s, e] for s, e, _ in v.segments] for v in videos]),
   }
   for key, arr in arrays.items():
-    np.save(os.path.join(ann_dir, key + '.npy'), arr, allow_pickle=True)
+    paths.save_npy(paths.join(ann_dir, key + '.npy'), arr, allow_pickle=True)
   lines = [f'{v.video_id}  {s:.1f} {e:.1f}\n' for v in videos for s, e in v.ambiguous]
   if lines:
-    with open(os.path.join(ann_dir, AMBIGUOUS_FILE), 'w') as f:
+    with paths.open_file(paths.join(ann_dir, AMBIGUOUS_FILE), 'w') as f:
       f.writelines(lines)
   feats = objects([None if x is None else np.asarray(x, np.float32) for x in features])
-  features_path = os.path.join(out_dir, name + FEATURES_SUFFIX)
-  np.save(features_path, feats, allow_pickle=True)
+  features_path = paths.join(out_dir, name + FEATURES_SUFFIX)
+  paths.save_npy(features_path, feats, allow_pickle=True)
   return features_path
