@@ -21,7 +21,7 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 
-from issf_common import errors, outputs
+from issf_common import errors, outputs, paths
 from issf_jax import evaluation
 from issf_jax.evaluation import ground_truth as gt_lib
 from issf_jax.evaluation import prediction_file
@@ -59,7 +59,7 @@ def load_json(path: str, what: str, loader=None):
   try:
     if loader is not None:
       return loader(path)
-    with open(path) as f:
+    with paths.open_file(path) as f:  # local or a URL (issf_common/paths.py)
       return json.load(f)
   except FileNotFoundError:
     raise InputError(f'{what} file {path}: not found') from None

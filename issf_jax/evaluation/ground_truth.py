@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from issf_common import errors
+from issf_common import errors, paths
 
 _SUBSET_ALIASES = {
   'testing': 'test',
@@ -282,7 +282,7 @@ def read_ambiguous_txt(path) -> dict:
   the same as a whitespace split for every line of the real file.
   """
   out = {}
-  with open(path) as f:
+  with paths.open_file(path) as f:  # local or a URL (issf_common/paths.py)
     for line in f:
       fields = line.split()
       if len(fields) < 3:

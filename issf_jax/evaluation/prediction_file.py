@@ -32,6 +32,7 @@ import typing
 
 import numpy as np
 
+from issf_common import paths
 from issf_jax.evaluation import ground_truth as gt_lib
 
 try:
@@ -72,7 +73,7 @@ def load_predictions(path: str | os.PathLike, *, fast: bool = True, labels=None)
   """Reads a predictions file.
 
   Args:
-    path: the JSON file.
+    path: the JSON file, local or a URL (`issf_common/paths.py`).
     fast: use msgspec when it is installed (False: always the stdlib path, for comparison).
     labels: optional iterable of the label names a prediction may have (the ground truth's);
       the typed decoder then shares their string objects. Any other label sends the file to the
@@ -87,10 +88,10 @@ def load_predictions(path: str | os.PathLike, *, fast: bool = True, labels=None)
     OSError, UnicodeDecodeError, json.JSONDecodeError: as `json.load` of the file would.
   """
   if fast and msgspec is not None:
-    with open(path, 'rb') as f:
+    with paths.open_file(path, 'rb') as f:
       try:  # Decoding from the page cache saves copying the file (50 MB at ActivityNet size).
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-      except (OSError, ValueError):  # An empty file, a pipe: read it.
+      except (OSError, ValueError, AttributeError):  # An empty file, a pipe, a URL: read it.
         data = f.read()
     try:
       flat = _decode_typed(data, labels)
@@ -103,7 +104,7 @@ def load_predictions(path: str | os.PathLike, *, fast: bool = True, labels=None)
     finally:
       if isinstance(data, mmap.mmap):
         data.close()
-  with open(path, 'rb') as f:
+  with paths.open_file(path, 'rb') as f:
     return _loads_checked(f.read())
 
 
