@@ -96,17 +96,24 @@ def check_writable(folder: PathLike, what: str) -> None:
   """Raises OutputError unless files can be written into `folder`, before any work is done.
 
   Creates nothing: a missing `folder` is checked at its nearest existing parent (where the
-  command will create it). `what` names the flag in the message ('--workdir').
+  command will create it); a URL with nothing above it yet (an object store has no folders to
+  create) in the folder itself. `what` names the flag in the message ('--workdir').
   """
+  remote = paths.is_url(folder)
   folder = epath.Path(folder)
   existing = folder
   while not existing.exists() and existing.parent != existing:
+    if remote and not paths.is_url(existing.parent):  # epath's parent of `gs://` is the local /
+      break
     existing = existing.parent
-  if not existing.is_dir():
+  if not existing.exists():
+    existing = folder
+  elif not existing.is_dir():
     raise OutputError(f'{what} {folder}: {existing} is a file, not a folder')
   probe = existing / f'.write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}'
   try:
-    probe.write_bytes(b'')
+    with paths.open_file(probe, 'wb') as f:
+      f.write(b'')  # a URL's file is created by its first write
     probe.unlink()
   except OSError as err:
     raise OutputError(f'{what} {folder}: {existing} cannot be written ({_reason(err)})') from None

@@ -33,7 +33,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 import configs
-from issf_common import errors, outputs
+from issf_common import errors, outputs, paths
 from issf_jax import config_validation
 from launch import cli
 
@@ -96,9 +96,9 @@ def datasets(module, extra_args: str, workdir: str):
   out = []
   for i in range(_SEEDS.value):
     seed = _DATA_SEED.value + (i if _VARY.value else 0)
-    t0, root = time.time(), os.path.join(workdir, 'data')
-    fresh = not os.path.isfile(os.path.join(runs.synthetic_shards_dir(root, scale, seed),
-                                            'manifest.json'))  # fmt: skip
+    t0, root = time.time(), paths.join(workdir, 'data')
+    fresh = not paths.is_file(paths.join(runs.synthetic_shards_dir(root, scale, seed),
+                                         'manifest.json'))  # fmt: skip
     shards = runs.synthetic_shards(root, scale, seed)
     if fresh:
       print(f'synthetic benchmark ({scale}, draw {seed}) -> {shards} in {time.time() - t0:.0f} s')
@@ -193,7 +193,7 @@ def print_plan(specs, workdir: str) -> None:
     d = runs.run_directory(workdir, s.key)
     if runs.load_result(d, s.key):
       state = 'finished'
-    elif os.path.isdir(d):
+    elif paths.is_dir(d):
       state = f'checkpoint at step {runs.latest_checkpoint_step(d)}'
     else:
       state = 'new'
@@ -247,15 +247,15 @@ def write_report(p, outcomes: dict, workdir: str, t0: float) -> tuple[str, str, 
     name=_NAME.value,
   )
   md = report.markdown(title, header, summaries, tiou)
-  outputs.write_text(os.path.join(workdir, f'{name}.md'), md)
+  outputs.write_text(paths.join(workdir, f'{name}.md'), md)
   payload = {
     'table': table.name, 'title': title, 'command': sys.argv, 'config': p['path'],
     'config_args': p['extra_args'], 'overrides': p['overrides'], 'data': p['data_desc'],
     'protocol': config.eval.protocol, 'tiou': tiou, 'machine': machine(),
     'wall_minutes': (time.time() - t0) / 60, 'summary': summaries, 'runs': recs,
   }  # fmt: skip
-  runs.write_json_atomic(os.path.join(workdir, f'{name}.json'), payload)
-  report.plot(os.path.join(workdir, f'{name}.png'), title, summaries, tiou)
+  runs.write_json_atomic(paths.join(workdir, f'{name}.json'), payload)
+  report.plot(paths.join(workdir, f'{name}.png'), title, summaries, tiou)
   return name, md, recs
 
 
@@ -265,7 +265,7 @@ def main(argv):
   workdir = _WORKDIR.value
   outputs.check_writable(workdir, '--workdir')  # before the synthetic data is written there
   p = plan(workdir)  # an InputError: one line, exit status 2 (launch/cli.py), nothing written
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   if _DRY_RUN.value:
     print_plan(p['specs'], workdir)
     return
