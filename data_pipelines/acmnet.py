@@ -148,7 +148,7 @@ def write_acmnet(
   for subset, fname, folder in SPLITS:
     paths.makedirs(paths.join(out_dir, folder))
     with paths.open_file(paths.join(out_dir, fname), 'w') as f:
-      f.writelines(v.video_id + '\n' for v in videos if v.subset == subset)
+      f.write(''.join(v.video_id + '\n' for v in videos if v.subset == subset))
   for v, x in zip(videos, features, strict=True):
     if x is not None:
       paths.save_npy(paths.join(out_dir, v.subset, v.video_id + '.npy'), np.asarray(x, np.float32))

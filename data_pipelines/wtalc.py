@@ -252,7 +252,7 @@ def write_wtalc(
   lines = [f'{v.video_id}  {s:.1f} {e:.1f}\n' for v in videos for s, e in v.ambiguous]
   if lines:
     with paths.open_file(paths.join(ann_dir, AMBIGUOUS_FILE), 'w') as f:
-      f.writelines(lines)
+      f.write(''.join(lines))
   feats = objects([None if x is None else np.asarray(x, np.float32) for x in features])
   features_path = paths.join(out_dir, name + FEATURES_SUFFIX)
   paths.save_npy(features_path, feats, allow_pickle=True)

@@ -64,57 +64,6 @@ _BRANCHES = flags.DEFINE_bool(
 )
 
 
-NPY_MAGIC = b'\x93NUMPY'
-
-
-def check_features(x, where: str, feature_dim: int):
-  """`x` as float32 [T, D], or an InputError naming `where` (shape, dtype, NaN/Inf)."""
-  import numpy as np
-
-  from issf_common import errors
-
-  if x.dtype.kind not in 'fiu':  # bool, complex, strings, objects
-    raise errors.InputError(f'{where}: features must be real numbers, got dtype {x.dtype}')
-  if x.ndim != 2 or x.shape[1] != feature_dim or x.shape[0] == 0:
-    raise errors.InputError(f'{where}: features must be [T>0, {feature_dim}], got {list(x.shape)}')
-  if not np.isfinite(x).all():
-    raise errors.InputError(f'{where}: features contain NaN or Inf')
-  return x.astype(np.float32)
-
-
-def load_features(path: str, feature_dim: int):
-  """One video's [T, D] features from a .npy file (module docstring), checked."""
-  import numpy as np
-
-  from issf_common import errors
-
-  where = f'features file {path}'
-  try:
-    with open(path, 'rb') as f:
-      head = f.read(len(NPY_MAGIC))
-  except FileNotFoundError:
-    raise errors.MissingFileError(f'{where}: not found') from None
-  except OSError as e:  # a folder, no permission
-    raise errors.InputError(f'{where}: cannot be read ({e.strerror or e})') from None
-  if head.startswith(b'PK'):
-    raise errors.InputError(f"{where}: an .npz archive; give one video's [T, D] .npy")
-  if head != NPY_MAGIC:
-    what = 'empty' if not head else 'not a .npy file'
-    raise errors.InputError(f"{where}: {what} (expected one video's [T, D] .npy)")
-  try:
-    x = np.load(path, allow_pickle=False)
-  except ValueError as e:
-    if 'allow_pickle' in str(e):  # an object array: e.g. every video of a W-TALC release
-      raise errors.InputError(
-        f'{where}: holds Python objects, not one [T, D] array (a W-TALC features file of every '
-        'video? add --video_id)'
-      ) from None
-    raise errors.InputError(f'{where}: cannot be read as .npy ({e})') from None
-  except (OSError, EOFError) as e:
-    raise errors.InputError(f'{where}: cannot be read as .npy (truncated? {e})') from None
-  return check_features(x, where, feature_dim)
-
-
 def class_names_for(config) -> list[str]:
   """The class names of the run's shard folder (its manifest); without it, `class_<i>`, with
   a warning on stderr that says why."""
@@ -251,6 +200,11 @@ def plot_formats() -> list[str]:
   return sorted(Figure().canvas.get_supported_filetypes())
 
 
+def _folder_of(path: str) -> str:
+  """The folder an output file goes into (local: made absolute; a URL as it is)."""
+  return os.fspath(paths.path(paths.absolute(path)).parent)
+
+
 def check_flags() -> None:
   """Raises InputError on a flag value that cannot work, before anything is read or written."""
   import math
@@ -278,13 +232,13 @@ def check_flags() -> None:
   for flag in (_OUTPUT, _PLOT):
     if not flag.value:
       continue
-    if os.path.isdir(flag.value):
+    if paths.is_dir(flag.value):
       raise errors.InputError(f'--{flag.name} {flag.value}: is a folder; name a file')
-    folder = os.path.dirname(os.path.abspath(flag.value))
-    if not os.path.isdir(folder):
+    folder = _folder_of(flag.value)
+    if not paths.is_url(folder) and not paths.is_dir(folder):  # an object store has no folders
       raise errors.MissingFileError(f'--{flag.name} {flag.value}: no such folder {folder}')
   if _PLOT.value:
-    extension = os.path.splitext(_PLOT.value)[1].lstrip('.').lower()
+    extension = paths.path(_PLOT.value).suffix.lstrip('.').lower()
     formats = plot_formats()
     if extension not in formats:
       raise errors.InputError(
@@ -299,7 +253,7 @@ def output_path() -> str:
   if _OUTPUT.value:
     return _OUTPUT.value
   if _FEATURES.value and not _VIDEO_ID.value:
-    return os.path.splitext(_FEATURES.value)[0] + '.dets.json'
+    return os.path.splitext(_FEATURES.value)[0] + '.dets.json'  # a string: a URL stays one
   return f'{_VIDEO_ID.value}.dets.json'
 
 
@@ -311,19 +265,20 @@ def read_video(config):
   explicit = flags.FLAGS['fps'].present or flags.FLAGS['stride'].present
   dim = config.model.feature_dim
   if _FEATURES.value and not (video_id and one_video.is_wtalc_features(_FEATURES.value)):
-    features = load_features(_FEATURES.value, dim)
-    video_id = video_id or os.path.splitext(os.path.basename(_FEATURES.value))[0]
+    features = one_video.load_features(_FEATURES.value, dim)
+    video_id = video_id or paths.path(_FEATURES.value).stem
     return video_id, features, fps, stride, _GROUND_TRUTH.value
   if _FEATURES.value:  # a W-TALC release: every video of it, by --video_id
     video = one_video.from_wtalc(_FEATURES.value, video_id)
     where = f'{_FEATURES.value} video {video_id}'
-    return video_id, check_features(video.features, where, dim), fps, stride, _GROUND_TRUTH.value
+    features = one_video.check_features(video.features, where, dim)
+    return video_id, features, fps, stride, _GROUND_TRUTH.value
   shards = _SHARDS_DIR.value or config.data.shards_dir
   video = one_video.from_shards(shards, video_id)
-  features = check_features(video.features, f'{shards} video {video_id}', dim)
+  features = one_video.check_features(video.features, f'{shards} video {video_id}', dim)
   if not explicit and video.fps and video.stride:
     fps, stride = video.fps, video.stride
-  gt = _GROUND_TRUTH.value or os.path.join(shards, 'ground_truth.json')
+  gt = _GROUND_TRUTH.value or paths.join(shards, 'ground_truth.json')
   return video_id, features, fps, stride, gt
 
 
@@ -355,16 +310,16 @@ def main(argv):
 
   check_flags()
   run_dir = _WORKDIR.value.rstrip('/')
-  if os.path.basename(run_dir) == 'checkpoints':
-    run_dir = os.path.dirname(run_dir)
+  if paths.path(run_dir).name == 'checkpoints':
+    run_dir = os.fspath(paths.path(run_dir).parent)
   config = restore.load_config(run_dir)
   video, features, fps, stride, gt_path = read_video(config)
   output = output_path()
   for path, what in ((output, '--output'), (_PLOT.value, '--plot')):
     if path:  # before the model runs
-      outputs.check_writable(os.path.dirname(os.path.abspath(path)), what)
+      outputs.check_writable(_folder_of(path), what)
   gt = ground_truth_of(gt_path, video) if _PLOT.value or _GROUND_TRUTH.value else []
-  checkpoints = os.path.join(run_dir, 'checkpoints')
+  checkpoints = paths.join(run_dir, 'checkpoints')
   state, step = restore.restore_state(config, checkpoints, _CHECKPOINT.value)
   pred = predict_video(config, state.params, features, fps=fps, stride=stride, video=video)
   names = class_names_for(config)

@@ -3,9 +3,9 @@
 The stack here has no bucket, but TensorFlow's file systems include `ram://` (in the process's
 memory), and etils.epath, the path library the code uses (`issf_common/paths.py`), sends URL
 schemes to TensorFlow's file systems through its own `tf_backend`, exactly as it does for gs://
-when TensorFlow is installed. epath knows gs://, s3://, az:// and hf:// by name, so the test
-registers `ram://` with it (`RamPath`, below: epath's own path class, told which scheme to send
-to TensorFlow). A `ram://` path handed to `open()` or `os.path` would become a local relative
+when TensorFlow is installed. epath knows gs://, s3://, az:// and hf:// by name, so the tests
+register `ram://` with it (`tests/ram_scheme.py`: epath's own path class, told which scheme to
+send to TensorFlow). A `ram://` path handed to `open()` or `os.path` would become a local relative
 path `ram:/...`: the tests run in an empty working directory and check that nothing lands there.
 
 What this does not cover: Orbax checkpoints (Orbax writes arrays through TensorStore, which knows
@@ -15,39 +15,39 @@ permissions.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
 import uuid
 
 import numpy as np
 import pytest
-from etils import epath
-from etils.epath import backend, gpath
 
-from data_pipelines import input_pipeline, manifest, prepare, shards, synthetic
-from issf_common import paths
+from data_pipelines import (
+  input_pipeline,
+  manifest,
+  one_video,
+  prepare,
+  shards,
+  synthetic,
+  wtalc,
+)
+from data_pipelines import source as source_lib
+from issf_common import errors, paths
 from issf_common.tensorflow_cpu import tf
+from issf_jax.evaluation import ground_truth, prediction_file, read_ambiguous_txt
 from issf_jax.repro import runs
 from issf_jax.train import evaluator, metrics_writer, restore, run_dir, run_lock
-from tests.conftest import synthetic_config
+from launch import score
+from tests.conftest import REPO_DIR, data_file, synthetic_config
+from tests.ram_scheme import RamPath
 
-
-@epath.register_path_cls('ram://')
-class RamPath(gpath.PosixGPath):
-  """`ram://a/b` through epath's TensorFlow backend (pathlib reads it as the parts 'ram:', ...)."""
-
-  @property
-  def _uri_scheme(self):
-    return 'ram' if self.parts[:1] == ('ram:',) else None
-
-  @property
-  def _backend(self):
-    return backend.tf_backend if self._uri_scheme else super()._backend
-
-  @property
-  def _path_str(self) -> str:
-    if self._uri_scheme:
-      return 'ram://' + '/'.join(self.parts[1:])
-    return super()._path_str
+GOLDEN = REPO_DIR / 'tests' / 'testdata' / 'official_eval'
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +68,19 @@ def source(tmp_path_factory):
 
 def _ram(name: str) -> str:
   return f'ram://issf-{uuid.uuid4().hex[:8]}/{name}'
+
+
+def _ram_bytes(url: str) -> bytes:
+  with tf.io.gfile.GFile(url, 'rb') as f:  # TensorFlow itself, not the code under test
+    return f.read()
+
+
+def _put(url: str, data: bytes | str) -> str:
+  if tf.io.gfile.exists(url):  # ram:// appends to a file opened for writing (tests/ram_scheme.py)
+    tf.io.gfile.remove(url)
+  with tf.io.gfile.GFile(url, 'wb') as f:
+    f.write(data.encode() if isinstance(data, str) else data)
+  return url
 
 
 def test_the_scheme_is_tensorflows_memory():
@@ -119,9 +132,7 @@ def test_a_damaged_shard_on_ram_is_named(source):
   remote = _ram('shards')
   got = prepare.convert('wtalc', source, remote)
   shard = paths.join(remote, got['shards']['test'][0]['file'])
-  data = tf.io.gfile.GFile(shard, 'rb').read()
-  with tf.io.gfile.GFile(shard, 'wb') as f:
-    f.write(data[:-3])
+  _put(shard, _ram_bytes(shard)[:-3])
   with pytest.raises(manifest.ChecksumError, match=shard):
     manifest.verify_shards(remote, got, 'test')
 
@@ -177,3 +188,179 @@ def test_repro_run_folders_on_ram():
     paths.join(directory, 'metrics.jsonl'), ''.join(json.dumps(r) + '\n' for r in records)
   )
   assert runs.read_eval_history(directory) == {6: {'average_mAP': 0.25}}
+
+
+def _same_tree(local: pathlib.Path, remote: str) -> list[str]:
+  """Asserts that `remote` holds the files of `local`, byte for byte; returns their names."""
+  names = sorted(str(p.relative_to(local)) for p in local.rglob('*') if p.is_file())
+  remote_names = sorted(
+    os.path.relpath(os.path.join(d, f), remote).replace(os.sep, '/')
+    for d, _, files in tf.io.gfile.walk(remote)
+    for f in files
+  )
+  assert remote_names == names
+  for name in names:
+    assert _ram_bytes(f'{remote}/{name}') == (local / name).read_bytes(), name
+  return names
+
+
+@pytest.mark.parametrize(
+  'out_format,layout', [('wtalc', 'wtalc'), ('wtalc', 'rskp'), ('acmnet', 'wtalc')]
+)
+def test_released_packages_on_ram(out_format, layout, tmp_path):
+  """The W-TALC (both layouts) and ACM-Net writers put the same bytes in ram:// as on disk, and
+  issf-prepare --src ram://... converts them into the same shard folder as from the disk."""
+  local, remote = tmp_path / 'src', _ram('src')
+  kwargs = dict(scale='tiny', seed=5, layout=layout, out_format=out_format, num_train=6)
+  synthetic.generate(str(local), num_test=4, **kwargs)
+  synthetic.generate(remote, num_test=4, **kwargs)
+  names = _same_tree(local, remote)
+  assert any(n.endswith('.npy') for n in names) and len(names) >= 3
+
+  fmt = 'acmnet' if out_format == 'acmnet' else 'wtalc'
+  want = prepare.convert(fmt, str(local), str(tmp_path / 'a'), videos_per_shard=4)
+  got = prepare.convert(fmt, remote, str(tmp_path / 'b'), videos_per_shard=4)
+  # Same videos, shards and checksums; the source files by their paths relative to --src.
+  assert got == want and want['counts'] == {'train': 6, 'test': 4}
+  assert {f['path'] for f in got['source_files']} == set(names)
+
+
+def test_bad_released_files_on_ram_are_named(tmp_path):
+  remote = _ram('src')
+  synthetic.generate(remote, scale='tiny', seed=5, num_train=6, num_test=4)
+  features = paths.join(remote, 'Synthetic' + wtalc.FEATURES_SUFFIX)
+  _put(features, _ram_bytes(features)[:100])  # cut short
+  with pytest.raises(source_lib.DataValidationError, match=f'^{features}: cannot be read as .npy'):
+    wtalc.read_wtalc(remote)
+  tf.io.gfile.remove(paths.join(remote, 'Synthetic-Annotations', 'segments.npy'))
+  with pytest.raises(errors.MissingFileError, match=f'annotation file {remote}/.*segments.npy'):
+    wtalc.read_wtalc(remote)
+  with pytest.raises(errors.MissingFileError, match=f'^--src {remote}/nothing: no such folder'):
+    prepare.read_source('wtalc', remote + '/nothing')
+
+
+def test_one_video_features_on_ram(tmp_path):
+  """issf-predict's readers: a [T, D] .npy and a video of a W-TALC release, from ram://."""
+  x = np.arange(12 * 8, dtype=np.float32).reshape(12, 8) / 7
+  buffer = io.BytesIO()
+  np.save(buffer, x)
+  url = _put(_ram('video.npy'), buffer.getvalue())
+  np.testing.assert_array_equal(one_video.load_features(url, 8), x)
+  with pytest.raises(
+    errors.InputError, match=rf'^features file {url}: features must be \[T>0, 9\]'
+  ):
+    one_video.load_features(url, 9)
+  missing = _ram('none.npy')
+  with pytest.raises(errors.MissingFileError, match=f'^features file {missing}: not found$'):
+    one_video.load_features(missing, 8)
+  folder = _ram('folder')
+  tf.io.gfile.makedirs(folder)
+  with pytest.raises(errors.InputError, match=f'^features file {folder}: cannot be read'):
+    one_video.load_features(folder, 8)  # TensorFlow's own error, as an OSError
+  cut = _put(_ram('cut.npy'), buffer.getvalue()[:-5])
+  with pytest.raises(errors.InputError, match=f'^features file {cut}: cannot be read as .npy'):
+    one_video.load_features(cut, 8)
+
+  local, remote = tmp_path / 'src', _ram('src')
+  for folder in (str(local), remote):
+    synthetic.generate(folder, scale='tiny', seed=5, num_train=6, num_test=4)
+  name = 'Synthetic' + wtalc.FEATURES_SUFFIX
+  assert one_video.is_wtalc_features(paths.join(remote, name))
+  want = one_video.from_wtalc(str(local / name), 'syn_test_00002')
+  got = one_video.from_wtalc(paths.join(remote, name), 'syn_test_00002')
+  np.testing.assert_array_equal(got.features, want.features)
+  assert (got.subset, got.fps) == (want.subset, None) and got.features.shape[1] == 64
+  with pytest.raises(errors.InputError, match='--video_id nope: not in ram://.*videoname.npy'):
+    one_video.from_wtalc(paths.join(remote, name), 'nope')
+  with pytest.raises(errors.InputError, match='holds Python objects'):
+    one_video.load_features(paths.join(remote, name), 64)
+
+
+def test_scoring_files_on_ram(tmp_path, capsys):
+  """issf-eval score with the predictions, the ground truth and the output in ram://: the
+  official evaluator's golden numbers (tests/testdata/official_eval), and its one-line errors."""
+  expected = json.loads((GOLDEN / 'expected.json').read_text())
+  case = expected['cases']['shifted']
+  gt_name = pathlib.PurePath(expected['ground_truth']['file']).name
+  folder = _ram('eval')
+  gt = _put(paths.join(folder, 'gt.json'), _read_plain(data_file(GOLDEN, gt_name)))
+  pred = _put(
+    paths.join(folder, 'pred.json'), _read_plain(data_file(GOLDEN, case['prediction_file']))
+  )
+  out = paths.join(folder, 'out', 'result.json')
+  args = ['--predictions', pred, '--ground_truth', gt, '--subset', 'Test', '--tiou', '0.1:0.7:0.1']
+  assert score.main([*args, '--output_json', out]) == 0, capsys.readouterr().err
+  result = json.loads(_ram_bytes(out))
+  np.testing.assert_allclose(result['mAP'], case['mAP'], rtol=0, atol=1e-9)
+  assert abs(result['average_mAP'] - case['average_mAP']) <= 1e-9
+  assert result['num_videos'] == 212 and result['num_instances'] == 3358
+  capsys.readouterr()
+
+  # The stdlib reader (no msgspec) reads the same file from ram:// too.
+  fast = prediction_file.load_predictions(pred)
+  slow = ground_truth.parse_predictions(prediction_file.load_predictions(pred, fast=False))
+  for field in ('start', 'end', 'score'):
+    np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+
+  missing = paths.join(folder, 'missing.json')
+  bad = _put(paths.join(folder, 'bad.json'), '{"results": ')
+  for path, reason in (
+    (missing, 'not found'),
+    (bad, 'invalid JSON'),
+    (paths.join(folder, 'out'), 'cannot be read'),  # a folder: TensorFlow's error, an OSError
+  ):
+    assert score.main(['--predictions', path, *args[2:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'issf-eval score: error: predictions file {path}: {reason}'), err
+    assert err.count('\n') == 1, err
+
+  ambiguous = _put(paths.join(folder, 'Ambiguous_test.txt'), 'v1  1.5 2.0\nv2  3.0 4.5\nv1  7 8\n')
+  assert read_ambiguous_txt(ambiguous) == {'v1': [[1.5, 2.0], [7.0, 8.0]], 'v2': [[3.0, 4.5]]}
+
+
+def _read_plain(path: pathlib.Path) -> bytes:
+  return gzip.decompress(path.read_bytes()) if path.suffix == '.gz' else path.read_bytes()
+
+
+# issf-repro --dry_run twice on one ram:// --workdir, in one process (ram:// is its memory): the
+# first run writes the synthetic data and its shards there, the second finds them (and a run
+# folder with a checkpoint made in between).
+_REPRO = r"""
+import contextlib, io, re, sys
+import tests.ram_scheme
+from issf_common import paths
+from issf_common.tensorflow_cpu import tf
+from launch import reproduce
+
+workdir = sys.argv[1]
+for attempt in (1, 2):
+  sys.argv = ['issf-repro', '--table=4', '--rows=base', '--seeds=1', '--scale=tiny', '--dry_run',
+              '--workdir=' + workdir]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    try:
+      reproduce.run()
+    except SystemExit as e:
+      assert not e.code, e.code
+  print(f'--- run {attempt}\n' + out.getvalue())
+  run = re.search(r'(ram://\S+/runs/\w+)', out.getvalue()).group(1)
+  paths.makedirs(paths.join(run, 'checkpoints', '6'))
+print('--- data', sorted(tf.io.gfile.listdir(workdir + '/data')))
+"""
+
+
+def test_repro_data_folder_on_ram(tmp_path):
+  workdir = _ram('repro')
+  env = dict(os.environ, PYTHONPATH=str(REPO_DIR), JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+  proc = subprocess.run(
+    [sys.executable, '-c', _REPRO, workdir], cwd=os.getcwd(), env=env, capture_output=True,
+    text=True, timeout=300,
+  )  # fmt: skip
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  first, second, data = re.split(r'--- (?:run 2|data)', proc.stdout)
+  shards_dir = f'{workdir}/data/synthetic_tiny_seed0_shards'
+  assert f'synthetic benchmark (tiny, draw 0) -> {shards_dir} in' in first
+  assert re.search(rf'{workdir}/runs/\w+  new', first)
+  assert 'synthetic benchmark' not in second  # the data folder's manifest is found: reused
+  assert re.search(rf'{workdir}/runs/\w+  checkpoint at step 6', second)
+  assert data.strip() == "['synthetic_tiny_seed0', 'synthetic_tiny_seed0_shards']"
