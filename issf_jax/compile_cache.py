@@ -6,7 +6,7 @@ benchmark) calls `configure(setting)` before its first compilation, with the val
   ''     (default) `$JAX_COMPILATION_CACHE_DIR` when that is set, else `default_dir()`:
          `$XDG_CACHE_HOME/issf-jax/xla`, or `~/.cache/issf-jax/xla`;
   'off'  no persistent cache (every run compiles its programs again);
-  DIR    that folder.
+  DIR    that folder (a URL, gs://..., is JAX's to open: it reads the cache through etils.epath).
 A program is then compiled once per machine (per program, shapes, XLA flags and JAX version:
 JAX's cache key) and loaded from the folder by every later run; a train step takes 1-20 s to
 compile on a 2-core CPU, loading it takes milliseconds.
@@ -38,6 +38,8 @@ import threading
 import jax
 from absl import logging
 
+from issf_common import paths
+
 ENV_DIR = 'JAX_COMPILATION_CACHE_DIR'
 ENV_MIN_COMPILE_TIME = 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'
 OFF = 'off'
@@ -59,12 +61,13 @@ def default_dir() -> str:
 
 
 def resolve(setting: str | None) -> str | None:
-  """The cache folder that `setting` (module docstring) names, absolute; None for 'off'."""
+  """The cache folder that `setting` (module docstring) names, absolute (a URL as it is); None
+  for 'off'."""
   setting = (setting or '').strip()
   if setting.lower() == OFF:
     return None
   path = setting or os.environ.get(ENV_DIR) or default_dir()
-  return os.path.abspath(os.path.expanduser(path))
+  return paths.absolute(path if paths.is_url(path) else os.path.expanduser(path))
 
 
 def configure(setting: str | None = '', *, announce: bool = True) -> str | None:

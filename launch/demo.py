@@ -5,6 +5,8 @@ r"""The first command: synthetic benchmark -> shards -> train ISSF -> evaluate -
 
 Everything goes through the same path as real data: the generator writes the W-TALC format,
 `issf-prepare` converts it to checksummed shards, `issf-train`'s loop trains and evaluates.
+--workdir is a local folder (the demo is a first run on one machine); the commands it stands
+for take URLs as well (`issf_common/paths.py`).
 """
 
 from __future__ import annotations

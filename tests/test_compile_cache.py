@@ -29,6 +29,8 @@ def test_environment_wins_over_the_default_and_the_flag_over_both(monkeypatch, t
   assert compile_cache.resolve(str(tmp_path / 'flag')) == str(tmp_path / 'flag')
   assert compile_cache.resolve('off') is None
   assert compile_cache.resolve('OFF') is None
+  # A bucket stays a URL (not made a local path `<cwd>/gs:/bucket/xla`); JAX opens it itself.
+  assert compile_cache.resolve('gs://bucket/xla') == 'gs://bucket/xla'
 
 
 def test_relative_folder_is_made_absolute(monkeypatch, tmp_path):

@@ -165,6 +165,11 @@ def test_run_folder_files_on_ram(tmp_path):
   # A resume from step 2 drops the later record and rebuilds TensorBoard from the rest.
   metrics_writer.MetricsWriter(workdir, resume_step=2).close()
   assert [r['step'] for r in metrics_writer.read_records(path)] == [1, 2]
+  writer = metrics_writer.MetricsWriter(workdir, resume_step=2)
+  writer.write(3, {'eval/average_mAP': 0.25, 'eval/mAP@0.5': float('nan')})
+  writer.close()
+  logged = metrics_writer.logged_evaluation(workdir, 3)  # what issf-demo reports of a run
+  assert logged['average_mAP'] == 0.25 and np.isnan(logged['mAP@0.5'])
 
   out = evaluator.write_json(paths.join(workdir, 'eval', 'step_8.json'), {'mAP': [1.5, np.nan]})
   assert json.loads(paths.read_text(out)) == {'mAP': [1.5, None]}

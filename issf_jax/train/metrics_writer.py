@@ -83,7 +83,7 @@ def logged_evaluation(workdir: str, step: int) -> dict:
   ('eval/' dropped; a NaN, written as null, is NaN again)."""
   from issf_common import errors
 
-  records = read_records(os.path.join(workdir, METRICS_FILE))
+  records = read_records(paths.join(workdir, METRICS_FILE))
   found = [r for r in records if r['step'] == step and 'eval/average_mAP' in r]
   if not found:
     raise errors.MissingFileError(f'{workdir}: metrics.jsonl has no evaluation at step {step}')
