@@ -123,6 +123,10 @@ def model_config(num_classes: int = 20, feature_dim: int = 2048) -> ml_collectio
   c.embed_dim = feature_dim  # D of the embedded space (RSKP keeps 2048 -> 2048).
   c.scale = 20.0  # Cosine-classifier scale s.
   c.dropout = 0.6  # Embedding dropout (the only dropout, A11).
+  # 'bfloat16': the embedding, channel-MLP and temporal-attention products on bfloat16 operands
+  # with float32 accumulation (issf_jax/model/precision.py; about 4x the matmul rate on a CPU
+  # with AMX-BF16). Changes the numbers; docs/results.md "Matmul precision" measures it.
+  c.matmul_dtype = 'float32'  # 'float32' | 'bfloat16'
   # Saliency inference (Eq. 1-3, §2.2, A1/A2, Table 3).
   c.saliency_mode = 'official'  # 'official' | 'paper'
   c.saliency_distance = 'l1'  # 'l1' | 'l2' | 'cosine'

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from issf_common import errors
 from issf_jax import evaluation, memory, recipes
-from issf_jax.model import refinement
+from issf_jax.model import precision, refinement
 
 
 def _at_least(low) -> tuple[Callable, str]:
@@ -120,6 +120,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
   'model.brm_variant': refinement.BRM_VARIANTS,
   'model.brm_empty_set': refinement.EMPTY_SET_RULES,
   'model.attn_logits': refinement.ATTN_LOGITS,
+  'model.matmul_dtype': precision.MATMUL_DTYPES,
   'model.dem_read': recipes.DEM_READS,
   'memory.update_mode': memory.UPDATE_MODES,
   'memory.merge_tie_order': ('index', 'torch'),

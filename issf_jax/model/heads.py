@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from issf_jax.model import precision
+
 # RSKP's `calculate_l1_norm` adds this to the L2 norm (it is an L2 normalisation).
 NORM_EPS = 1e-9
 # RSKP normalises the attentions over time with this epsilon.
@@ -48,16 +50,21 @@ class Embedding(nn.Module):
 
   embed_dim: int
   dropout_rate: float
+  matmul_dtype: str = 'float32'  # precision.py
 
   @nn.compact
   def __call__(self, features: jax.Array, mask: jax.Array, dropout_keys: jax.Array | None):
     """[B, T, D_in] -> [B, T, D]; padded snippets are zeroed so they never leak into sums."""
-    x = nn.Dense(
-      self.embed_dim,
-      kernel_init=nn.initializers.xavier_uniform(),
-      bias_init=nn.initializers.zeros,
-      name='dense',
-    )(features)
+    if self.matmul_dtype == 'float32':
+      x = nn.Dense(
+        self.embed_dim,
+        kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.zeros,
+        name='dense',
+      )(features)
+    else:  # the same parameters, the product in matmul_dtype
+      kernel, bias = precision.DenseWeights(self.embed_dim, name='dense')(features.shape[-1])
+      x = precision.einsum('...i,io->...o', features, kernel, self.matmul_dtype) + bias
     x = jax.nn.relu(x)
     x = dropout(x, self.dropout_rate, dropout_keys)
     return x * mask[..., None].astype(x.dtype)

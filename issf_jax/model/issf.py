@@ -44,7 +44,8 @@ class ISSF(nn.Module):
 
   def setup(self):
     c = self.config
-    self.embedding = Embedding(c.embed_dim, c.dropout)
+    matmul_dtype = c.get('matmul_dtype', 'float32')
+    self.embedding = Embedding(c.embed_dim, c.dropout, matmul_dtype)
     self.head = ClassificationHead(c.num_classes, c.scale)
     if c.use_brm:
       self.brm = BoundaryRefinement(
@@ -54,6 +55,7 @@ class ISSF(nn.Module):
         c.attn_logits,
         mlp_bias=c.get('brm_mlp_bias', True),
         empty_set=c.get('brm_empty_set', 'renormalize'),
+        matmul_dtype=matmul_dtype,
       )
 
   def encode(self, features, mask, *, train: bool, video_keys=None) -> dict:

@@ -10,13 +10,14 @@ matrix and one weighted sum (`temporal_units`, `set_weights`).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from issf_jax.model import channel_units
+from issf_jax.model import channel_units, precision
 from issf_jax.model.heads import l2_normalize
 
 BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
@@ -24,18 +25,21 @@ EMPTY_SET_RULES = ('renormalize', 'zero')
 ATTN_LOGITS = ('dot', 'dot_sqrt_d', 'cosine5')
 
 
-def attention_logits(queries: jax.Array, keys: jax.Array, kind: str, equation: str) -> jax.Array:
+def attention_logits(
+  queries: jax.Array, keys: jax.Array, kind: str, equation: str, matmul_dtype: str = 'float32'
+) -> jax.Array:
   """Unnormalised attention logits between queries and keys (Eq. 5 and Eq. 9, A3).
 
   `dot` is the paper's literal product, `dot_sqrt_d` divides it by sqrt(D), and `cosine5`
-  is RSKP's 5 x cosine affinity.
+  is RSKP's 5 x cosine affinity. matmul_dtype: `precision.einsum`.
   """
+  product = functools.partial(precision.einsum, equation, dtype=matmul_dtype)
   if kind == 'dot':
-    return jnp.einsum(equation, queries, keys)
+    return product(queries, keys)
   if kind == 'dot_sqrt_d':
-    return jnp.einsum(equation, queries, keys) / math.sqrt(queries.shape[-1])
+    return product(queries, keys) / math.sqrt(queries.shape[-1])
   if kind == 'cosine5':
-    return 5.0 * jnp.einsum(equation, l2_normalize(queries), l2_normalize(keys))
+    return 5.0 * product(l2_normalize(queries), l2_normalize(keys))
   raise ValueError(f'Unknown attn_logits {kind!r}; expected one of {ATTN_LOGITS}.')
 
 
@@ -51,24 +55,6 @@ def masked_softmax(logits: jax.Array, key_mask: jax.Array, axis=-1) -> jax.Array
   exp = jnp.where(key_mask, jnp.exp(jnp.where(key_mask, logits - row_max, 0.0)), 0.0)
   denom = exp.sum(axis=axis, keepdims=True)
   return exp / jnp.where(denom > 0, denom, 1.0)
-
-
-class _DenseWeights(nn.Module):
-  """The parameters of an `nn.Dense(features)`, same names, shapes and initialisers, returned
-  rather than applied (so that two units' matmuls can run as one)."""
-
-  features: int
-  use_bias: bool = True
-
-  @nn.compact
-  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array | None]:
-    """-> (kernel [in_features, features], bias [features] or None)."""
-    kernel = self.param(
-      'kernel', nn.initializers.xavier_uniform(), (in_features, self.features), jnp.float32
-    )
-    if not self.use_bias:
-      return kernel, None
-    return kernel, self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
 
 
 def _dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -96,14 +82,16 @@ class ChannelUnit(nn.Module):
   def __call__(self, feats: jax.Array, apply: bool = True):
     """[B, T, D] -> [B, T, D] (or the parameters)."""
     dim = feats.shape[-1]
-    fc1 = _DenseWeights(dim // self.reduction, self.use_bias, name='fc1')(dim)
-    fc2 = _DenseWeights(dim, self.use_bias, name='fc2')(dim // self.reduction)
+    fc1 = precision.DenseWeights(dim // self.reduction, self.use_bias, name='fc1')(dim)
+    fc2 = precision.DenseWeights(dim, self.use_bias, name='fc2')(dim // self.reduction)
     if not apply:
       return fc1, fc2
     return _channel_attention(feats, _dense(jax.nn.relu(_dense(feats, *fc1)), *fc2))
 
 
-def paired_channel_units(feats: jax.Array, salient: jax.Array, unit_a, unit_b) -> jax.Array:
+def paired_channel_units(
+  feats: jax.Array, salient: jax.Array, unit_a, unit_b, matmul_dtype: str = 'float32'
+) -> jax.Array:
   """Eq. 4 with theta_a on the salient rows and theta_b on the others.
 
   Args:
@@ -111,9 +99,11 @@ def paired_channel_units(feats: jax.Array, salient: jax.Array, unit_a, unit_b) -
     unit_a, unit_b: `ChannelUnit(...)(F, apply=False)` of the salient and non-salient units.
   Returns:
     [B, T, D] Fh^a on the salient rows and Fh^b on the others: one channel softmax and one
-    product over [T, D] for both units; the MLPs as `channel_units.own_unit_logits` runs them.
+    product over [T, D] for both units; the MLPs as `channel_units.own_unit_logits` runs them
+    (in `matmul_dtype`, `precision.einsum`).
   """
-  return _channel_attention(feats, channel_units.own_unit_logits(feats, salient, unit_a, unit_b))
+  logits = channel_units.own_unit_logits(feats, salient, unit_a, unit_b, dtype=matmul_dtype)
+  return _channel_attention(feats, logits)
 
 
 def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
@@ -131,7 +121,7 @@ def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array
   return jnp.einsum('bqk,bkd->bqd', weights, keys_values)
 
 
-def temporal_units(queries, keys, salient, non_salient, attn_logits: str):
+def temporal_units(queries, keys, salient, non_salient, attn_logits: str, matmul_dtype='float32'):
   """Eq. 5 for both sets at once: the attention of every snippet over F^a and over F^b.
 
   The two sets partition the true snippets, so one key matrix holds both (a snippet is a
@@ -145,7 +135,7 @@ def temporal_units(queries, keys, salient, non_salient, attn_logits: str):
   Returns:
     w_a [B, T, T] and w_b [B, T, T] (a row is zero when its set is empty).
   """
-  logits = attention_logits(queries, keys, attn_logits, 'bqd,bkd->bqk')
+  logits = attention_logits(queries, keys, attn_logits, 'bqd,bkd->bqk', matmul_dtype)
   attn_a = masked_softmax(logits, salient[:, None, :])
   attn_b = masked_softmax(logits, non_salient[:, None, :])
   return attn_a, attn_b
@@ -183,6 +173,7 @@ class BoundaryRefinement(nn.Module):
   attn_logits: str = 'dot'
   mlp_bias: bool = True
   empty_set: str = 'renormalize'
+  matmul_dtype: str = 'float32'  # the channel MLPs and the temporal attention (precision.py)
 
   @nn.compact
   def __call__(self, feats: jax.Array, mask: jax.Array, salient: jax.Array) -> jax.Array:
@@ -215,13 +206,16 @@ class BoundaryRefinement(nn.Module):
         feats, apply=False
       )
       with jax.named_scope('channel_units'):  # names the ops for benchmarks/step_profile.py
-        keys = paired_channel_units(feats, salient, unit_a, unit_b)
+        keys = paired_channel_units(feats, salient, unit_a, unit_b, self.matmul_dtype)
     with jax.named_scope('temporal_units'):
-      attn_a, attn_b = temporal_units(feats, keys, salient, non_salient, self.attn_logits)
+      attn_a, attn_b = temporal_units(
+        feats, keys, salient, non_salient, self.attn_logits, self.matmul_dtype
+      )
     has_a = salient.any(-1)[:, None, None] & (self.variant != 'no_salient')
     has_b = non_salient.any(-1)[:, None, None] & (self.variant != 'no_non_salient')
     weight_a, weight_b = set_weights(self.variant, self.sigma, self.empty_set, has_a, has_b)
-    out = jnp.einsum('bqk,bkd->bqd', weight_a * attn_a + weight_b * attn_b, keys)
+    weights = weight_a * attn_a + weight_b * attn_b
+    out = precision.einsum('bqk,bkd->bqd', weights, keys, self.matmul_dtype)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)
     return out * maskf
