@@ -10,7 +10,8 @@ op, on XLA's worker threads) are summed per op and mapped to the optimised HLO (
 `--xla_dump_to`): for each op, its kind (ynn_fusion: a matmul done by YNNPACK; dot: XLA's own
 matmul; a loop fusion; a sort; a scatter ...), its output shape and the model code it came from
 (the `op_name` metadata, e.g. `jvp(ISSF.encode)/brm/salient_unit/fc1/dot_general`; `transpose(`
-marks the backward pass). Printed per T: the step time and GFLOP/s (`train_step.step_flops`),
+marks the backward pass). Printed per T: the step time and GFLOP/s (`train_step.step_flops`, the
+channel MLPs on the T (1 + 1/K) rows the one-video program runs them on),
 the time per model part (embedding, BRM channel units, BRM temporal attention, heads, losses,
 memory, optimizer bookkeeping) and the `--top` ops. Thread-seconds: the profile sums the time
 of every worker thread, so a step's thread-seconds can exceed its wall time.
@@ -118,6 +119,7 @@ def main(argv=None) -> None:
   from benchmarks.train_step import step_flops
   from configs import thumos14
   from issf_jax import sharding
+  from issf_jax.model import channel_units
   from issf_jax.train import micro as micro_lib
   from issf_jax.train import step as step_lib
 
@@ -161,7 +163,8 @@ def main(argv=None) -> None:
       if i:
         times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
-    flops = step_flops([length], memory=ready, **flop_args)
+    flops = step_flops([length], memory=ready, channel_unit_rows=1 + 1 / channel_units.WINDOWS,
+                       **flop_args)  # fmt: skip
     trace = tempfile.mkdtemp(prefix='step_profile_trace_')
     jax.profiler.start_trace(trace)
     for _ in range(2):

@@ -43,6 +43,7 @@ from benchmarks.machine import cpu_name
 from configs import common
 from data_pipelines import sampling
 from issf_jax import sharding
+from issf_jax.model import channel_units
 from issf_jax.train import micro as micro_lib
 from issf_jax.train import step as step_lib
 
@@ -76,14 +77,16 @@ def thumos_train_lengths(annotations: str | None = None) -> tuple[np.ndarray, st
 
 def step_flops(
   lengths, *, d_in: int, d: int, classes: int, label_slots: int, slots: int, reduction: int,
-  memory: bool, attention_products: int = 2,
+  memory: bool, attention_products: int = 2, channel_unit_rows: float = 2.0,
 ) -> float:  # fmt: skip
   """Analytic FLOPs of one train step over videos of `lengths`: every layer costs 3 x its forward
   (forward, input gradient, weight gradient) except the embedding, 2 x (no gradient to X).
 
   Per video of T snippets (multiply-add = 2 FLOPs; element-wise work is not counted):
     embedding                2 T D_in D
-    BRM channel MLPs         2 units x (2 T D D/r + 2 T D/r D)
+    BRM channel MLPs         (2 T D D/r + 2 T D/r D) per unit and row: `channel_unit_rows` T rows,
+                             2 T when both units run on every row (several videos a program),
+                             T (1 + 1/K) with one video (`issf_jax/model/channel_units.py`)
     BRM temporal attentions  2 T T D per T x T product (logits or weighted sum); the two units
                              of Eq. 5 need 4 products as written (`attention_products=4`) and
                              2 as `issf_jax/model/refinement.py` computes them (one key matrix
@@ -96,7 +99,7 @@ def step_flops(
   total = 0.0
   for t in np.asarray(lengths, np.float64):
     total += 2 * (2 * t * d_in * d)
-    f = 2 * (4 * t * d * d / reduction)
+    f = channel_unit_rows * (4 * t * d * d / reduction)
     f += attention_products * (2 * t * t * d)
     head = 4 * t * d * (classes + 1) + 4 * t * d
     f += head * (3 if memory else 2)
@@ -104,6 +107,11 @@ def step_flops(
       f += 4 * t * label_slots * slots * d
     total += 3 * f
   return total
+
+
+def unit_rows(videos: int) -> float:
+  """`step_flops`'s channel_unit_rows of a program over `videos` videos (the equations need 1)."""
+  return 1 + 1 / channel_units.WINDOWS if videos == 1 else 2.0
 
 
 def make_config(num_classes: int, dim: int) -> ml_collections.ConfigDict:
@@ -223,10 +231,11 @@ class Runner:
     # Right after the step, about the same load: the matmul-equivalent time of each program.
     executed = mm_time = 0.0
     for t, pos in groups:
-      f = step_flops([t] * len(pos), memory=ready, **flop_args)
+      rows = unit_rows(len(pos))
+      f = step_flops([t] * len(pos), memory=ready, channel_unit_rows=rows, **flop_args)
       executed += f
       mm_time += f / (matmul_rate(t, dim, 5) * 1e9)
-    true = step_flops(self.lengths[videos], memory=ready, **flop_args)
+    true = step_flops(self.lengths[videos], memory=ready, channel_unit_rows=1.0, **flop_args)
     rec = dict(
       phase=timed_phase, T=[t for t, _ in groups], seconds=seconds, compile_s=compile_s,
       snippets=int(self.lengths[videos].sum()), executed=executed, true=true, mm_time=mm_time,
@@ -278,9 +287,10 @@ def epoch_plan_stats(mode, lengths, args, flop_args, epochs) -> dict:
       for t, pos in plan(mode, videos, lengths, args):
         shapes[e >= WARMUP_EPOCHS].add((len(pos), t))
         if e < epochs:
-          ex += step_flops([t] * len(pos), memory=False, **flop_args)
+          ex += step_flops([t] * len(pos), memory=False, channel_unit_rows=unit_rows(len(pos)),
+                           **flop_args)  # fmt: skip
       if e < epochs:
-        tr += step_flops(lengths[videos], memory=False, **flop_args)
+        tr += step_flops(lengths[videos], memory=False, channel_unit_rows=1.0, **flop_args)
     if e < epochs:
       executed.append(ex)
       true.append(tr)
