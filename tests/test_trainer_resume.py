@@ -215,6 +215,11 @@ def test_config_check_keys():
     'train.seed': (2, 3),
   }
   assert [k for k in changes if not run_dir.is_safe(k)] == ['train.seed']
+  # Keys added later: absent from a stored config means what the runs before them did.
+  current = {**stored, 'data': {'micro_buckets': 16}, 'model': {'matmul_dtype': 'float32'}}
+  assert run_dir.config_changes(stored, current) == {'data.micro_buckets': (0, 16)}
+  current['data']['micro_buckets'] = 0
+  assert run_dir.config_changes(stored, current) == {}
 
 
 def test_every_split_is_verified_before_the_first_step(tmp_path, tiny_shards):

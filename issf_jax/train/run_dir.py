@@ -58,11 +58,19 @@ def is_safe(key: str) -> bool:
 
 
 _MISSING = '<absent>'
+# Keys added after runs were made, with the value that reproduces what those runs did: their
+# absence from a stored config means that value (the code reads them with the same default).
+ABSENT_MEANS = {
+  'data.micro_buckets': 0,  # the geometric buckets
+  'model.matmul_dtype': 'float32',
+}
 
 
 def config_changes(stored: dict, current: dict) -> dict:
-  """{dotted key: (stored value, current value)} for every key that differs."""
+  """{dotted key: (stored value, current value)} for every key that differs (a key of
+  ABSENT_MEANS missing from `stored` counts as its value there)."""
   a, b = flatten(stored), flatten(current)
+  a = {**{k: v for k, v in ABSENT_MEANS.items() if k in b}, **a}
   return {
     k: (a.get(k, _MISSING), b.get(k, _MISSING))
     for k in sorted(a.keys() | b.keys())
