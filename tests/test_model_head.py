@@ -150,3 +150,29 @@ def test_padding_content_is_ignored(head, head_params):
   out_c = head(head_params, clean, mask)
   for name in out_c:
     np.testing.assert_array_equal(out_g[name], out_c[name], err_msg=name)
+
+
+def test_l2_normalize_gradient_is_autodiffs():
+  """The written-out gradient of the last-axis normalisation against autodiff of its formula,
+  zero rows (padding) included; the values are the formula's, bit for bit."""
+  from issf_jax.model.heads import NORM_EPS, l2_normalize
+
+  def formula(x):
+    sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+    return x / (norm + NORM_EPS)
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 7, 33)).astype(np.float32)
+  x[0, 3] = 0.0
+  x = jnp.asarray(x)
+  weights = jnp.asarray(rng.normal(size=x.shape).astype(np.float32))
+  row_mask = jnp.asarray(np.abs(np.asarray(x)).sum(-1, keepdims=True) > 0)
+  loss = lambda f: lambda x: (jnp.sin(f(x)) * weights * row_mask).sum()  # noqa: E731
+  np.testing.assert_array_equal(l2_normalize(x), formula(x))
+  got, want = jax.grad(loss(l2_normalize))(x), jax.grad(loss(formula))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got[0, 3], 0.0)  # a masked zero row gets no gradient
+  np.testing.assert_allclose(
+    l2_normalize(x, axis=1), x / (jnp.linalg.norm(x, axis=1, keepdims=True) + NORM_EPS), rtol=1e-6
+  )
