@@ -28,7 +28,7 @@ Setting up the authors' side (never committed here):
   machines `pip install torch==2.13.0` takes a local file.)
 Without `--authors_src`, only this project's side runs.
 
-Expected on the 2-core AMD EPYC (KVM) development machine, quiet: see docs/results.md,
+Expected on the 2-core Intel Xeon (KVM) development machine, idle: see docs/results.md,
 "Against the authors' code" (the whole benchmark takes about 15 minutes at 4 epochs).
 """
 

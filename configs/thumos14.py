@@ -22,12 +22,14 @@ Ablations are config arguments (Tables 3-6):
   --config configs/thumos14.py:memory_class_index=released
 
 Hardware and time: 3,600 optimizer steps of 10 full-length videos. On a 2-core CPU (Intel
-Xeon) with the default micro-batches, about 31 s per warm-up epoch and 32-35 s per memory-phase
-epoch plus 1.5-2 min of compilation per phase on a first run: about 1.7 h in all
+Xeon) with the default micro-batches, about 28-30 s per warm-up epoch and 31-33 s per
+memory-phase epoch plus 1-1.3 min of compilation per phase on a first run: about 1.6 h in all
+(--config.model.matmul_dtype=bfloat16: about 23 / 26 s, changed numbers)
 (benchmarks/peer_speed.py, docs/results.md "Against the authors' code"); far less on one GPU. The
 default `data.batching='auto'` decides when training starts (logged,
 and recorded in the run's config.json): on the CPU 'micro', the same batches run one video at a
-time, each padded only to its own length bucket (1.15x the true-length FLOPs instead of ~4x,
+time, each padded only to its own length bucket (16 fitted to the training lengths: 1.09x the
+true-length FLOPs instead of ~4x,
 gradients summed into the same step; 1.6-1.9x faster: docs/results.md, Training throughput); on
 GPU/TPU 'exact', one padded batch per step. Set --config.data.batching=exact|micro to choose.
 Compiled programs are kept in the persistent compilation cache (~/.cache/issf-jax/xla;
