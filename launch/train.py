@@ -102,7 +102,14 @@ def main(argv):
     )  # fmt: skip
     logging.info('%s', compile_cache.COUNTER.summary())
   except KeyboardInterrupt:
-    sys.exit(interrupted(_WORKDIR.value))
+    code = interrupted(_WORKDIR.value)  # the trainer's `finally` has saved and closed by now
+    # Exit at once: unwinding on would free the live tf.data pipeline with the interrupt's
+    # traceback, and its iterator's destructor can wait forever there for worker threads
+    # that need the GIL (seen under load: the process hung after Ctrl-C, or ran on).
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
   except Exception as err:
     reason = disk_full(err)
     if reason is None:

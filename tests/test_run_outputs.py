@@ -156,15 +156,22 @@ def test_ctrl_c_says_where_the_run_resumes(tmp_path, tiny_shards, jax_cache_dir)
   from tests.conftest import train_args
 
   workdir = tmp_path / 'run'
-  args = train_args(workdir, tiny_shards, {'train.num_epochs': 40})
+  # A progress line every step, and the signal in a plain training step (step 15: after the
+  # memory initialisation, evaluation and checkpoint that end epoch 2 at step 12), so that it
+  # lands in the loop the test is about, whatever the machine's load.
+  args = train_args(workdir, tiny_shards, {'train.num_epochs': 40, 'train.log_every_steps': 1})
   # Unbuffered: a piped child's progress lines would otherwise arrive at its exit, after the
   # run had finished without an interrupt.
   env = dict(subprocess_env(jax_cache_dir), PYTHONUNBUFFERED='1')
+  # Ctrl-C's default action in the child even when this test runs in a background job (whose
+  # shell ignores SIGINT, and an ignored SIGINT is inherited and kept by Python).
+  restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
   proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=restore_sigint)  # fmt: skip
   try:
     for line in proc.stdout:
-      if 'step     12/' in line:  # the first checkpoint (step 6) is complete by then
+      if 'step     15/' in line:  # the checkpoints of steps 6 and 12 are complete by then
         break
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
