@@ -263,3 +263,26 @@ def test_unknown_options_raise(brm_params):
     )
   with pytest.raises(ValueError, match='attn_logits'):
     jax.eval_shape(lambda: refinement.attention_logits(feats, feats, 'nope', 'btd,bsd->bts'))
+
+
+def test_channel_attention_gradient_is_autodiffs():
+  """Eq. 4's outer part has a written-out gradient (an einsum for the softmax's row products):
+  its values are the formula's bit for bit, its gradient autodiff's of the formula."""
+  rng = np.random.default_rng(3)
+  feats = rng.normal(size=(2, 9, 40)).astype(np.float32)
+  feats[1, 6:] = 0.0  # padding rows
+  feats, logits = jnp.asarray(feats), jnp.asarray(rng.normal(size=(2, 9, 40)).astype(np.float32))
+  weights = jnp.asarray(rng.normal(size=feats.shape).astype(np.float32))
+
+  def formula(f, z):
+    return jax.nn.softmax(z, axis=-1) * f + f
+
+  loss = lambda fn: lambda f, z: (jnp.sin(fn(f, z)) * weights).sum()  # noqa: E731
+  np.testing.assert_array_equal(
+    refinement._channel_attention(feats, logits), formula(feats, logits)
+  )
+  got = jax.grad(loss(refinement._channel_attention), argnums=(0, 1))(feats, logits)
+  want = jax.grad(loss(formula), argnums=(0, 1))(feats, logits)
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got[1][1, 6:], 0.0)  # zero rows: no gradient to the logits

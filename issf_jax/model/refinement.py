@@ -62,9 +62,27 @@ def _dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array
   return y if bias is None else y + bias
 
 
+@jax.custom_vjp
 def _channel_attention(feats: jax.Array, logits: jax.Array) -> jax.Array:
   """Eq. 4's outer part: softmax over the D channels of the MLP's output, times F, plus F."""
   return jax.nn.softmax(logits, axis=-1) * feats + feats
+
+
+def _channel_attention_fwd(feats, logits):
+  weights = jax.nn.softmax(logits, axis=-1)
+  return weights * feats + feats, (feats, weights)
+
+
+def _channel_attention_bwd(saved, g):
+  """dF = g (s + 1); dz = s (g F - <s, g F>): the row products an einsum, not the reduce
+  autodiff makes of the softmax's broadcast transpose (heads.l2_normalize says why)."""
+  feats, weights = saved
+  g_feats = g * feats
+  dots = jnp.einsum('...d,...d->...', weights, g_feats)[..., None]
+  return g * (weights + 1.0), weights * (g_feats - dots)
+
+
+_channel_attention.defvjp(_channel_attention_fwd, _channel_attention_bwd)
 
 
 class ChannelUnit(nn.Module):
