@@ -286,3 +286,35 @@ def test_channel_attention_gradient_is_autodiffs():
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got[1][1, 6:], 0.0)  # zero rows: no gradient to the logits
+
+
+def test_set_softmax_is_two_masked_softmaxes():
+  """Eq. 5-6's weights w_a A + w_b B in one pass (shared exp, written-out gradient) against the
+  two masked softmaxes they replace: values and gradients, with an empty salient set, padding
+  and a zero weight among the videos."""
+  rng = np.random.default_rng(0)
+  b, t = 3, 50
+  logits = jnp.asarray(rng.normal(size=(b, t, t)).astype(np.float32) * 20)
+  mask = np.ones((b, t), bool)
+  mask[1, 30:] = False
+  mask[2, 1:] = False
+  salient = (rng.random((b, t)) < 0.5) & mask
+  salient[2] = False
+  salient, non_salient = jnp.asarray(salient), jnp.asarray(~salient & mask)
+  weight_a = jnp.asarray([SIGMA, 1.0, 0.0])[:, None, None]
+  weight_b = 1.0 - weight_a
+
+  def two_softmaxes(z):
+    return weight_a * masked_softmax(z, salient[:, None, :]) + weight_b * masked_softmax(
+      z, non_salient[:, None, :]
+    )
+
+  def one_pass(z):
+    return refinement._set_softmax(z, salient, non_salient, weight_a, weight_b)
+
+  np.testing.assert_allclose(one_pass(logits), two_softmaxes(logits), rtol=1e-6, atol=1e-7)
+  cot = jnp.asarray(rng.normal(size=(b, t, t)).astype(np.float32))
+  loss = lambda fn: lambda z: (jnp.sin(fn(z)) * cot).sum()  # noqa: E731
+  got, want = jax.grad(loss(one_pass))(logits), jax.grad(loss(two_softmaxes))(logits)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(got[1][:, 30:], 0.0)  # padded keys: no gradient

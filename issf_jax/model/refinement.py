@@ -139,24 +139,78 @@ def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array
   return jnp.einsum('bqk,bkd->bqd', weights, keys_values)
 
 
-def temporal_units(queries, keys, salient, non_salient, attn_logits: str, matmul_dtype='float32'):
-  """Eq. 5 for both sets at once: the attention of every snippet over F^a and over F^b.
+def temporal_units(
+  queries, keys, salient, non_salient, weight_a, weight_b, attn_logits: str,
+  matmul_dtype: str = 'float32',
+):  # fmt: skip
+  """Eq. 5 for both sets at once, weighted as Eq. 6: w_a A + w_b B.
 
-  The two sets partition the true snippets, so one key matrix holds both (a snippet is a
-  key of its own set only) and one T x T logits matrix serves both softmaxes: w_a Fh^a and
-  w_b Fh^b equal w_a K and w_b K, as each softmax is 0 outside its set, so Eq. 6 becomes
-  (sigma w_a + (1 - sigma) w_b) K.
+  A is the attention of every snippet over F^a, B over F^b. The two sets partition the true
+  snippets, so one key matrix holds both (a snippet is a key of its own set only) and one
+  T x T logits matrix serves both softmaxes: w_a Fh^a and w_b Fh^b equal w_a K and w_b K, as
+  each softmax is 0 outside its set, so Eq. 6 becomes (w_a A + w_b B) K.
 
   Args:
     queries: [B, T, D] F; keys: [B, T, D] K, the channel unit output of each snippet's own
-    set (`paired_channel_units`); salient, non_salient: [B, T] bool, disjoint, within the mask.
+    set (`paired_channel_units`); salient, non_salient: [B, T] bool, disjoint, within the mask;
+    weight_a, weight_b: the sets' weights (`set_weights`), scalars or [B, 1, 1].
   Returns:
-    w_a [B, T, T] and w_b [B, T, T] (a row is zero when its set is empty).
+    [B, T, T] w_a A + w_b B (a set's rows of A or B are zero when the set is empty).
   """
   logits = attention_logits(queries, keys, attn_logits, 'bqd,bkd->bqk', matmul_dtype)
-  attn_a = masked_softmax(logits, salient[:, None, :])
-  attn_b = masked_softmax(logits, non_salient[:, None, :])
-  return attn_a, attn_b
+  weight_a = jnp.broadcast_to(jnp.asarray(weight_a, logits.dtype), (logits.shape[0], 1, 1))
+  weight_b = jnp.broadcast_to(jnp.asarray(weight_b, logits.dtype), (logits.shape[0], 1, 1))
+  return _set_softmax(logits, salient, non_salient, weight_a, weight_b)
+
+
+def _set_probs(logits, salient, non_salient):
+  """[B, T, T] each key's softmax over its own set: `masked_softmax` of either set where the
+  key is in it (the same operations, so the same values), 0 on keys in neither."""
+  key_a, key_b = salient[:, None, :], non_salient[:, None, :]
+  maxima = []
+  for key_mask in (key_a, key_b):
+    row_max = jnp.max(jnp.where(key_mask, logits, -jnp.inf), axis=-1, keepdims=True)
+    maxima.append(jnp.where(jnp.isfinite(row_max), row_max, 0.0))
+  shift = jnp.where(key_a, *maxima)
+  valid = key_a | key_b
+  exp = jnp.where(valid, jnp.exp(jnp.where(valid, logits - shift, 0.0)), 0.0)
+  denom_a = jnp.where(key_a, exp, 0.0).sum(-1, keepdims=True)
+  denom_b = jnp.where(key_b, exp, 0.0).sum(-1, keepdims=True)
+  denom = jnp.where(key_a, denom_a, denom_b)
+  return exp / jnp.where(denom > 0, denom, 1.0)
+
+
+@jax.custom_vjp
+def _set_softmax(logits, salient, non_salient, weight_a, weight_b):
+  """w_a A + w_b B from the shared logits [B, T, T]; weights [B, 1, 1]. One exp pass over
+  T x T (each key shifted by its own set's row max), where two masked softmaxes take two."""
+  return _set_softmax_fwd(logits, salient, non_salient, weight_a, weight_b)[0]
+
+
+def _key_weights(salient, non_salient, weight_a, weight_b):
+  return jnp.where(salient[:, None, :], weight_a, jnp.where(non_salient[:, None, :], weight_b, 0.0))
+
+
+def _set_softmax_fwd(logits, salient, non_salient, weight_a, weight_b):
+  probs = _set_probs(logits, salient, non_salient)
+  weights = _key_weights(salient, non_salient, weight_a, weight_b)
+  return weights * probs, (probs, salient, non_salient, weights)
+
+
+def _set_softmax_bwd(saved, g):
+  """dL = w_s (G - P r_s) on the keys of set s, with G = P g and r_s G's row sum over set s
+  (each softmax's backward, the two sets apart). The row sums are matrix-vector products, not
+  the reduces autodiff makes (heads.l2_normalize says why). The weights take no gradient:
+  they follow from the masks."""
+  probs, salient, non_salient, weights = saved
+  gp = probs * g
+  row_a = jnp.einsum('bqk,bk->bq', gp, salient.astype(gp.dtype))[..., None]
+  row_b = jnp.einsum('bqk,bk->bq', gp, non_salient.astype(gp.dtype))[..., None]
+  rows = jnp.where(salient[:, None, :], row_a, row_b)
+  return weights * (gp - probs * rows), None, None, None, None
+
+
+_set_softmax.defvjp(_set_softmax_fwd, _set_softmax_bwd)
 
 
 def set_weights(variant: str, sigma: float, empty_set: str, has_a, has_b):
@@ -225,14 +279,14 @@ class BoundaryRefinement(nn.Module):
       )
       with jax.named_scope('channel_units'):  # names the ops for benchmarks/step_profile.py
         keys = paired_channel_units(feats, salient, unit_a, unit_b, self.matmul_dtype)
-    with jax.named_scope('temporal_units'):
-      attn_a, attn_b = temporal_units(
-        feats, keys, salient, non_salient, self.attn_logits, self.matmul_dtype
-      )
     has_a = salient.any(-1)[:, None, None] & (self.variant != 'no_salient')
     has_b = non_salient.any(-1)[:, None, None] & (self.variant != 'no_non_salient')
     weight_a, weight_b = set_weights(self.variant, self.sigma, self.empty_set, has_a, has_b)
-    weights = weight_a * attn_a + weight_b * attn_b
+    with jax.named_scope('temporal_units'):
+      weights = temporal_units(
+        feats, keys, salient, non_salient, weight_a, weight_b, self.attn_logits,
+        self.matmul_dtype,
+      )  # fmt: skip
     out = precision.einsum('bqk,bkd->bqd', weights, keys, self.matmul_dtype)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)
