@@ -164,11 +164,15 @@ def test_ctrl_c_says_where_the_run_resumes(tmp_path, tiny_shards, jax_cache_dir)
   # run had finished without an interrupt.
   env = dict(subprocess_env(jax_cache_dir), PYTHONUNBUFFERED='1')
   # Ctrl-C's default action in the child even when this test runs in a background job (whose
-  # shell ignores SIGINT, and an ignored SIGINT is inherited and kept by Python).
-  restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-  proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=restore_sigint)  # fmt: skip
+  # shell ignores SIGINT, and an ignored SIGINT is inherited and kept by Python): a signal with
+  # a handler here is reset to its default at the child's exec (no preexec_fn: forking a
+  # multithreaded process to run Python is what Python warns against).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+  finally:
+    signal.signal(signal.SIGINT, previous)
   try:
     for line in proc.stdout:
       if 'step     15/' in line:  # the checkpoints of steps 6 and 12 are complete by then

@@ -67,25 +67,8 @@ def own_unit_logits(feats, salient, unit_a, unit_b, windows: int = WINDOWS, dtyp
   # Under shard_map (one video per device), the parameters are device-invariant and the rows
   # device-varying; the written-out gradient is per device, so the parameters enter it as
   # varying values and their cast's transpose sums the gradient over the devices.
-  unit_a, unit_b = _varying_like(feats, (unit_a, unit_b))
+  unit_a, unit_b = precision.varying_like(feats, (unit_a, unit_b))
   return _windowed(feats[0], salient[0], unit_a, unit_b, windows, dtype)[None]
-
-
-def _varying_axes(x) -> frozenset:
-  """The manual mesh axes over which `x` varies inside shard_map (empty outside)."""
-  aval = jax.typeof(x)
-  mat = getattr(aval, 'mat', None)  # jax 0.10
-  return frozenset(getattr(mat, 'varying', None) or getattr(aval, 'vma', None) or ())
-
-
-def _varying_like(ref, tree):
-  axes = _varying_axes(ref)
-
-  def cast(leaf):
-    missing = tuple(sorted(axes - _varying_axes(leaf)))
-    return jax.lax.pcast(leaf, missing, to='varying') if missing else leaf
-
-  return jax.tree.map(cast, tree) if axes else tree
 
 
 def _bounds(length: int, windows: int) -> list[tuple[int, int]]:

@@ -34,7 +34,7 @@ def einsum(equation: str, a: jax.Array, b: jax.Array, dtype: str = 'float32') ->
     return jnp.einsum(equation, a, b)
   if dtype != 'bfloat16':
     raise ValueError(f'Unknown model.matmul_dtype {dtype!r}; choose from {MATMUL_DTYPES}.')
-  b = _varying_like(a, b)
+  b = varying_like(a, b)
   return _bf16_einsum(equation, a, b)
 
 
@@ -95,10 +95,22 @@ def _bf16_einsum_bwd(equation, residuals, cotangent):
 _bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
 
 
-def _varying_like(ref, x):
-  """`x` cast to vary over the manual mesh axes `ref` varies over (inside shard_map): the
-  custom VJP's gradient of a device-invariant parameter is computed per device, and the cast's
-  transpose sums it over the devices, as autodiff does for a plain product."""
-  from issf_jax.model.channel_units import _varying_like as cast  # one rule for both VJPs
+def varying_like(ref, tree):
+  """`tree` cast to vary over the manual mesh axes `ref` varies over (inside shard_map; the
+  identity outside). A written-out gradient (a custom VJP) is computed per device, so a
+  device-invariant parameter enters it as a varying value, and the cast's transpose sums its
+  gradient over the devices, as autodiff does for a plain product."""
+  axes = _varying_axes(ref)
 
-  return cast(ref, x)
+  def cast(leaf):
+    missing = tuple(sorted(axes - _varying_axes(leaf)))
+    return jax.lax.pcast(leaf, missing, to='varying') if missing else leaf
+
+  return jax.tree.map(cast, tree) if axes else tree
+
+
+def _varying_axes(x) -> frozenset:
+  """The manual mesh axes over which `x` varies inside shard_map (empty outside)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, 'mat', None)  # jax 0.10
+  return frozenset(getattr(mat, 'varying', None) or getattr(aval, 'vma', None) or ())
