@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from issf_jax.model import precision
+from issf_jax.model import precision, random_bits
 
 # RSKP's `calculate_l1_norm` adds this to the L2 norm (it is an L2 normalisation).
 NORM_EPS = 1e-9
@@ -73,7 +73,10 @@ def dropout(x: jax.Array, rate: float, keys: jax.Array | None) -> jax.Array:
   """
   if keys is None or rate == 0.0:
     return x
-  keep = jax.vmap(lambda k, xi: jax.random.bernoulli(k, 1.0 - rate, xi.shape))(keys, x)
+  if random_bits.supported(keys):  # the same masks, one fused pass (random_bits.py)
+    keep = random_bits.keep_mask(keys, 1.0 - rate, x.shape[1:])
+  else:
+    keep = jax.vmap(lambda k, xi: jax.random.bernoulli(k, 1.0 - rate, xi.shape))(keys, x)
   return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
