@@ -435,8 +435,9 @@ def create_eval_iterator(
   subset: str = 'test',
   host: Host | None = None,
   verify: bool = True,
+  order: str = 'manifest',
 ) -> Iterator[dict]:
-  """Every video of `subset` once, in manifest order, as batches.
+  """Every video of `subset` once, in manifest order (or by length), as batches.
 
   options.batch_size is the global batch (each host gets batch_size // host.count rows of each
   global batch, like training); all hosts yield the same number of batches with the same shapes.
@@ -444,6 +445,9 @@ def create_eval_iterator(
   all-zero, mask False, video_index -1) and 'num_snippets_orig' [B] int32 (the video's T before
   sampling; 'activitynet' mode only). 'thumos': the full video, T bucketed as in training.
   'activitynet': `sampling.uniform_indices`, padded to t_s.
+  order: 'manifest', or 'length' (shortest first, ties in manifest order) for a pass whose
+  result does not depend on the order (the memory initialisation): a batch then pads its
+  videos to about their own length, and fewer padded lengths mean fewer compiled programs.
   """
   batch_size, mode, t_s = options.batch_size, options.mode, options.t_s
   if mode not in MODES:
@@ -457,9 +461,11 @@ def create_eval_iterator(
   pad_record = src.padding_record(subset)
   empty = np.zeros(0, np.int32)
 
+  sequence = sampling.eval_sequence(lengths, batch_size, order)  # n: a padding row
+
   def rows():
     for start in range(0, n, batch_size):
-      global_rows = np.arange(start, start + batch_size)
+      global_rows = sequence[start : start + batch_size]
       valid = global_rows < n
       if mode == 'thumos':
         t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), options.bucket_size)

@@ -141,9 +141,10 @@ def create_eval_iterator(
   subset: str = 'test',
   host: Host | None = None,
   verify: bool = True,
+  order: str = 'manifest',
 ) -> Iterator[dict]:
   """`input_pipeline.create_eval_iterator` in numpy: every video of `subset` once, in manifest
-  order, as the same batches (its docstring)."""
+  order (or by length), as the same batches (its docstring)."""
   batch_size, mode, t_s = options.batch_size, options.mode, options.t_s
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
@@ -152,15 +153,16 @@ def create_eval_iterator(
   if batch_size % n_hosts:
     raise ValueError(f'batch_size {batch_size} not divisible by {n_hosts} hosts')
   src = input_pipeline.ShardSubset(shards_dir, subset, verify)
-  return _eval_batches(src, batch_size, mode, options.bucket_size, t_s, p, n_hosts)
+  return _eval_batches(src, batch_size, mode, options.bucket_size, t_s, p, n_hosts, order)
 
 
-def _eval_batches(src, batch_size: int, mode: str, bucket_size: int, t_s: int, p: int, n_hosts):
+def _eval_batches(src, batch_size, mode, bucket_size, t_s, p, n_hosts, order='manifest'):
   records, lengths = _Records(src), src.lengths
   n, bh = len(lengths), batch_size // n_hosts
+  sequence = sampling.eval_sequence(lengths, batch_size, order)  # n: a padding row
   empty = np.zeros(0, np.int32)
   for start in range(0, n, batch_size):
-    global_rows = np.arange(start, start + batch_size)
+    global_rows = sequence[start : start + batch_size]
     valid = global_rows < n
     if mode == 'thumos':
       t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), bucket_size)

@@ -23,6 +23,19 @@ def video_rng(seed: int, epoch: int, video_index: int) -> np.random.Generator:
   return np.random.default_rng([_VIDEO_TAG, seed, epoch, video_index])
 
 
+EVAL_ORDERS = ('manifest', 'length')
+
+
+def eval_sequence(lengths: np.ndarray, batch_size: int, order: str) -> np.ndarray:
+  """The video indices of an evaluation pass, padded with len(lengths) (a padding row) to
+  whole batches: manifest order, or shortest first with ties in manifest order ('length')."""
+  if order not in EVAL_ORDERS:
+    raise ValueError(f'order must be one of {EVAL_ORDERS}, got {order!r}')
+  n = len(lengths)
+  sequence = np.argsort(lengths, kind='stable') if order == 'length' else np.arange(n)
+  return np.concatenate([sequence, np.full(-n % batch_size, n)])
+
+
 def bucket_length(length: int, bucket_size: int) -> int:
   """`length` rounded up to a multiple of bucket_size (at least one bucket)."""
   return max(1, -(-int(length) // bucket_size)) * bucket_size

@@ -143,11 +143,12 @@ def test_numpy_train_batches_are_tfdata_batches(tiny_shards, name, host):
 
 @pytest.mark.parametrize('mode', ['thumos', 'activitynet'])
 @pytest.mark.parametrize('host', [input_pipeline.Host(0, 1), input_pipeline.Host(1, 2)])
-def test_numpy_eval_batches_are_tfdata_batches(tiny_shards, mode, host):
+@pytest.mark.parametrize('order', ['manifest', 'length'])
+def test_numpy_eval_batches_are_tfdata_batches(tiny_shards, mode, host, order):
   # 16 test videos in batches of 6: the last one has 4 padding rows.
   options = input_pipeline.EvalOptions(6, mode, bucket_size=16, t_s=10)
   for subset in ('test', 'train'):
-    kwargs = dict(subset=subset, host=host)
+    kwargs = dict(subset=subset, host=host, order=order)
     want = list(input_pipeline.create_eval_iterator(str(tiny_shards), options, **kwargs))
     got = list(numpy_pipeline.create_eval_iterator(str(tiny_shards), options, **kwargs))
     assert len(got) == len(want) > 1
@@ -155,3 +156,11 @@ def test_numpy_eval_batches_are_tfdata_batches(tiny_shards, mode, host):
       _bitwise(a, b)
     if subset == 'test' and host.count == 1:
       assert want[-1]['valid'].tolist() == [True] * 4 + [False] * 2
+    if host.count == 1:  # every video once; by length, shortest first
+      index = np.concatenate([b['video_index'][b['valid']] for b in want])
+      lengths = input_pipeline.ShardSubset(str(tiny_shards), subset, False).lengths
+      assert sorted(index.tolist()) == list(range(len(lengths)))
+      if order == 'length':
+        assert np.all(np.diff(lengths[index]) >= 0)
+      else:
+        assert index.tolist() == list(range(len(lengths)))

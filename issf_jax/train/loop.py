@@ -306,7 +306,11 @@ class Trainer:
     options = self.input_pipeline.EvalOptions.from_data_config(
       data, data.eval_batch_size * jax.process_count()
     )
-    batches = self.input_pipeline.create_eval_iterator(self.shards_dir, options, subset='train')
+    # By length: the result keeps each class's global top N whatever the order
+    # (`make_memory_init_step`), and length-sorted batches pad and compile less.
+    batches = self.input_pipeline.create_eval_iterator(
+      self.shards_dir, options, subset='train', order='length'
+    )
     memory = sharding.replicate(
       memory_lib.empty(step_lib.memory_rows(self.config), self.config.memory.slots,
                        self.config.model.embed_dim), self.mesh)  # fmt: skip
