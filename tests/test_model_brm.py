@@ -281,8 +281,8 @@ def test_channel_attention_gradient_is_autodiffs():
   np.testing.assert_array_equal(
     refinement._channel_attention(feats, logits), formula(feats, logits)
   )
-  got = jax.grad(loss(refinement._channel_attention), argnums=(0, 1))(feats, logits)
-  want = jax.grad(loss(formula), argnums=(0, 1))(feats, logits)
+  got = jax.jit(jax.grad(loss(refinement._channel_attention), argnums=(0, 1)))(feats, logits)
+  want = jax.jit(jax.grad(loss(formula), argnums=(0, 1)))(feats, logits)
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got[1][1, 6:], 0.0)  # zero rows: no gradient to the logits
@@ -312,9 +312,11 @@ def test_set_softmax_is_two_masked_softmaxes():
   def one_pass(z):
     return refinement._set_softmax(z, salient, non_salient, weight_a, weight_b)
 
-  np.testing.assert_allclose(one_pass(logits), two_softmaxes(logits), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    jax.jit(one_pass)(logits), jax.jit(two_softmaxes)(logits), rtol=1e-6, atol=1e-7
+  )
   cot = jnp.asarray(rng.normal(size=(b, t, t)).astype(np.float32))
   loss = lambda fn: lambda z: (jnp.sin(fn(z)) * cot).sum()  # noqa: E731
-  got, want = jax.grad(loss(one_pass))(logits), jax.grad(loss(two_softmaxes))(logits)
+  got, want = (jax.jit(jax.grad(loss(fn)))(logits) for fn in (one_pass, two_softmaxes))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got[1][:, 30:], 0.0)  # padded keys: no gradient

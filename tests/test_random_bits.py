@@ -31,7 +31,7 @@ def test_masks_are_jax_randoms(keep):
   keys = _keys(3)
   assert random_bits.supported(keys)
   for shape in ((5, 7), (33, 300)):
-    want = jax.vmap(lambda k, shape=shape: jax.random.bernoulli(k, keep, shape))(keys)
+    want = jax.jit(jax.vmap(lambda k, shape=shape: jax.random.bernoulli(k, keep, shape)))(keys)
     np.testing.assert_array_equal(jax.jit(random_bits.keep_mask, static_argnums=(1, 2))(
       keys, keep, shape), want)  # fmt: skip
 
@@ -41,8 +41,9 @@ def test_dropout_draws_what_it_drew_before():
   unrolled hash, so runs and resumes across the change draw the same numbers."""
   keys = _keys(2, seed=3)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 11, 64)).astype(np.float32))
-  keep = jax.vmap(lambda k, xi: jax.random.bernoulli(k, 0.4, xi.shape))(keys, x)
-  np.testing.assert_array_equal(dropout(x, 0.6, keys), jnp.where(keep, x / 0.4, 0.0))
+  keep = jax.jit(jax.vmap(lambda k, xi: jax.random.bernoulli(k, 0.4, xi.shape)))(keys, x)
+  got = jax.jit(dropout, static_argnums=1)(x, 0.6, keys)
+  np.testing.assert_array_equal(got, jnp.where(keep, x / 0.4, 0.0))
   rbg = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3, impl='rbg'), i))(jnp.arange(2))
   assert not random_bits.supported(rbg)
   assert dropout(x, 0.6, rbg).shape == x.shape  # other key kinds: jax.random itself
