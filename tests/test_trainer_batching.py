@@ -99,9 +99,10 @@ def test_auto_run_on_cpu_is_micro_recorded_and_resumed(tmp_path, tiny_shards, ja
   env = subprocess_env(jax_cache_dir)
   # One micro-batch per step; the jittable tie orders, so that the resumed run loads the
   # programs of the first from the compilation cache (host callbacks are never cached).
+  # Three length buckets: fewer programs to compile, the decision is the same.
   auto = {
     'data.batching': 'auto', 'train.batch_size': 1, 'model.saliency_tie_order': 'index',
-    'memory.merge_tie_order': 'index',
+    'memory.merge_tie_order': 'index', 'data.micro_buckets': 3,
   }  # fmt: skip
 
   def run(steps, **extra):

@@ -63,6 +63,7 @@ def main(shards: str, workdir: str, batching: str) -> None:
   settings = {
     **TINY_TRAIN_OVERRIDES, 'data.batching': batching, 'train.num_epochs': 2,
     'train.memory_init_epoch': 0, 'train.log_every_steps': 1000,
+    'data.micro_buckets': 3,  # 'micro': a few programs a phase are enough to be guarded
   }  # fmt: skip
   config = synthetic_config(shards, settings)
   guarded = []
