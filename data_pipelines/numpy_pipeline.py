@@ -156,7 +156,7 @@ def create_eval_iterator(
   return _eval_batches(src, batch_size, mode, options.bucket_size, t_s, p, n_hosts, order)
 
 
-def _eval_batches(src, batch_size, mode, bucket_size, t_s, p, n_hosts, order='manifest'):
+def _eval_batches(src, batch_size, mode, bucket_size, t_s, p, n_hosts, order):
   records, lengths = _Records(src), src.lengths
   n, bh = len(lengths), batch_size // n_hosts
   sequence = sampling.eval_sequence(lengths, batch_size, order)  # n: a padding row

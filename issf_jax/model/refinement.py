@@ -165,7 +165,8 @@ def temporal_units(
 
 def _set_probs(logits, salient, non_salient):
   """[B, T, T] each key's softmax over its own set: `masked_softmax` of either set where the
-  key is in it (the same operations, so the same values), 0 on keys in neither."""
+  key is in it (the same shifts and exps; the sums may round differently, within 1 ulp in the
+  tests), 0 on keys in neither."""
   key_a, key_b = salient[:, None, :], non_salient[:, None, :]
   maxima = []
   for key_mask in (key_a, key_b):
