@@ -85,6 +85,16 @@ def _sort(feats, salient, windows):
   return perm, inverse, count, branch
 
 
+# Rows [0, end) and [start, T) as `lax.slice`s: with a symbolic T (`micro.py` traces one
+# program for every length bucket) NumPy-style indexing would lower to gathers.
+def _head(x, end):
+  return jax.lax.slice_in_dim(x, 0, end)
+
+
+def _tail(x, start):
+  return jax.lax.slice_in_dim(x, start, x.shape[0])
+
+
 def _pad_rows(x, start: int, length: int):
   return jnp.pad(x, ((start, length - start - x.shape[0]), (0, 0)))
 
@@ -103,8 +113,8 @@ def _forward(feats, salient, unit_a, unit_b, windows, dtype):
   (k1b, b1b), (k2b, b2b) = unit_b
 
   def run(a_end, b_start, rows):
-    h_a = jax.nn.relu(_linear(rows[:a_end], k1a, b1a, dtype))
-    h_b = jax.nn.relu(_linear(rows[b_start:], k1b, b1b, dtype))
+    h_a = jax.nn.relu(_linear(_head(rows, a_end), k1a, b1a, dtype))
+    h_b = jax.nn.relu(_linear(_tail(rows, b_start), k1b, b1b, dtype))
     h = jnp.where(own_a, _pad_rows(h_a, 0, length), _pad_rows(h_b, b_start, length))
     z_a, z_b = _linear(h_a, k2a, b2a, dtype), _linear(h_b, k2b, b2b, dtype)
     z = jnp.where(own_a, _pad_rows(z_a, 0, length), _pad_rows(z_b, b_start, length))
@@ -148,10 +158,10 @@ def _windowed_bwd(windows, dtype, saved, dz):
   (k1b, b1b), (k2b, b2b) = unit_b
 
   def run(a_end, b_start, dz):
-    grads_a, dx_a = _unit_grads(rows[:a_end], hidden[:a_end], dz[:a_end], own_a[:a_end],
+    grads_a, dx_a = _unit_grads(*(_head(x, a_end) for x in (rows, hidden, dz, own_a)),
                                 (k1a, k2a), (b1a, b2a), dtype)  # fmt: skip
-    grads_b, dx_b = _unit_grads(rows[b_start:], hidden[b_start:], dz[b_start:],
-                                ~own_a[b_start:], (k1b, k2b), (b1b, b2b), dtype)  # fmt: skip
+    grads_b, dx_b = _unit_grads(*(_tail(x, b_start) for x in (rows, hidden, dz, ~own_a)),
+                                (k1b, k2b), (b1b, b2b), dtype)  # fmt: skip
     return _pad_rows(dx_a, 0, length) + _pad_rows(dx_b, b_start, length), grads_a, grads_b
 
   branches = [functools.partial(run, a, b) for a, b in _bounds(length, windows)]

@@ -39,12 +39,12 @@ def _safe_norm(x, axis=-1):
 
 @jax.custom_vjp
 def _normalize_last(x):
-  return x / (_safe_norm(x) + NORM_EPS)
+  return x * (1.0 / (_safe_norm(x) + NORM_EPS))
 
 
 def _normalize_last_fwd(x):
   norm = _safe_norm(x)
-  return x / (norm + NORM_EPS), (x, norm)
+  return x * (1.0 / (norm + NORM_EPS)), (x, norm)
 
 
 def _normalize_last_bwd(saved, g):
@@ -57,7 +57,7 @@ def _normalize_last_bwd(saved, g):
   dots = jnp.einsum('...d,...d->...', g, x)[..., None]
   positive = norm > 0
   coef = jnp.where(positive, dots / (n * n * jnp.where(positive, norm, 1.0)), 0.0)
-  return (g / n - x * coef,)
+  return (g * (1.0 / n) - x * coef,)
 
 
 _normalize_last.defvjp(_normalize_last_fwd, _normalize_last_bwd)

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 from issf_jax import sharding
 from issf_jax.model import build_model
 from issf_jax.train import step as step_lib
+from issf_jax.train.length_polymorphic import LengthPolymorphic
 from issf_jax.train.optimizer import make_optimizer
 
 # Metrics that are means over the valid videos of a micro-batch: averaged with video weights.
@@ -125,11 +126,20 @@ def make_micro_train_step(
   # Compiled ahead of time per micro-batch shape, so that the compile time (one program per
   # length bucket, most of them met in the first epoch) is known apart from the step time.
   compiled, compile_seconds = {}, []
+  # `precompile`'s symbolic-T exports (length_polymorphic.py): a micro-batch shape that one of
+  # them covers is lowered from it wherever it is first met, so a run's programs of a length
+  # range all come from one path.
+  polymorphic: list[LengthPolymorphic] = []
+
+  def lower_micro(*args):
+    batch = args[2]
+    source = next((p for p in polymorphic if p.covers(batch)), micro)
+    return source.lower(*args)
 
   def program(fn, key, *args):
     if key not in compiled:
       t0 = time.perf_counter()
-      compiled[key] = fn.lower(*args).compile()
+      compiled[key] = (lower_micro if fn is micro else fn.lower)(*args).compile()
       compile_seconds.append(time.perf_counter() - t0)
     return compiled[key]
 
@@ -155,26 +165,41 @@ def make_micro_train_step(
     micro-batch) padded to each length T of `lengths`.
 
     XLA:CPU compiles a program on one core, and the compile releases the GIL, so `workers`
-    (default: the cores this process may use) programs compile at once; the tracing and
-    lowering, in Python, run here one after the other, overlapping those compiles.
+    (default: the cores this process may use) programs compile at once; the lowering, in
+    Python, runs here one after the other, overlapping those compiles. The programs are
+    lowered from one trace with a symbolic T over the lengths' range where the step allows it
+    (length_polymorphic.py), else each from its own trace.
     """
     acc = zeros(state.params)
     t_keys = [k for k in ('features', 'mask') if k in template]
     workers = workers or len(os.sched_getaffinity(0))
+
+    def padded_to(length):
+      return {
+        k: jax.ShapeDtypeStruct(
+          (v.shape[0], length) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
+        )
+        if k in t_keys else v
+        for k, v in template.items()
+      }  # fmt: skip
+
+    batches = [padded_to(t) for t in sorted(set(int(t) for t in lengths))]
+    uncovered = [b for b in batches if not any(p.covers(b) for p in polymorphic)]
+    if len(uncovered) > 1:
+      exported = LengthPolymorphic.create(
+        micro, (state, acc, template, base_key_data), batch_index=2, time_keys=t_keys,
+        lengths=[b[t_keys[0]].shape[1] for b in uncovered], donate_argnums=(1,),
+        compiler_options=compiler_options, name='train step',
+      )  # fmt: skip
+      if exported is not None:
+        polymorphic.append(exported)
     pending = {}
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-      for length in sorted(set(int(t) for t in lengths)):
-        batch = {
-          k: jax.ShapeDtypeStruct(
-            (v.shape[0], length) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
-          )
-          if k in t_keys else v
-          for k, v in template.items()
-        }  # fmt: skip
+      for batch in batches:
         shape = tuple(sorted((k, v.shape) for k, v in batch.items()))
         if shape in compiled or shape in pending:
           continue
-        lowered = micro.lower(state, acc, batch, base_key_data)
+        lowered = lower_micro(state, acc, batch, base_key_data)
 
         def timed_compile(lowered=lowered):
           t0 = time.perf_counter()
