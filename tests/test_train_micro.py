@@ -3,7 +3,8 @@
 A memory-phase step on 6 videos of 2 to 16 snippets with a partly filled memory:
 * one video per micro-batch, each padded only to its own bucket (8 or 16 snippets), in batch
   order, gives the exact step's loss terms, memory, gradient norm and params (float tolerance:
-  the gradient is summed in another order);
+  the gradient is summed in another order), with each bucket's program traced on its own or
+  both lowered from one trace with a symbolic length (`precompile`, as the trainer runs);
 * three videos per micro-batch, sorted by length as the pipeline orders them, give the exact
   step on the batch permuted into that order with each video's original position (dropout key).
 """
@@ -69,8 +70,10 @@ def _assert_close(a, b, what):
                                err_msg=f'{what}{jax.tree_util.keystr(path)}')  # fmt: skip
 
 
-@pytest.mark.parametrize('size', [1, pytest.param(3, marks=pytest.mark.slow)])
-def test_micro_step_equals_the_one_program_step(size):
+@pytest.mark.parametrize(
+  'size,precompiled', [(1, False), (1, True), pytest.param(3, False, marks=pytest.mark.slow)]
+)
+def test_micro_step_equals_the_one_program_step(size, precompiled):
   c, mesh, _, _, _ = md.programs(1)
   data = md.make_dataset(VIDEOS, seed=2)
   lengths = data['mask'].sum(1)
@@ -79,7 +82,12 @@ def test_micro_step_equals_the_one_program_step(size):
   step = micro_lib.make_micro_train_step(
     c, mesh, memory_ready=True, steps_per_epoch=2, compiler_options=md.FAST_COMPILE
   )
-  state, metrics = step(_state(), _micro_batches(data, order, size, mesh), KEY)
+  micro_batches = _micro_batches(data, order, size, mesh)
+  if precompiled:  # as the trainer does: both buckets' programs from one symbolic-T trace
+    step.precompile(_state(), micro_batches[0], KEY, [8, 16])
+    assert step.symbolic_ranges() == [(8, 16)]
+    assert len(step.compile_seconds) == 2
+  state, metrics = step(_state(), micro_batches, KEY)
   want_state, want_metrics = _exact(data, order)
   assert int(state.step) == 3
   assert set(metrics) == set(want_metrics)

@@ -37,6 +37,9 @@ def _safe_norm(x, axis=-1):
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+# x * (1 / n), not x / n: XLA's simplifier rewrites x / broadcast(n) into this product where it
+# sees the broadcast (the same bits), but not in a program lowered with a symbolic length
+# (train/length_polymorphic.py), where it left a division over [T, D] in every normalisation.
 @jax.custom_vjp
 def _normalize_last(x):
   return x * (1.0 / (_safe_norm(x) + NORM_EPS))

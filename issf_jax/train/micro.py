@@ -19,8 +19,10 @@ list of micro-batches of one global batch (`data.batching = 'micro'`, the input 
 
 Each micro-batch runs the unmodified per-device body of `step.py` (`_train_body` with
 `return_grads`); its optimizer update and the updated params are unused and compiled away.
-One program per (micro-batch shape, phase). 'batched' memory mode (every video reads the memory
-of the start of the step) cannot be expressed by threading and is refused.
+One program per (micro-batch shape, phase); on one device, `precompile` lowers a phase's
+programs from one trace with a symbolic length (length_polymorphic.py). 'batched' memory mode
+(every video reads the memory of the start of the step) cannot be expressed by threading and
+is refused.
 """
 
 from __future__ import annotations
@@ -185,7 +187,9 @@ def make_micro_train_step(
 
     batches = [padded_to(t) for t in sorted(set(int(t) for t in lengths))]
     uncovered = [b for b in batches if not any(p.covers(b) for p in polymorphic)]
-    if len(uncovered) > 1:
+    # One device only: on a 2-device CPU mesh XLA (jax 0.10.2) crashes compiling the refined
+    # module of the shard_map'ed step (a segfault, not an error to fall back from).
+    if len(uncovered) > 1 and mesh.devices.size == 1:
       exported = LengthPolymorphic.create(
         micro, (state, acc, template, base_key_data), batch_index=2, time_keys=t_keys,
         lengths=[b[t_keys[0]].shape[1] for b in uncovered], donate_argnums=(1,),
@@ -211,5 +215,6 @@ def make_micro_train_step(
         compile_seconds.append(seconds)
 
   train_step.compile_seconds = compile_seconds  # one entry per program compiled so far
+  train_step.symbolic_ranges = lambda: [(p.low, p.high) for p in polymorphic]
   train_step.precompile = precompile
   return train_step
