@@ -462,15 +462,13 @@ def create_eval_iterator(
   empty = np.zeros(0, np.int32)
 
   sequence = sampling.eval_sequence(lengths, batch_size, order)  # n: a padding row
+  if mode == 'thumos':
+    padded = sampling.eval_padded_lengths(lengths, batch_size, order, options.bucket_size)
 
   def rows():
     for start in range(0, n, batch_size):
       global_rows = sequence[start : start + batch_size]
-      valid = global_rows < n
-      if mode == 'thumos':
-        t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), options.bucket_size)
-      else:
-        t_pad = t_s
+      t_pad = padded[start // batch_size] if mode == 'thumos' else t_s
       for v in global_rows[p * bh : (p + 1) * bh]:
         if v >= n:
           yield pad_record, np.int32(-1), empty, np.int32(t_pad)

@@ -160,14 +160,12 @@ def _eval_batches(src, batch_size, mode, bucket_size, t_s, p, n_hosts, order):
   records, lengths = _Records(src), src.lengths
   n, bh = len(lengths), batch_size // n_hosts
   sequence = sampling.eval_sequence(lengths, batch_size, order)  # n: a padding row
+  if mode == 'thumos':
+    padded = sampling.eval_padded_lengths(lengths, batch_size, order, bucket_size)
   empty = np.zeros(0, np.int32)
   for start in range(0, n, batch_size):
     global_rows = sequence[start : start + batch_size]
-    valid = global_rows < n
-    if mode == 'thumos':
-      t_pad = sampling.bucket_length(lengths[global_rows[valid]].max(), bucket_size)
-    else:
-      t_pad = t_s
+    t_pad = padded[start // batch_size] if mode == 'thumos' else t_s
     rows = []
     for v in global_rows[p * bh : (p + 1) * bh]:
       if v >= n:

@@ -36,6 +36,15 @@ def eval_sequence(lengths: np.ndarray, batch_size: int, order: str) -> np.ndarra
   return np.concatenate([sequence, np.full(-n % batch_size, n)])
 
 
+def eval_padded_lengths(lengths: np.ndarray, batch_size: int, order: str, bucket_size: int):
+  """[number of batches] the padded T of each batch of a full-length ('thumos') evaluation
+  pass: the longest video of the batch (`eval_sequence`), rounded up to a bucket."""
+  lengths = np.asarray(lengths)
+  n, sequence = len(lengths), eval_sequence(lengths, batch_size, order)
+  batches = [sequence[s : s + batch_size] for s in range(0, n, batch_size)]
+  return [bucket_length(lengths[rows[rows < n]].max(), bucket_size) for rows in batches]
+
+
 def bucket_length(length: int, bucket_size: int) -> int:
   """`length` rounded up to a multiple of bucket_size (at least one bucket)."""
   return max(1, -(-int(length) // bucket_size)) * bucket_size

@@ -2,7 +2,9 @@
 
 Oracles: the program lowered from the export gives the values of the function traced at that
 length; a Python decision on T that the range leaves open makes the export refuse (None), so
-the caller lowers per length; `covers` takes only the export's shapes and range.
+the caller lowers per length; `covers` takes only the export's shapes and range; a
+`ProgramSet` compiles each length once, ahead of need; the memory initialisation's padded
+lengths, by hand.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from issf_jax.train.length_polymorphic import LengthPolymorphic
+from data_pipelines import sampling
+from issf_jax.train.length_polymorphic import LengthPolymorphic, ProgramSet
 
 
 def _pool(scale, batch, *, threshold=4):
@@ -66,3 +69,30 @@ def test_covers_only_its_shapes_and_range():
   assert not poly.covers(_batch(8, dim=4))  # another feature width
   ragged = dict(_batch(8), mask=np.ones((2, 9), bool))
   assert not poly.covers(ragged)  # features and mask of different lengths
+
+
+def test_program_set_compiles_each_length_once_ahead_of_need():
+  fn = jax.jit(_pool)
+  programs = ProgramSet(fn, batch_index=1)
+  assert programs.precompile((jnp.float32(2.0), _batch(6)), [9, 6, 12, 9]) == 3
+  assert programs.symbolic_ranges() == [(6, 12)]
+  assert len(programs.compile_seconds) == 3
+  batch = _batch(9, seed=4)
+  got = programs.get(jnp.float32(2.0), batch)(jnp.float32(2.0), batch)
+  assert len(programs.compile_seconds) == 3  # precompiled
+  np.testing.assert_allclose(np.asarray(got[0]), np.asarray(fn(jnp.float32(2.0), batch)[0]),
+                             rtol=1e-6, atol=1e-6)  # fmt: skip
+  programs.get(jnp.float32(2.0), _batch(7))  # in the range, met later: compiled once, now
+  programs.get(jnp.float32(2.0), _batch(7))
+  assert len(programs.compile_seconds) == 4
+  per_length = ProgramSet(fn, batch_index=1, symbolic=False)
+  assert per_length.precompile((jnp.float32(2.0), _batch(6)), [6, 12]) == 2
+  assert per_length.symbolic_ranges() == []
+
+
+def test_memory_initialisation_padded_lengths_by_hand():
+  lengths = np.array([5, 70, 3, 130, 64])
+  # By length: (3, 5) -> 64, (64, 70) -> 128, (130, padding row) -> 192.
+  assert sampling.eval_padded_lengths(lengths, 2, 'length', 64) == [64, 128, 192]
+  # Manifest order: (5, 70) -> 128, (3, 130) -> 192, (64) -> 64.
+  assert sampling.eval_padded_lengths(lengths, 2, 'manifest', 64) == [128, 192, 64]

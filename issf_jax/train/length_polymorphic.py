@@ -1,23 +1,30 @@
-"""One trace for the programs of every length bucket: a symbolic T through `jax.export`.
+"""Programs for many lengths: compiled ahead of need, and traced once with a symbolic T.
 
-A 'micro' run compiles one program per length bucket (16 for THUMOS14's training set). Each
-is an XLA compile of a few CPU-seconds, which the persistent cache keeps; but JAX traces and
-lowers each one again in Python before it can even look the program up (0.55-0.75 s per
-program on a 2-core CPU, most of a rerun's start-up with a warm cache). Here the program is
-traced and lowered once per phase with a symbolic time axis T, constrained to the range of
-the lengths to compile; each bucket's program then lowers from that module (shape
-refinement, about 0.06 s) and compiles, or loads from the cache, as before.
+A 'micro' run compiles one train-step program per length bucket (16 for THUMOS14's training
+set) and phase, and the memory initialisation one per padded length (12). Each is an XLA
+compile of a few CPU-seconds, which the persistent cache keeps; but JAX traces and lowers each
+one again in Python before it can even look the program up (0.55-0.75 s per train-step program
+on a 2-core CPU, most of a rerun's start-up with a warm cache). `LengthPolymorphic` traces and
+lowers the function once with a symbolic time axis T (`jax.export`), constrained to the range
+of the lengths to compile; each length's program then lowers from that module (shape
+refinement, about 0.06 s) and compiles, or loads from the cache, as before. `ProgramSet` keeps
+one function's compiled programs by input shape and compiles those of a list of lengths
+several at once.
 
 The module is valid for every T in the range: a Python-level decision on T that is not the
 same for all of them (`T < windows` with the range straddling it, `int(T)`) makes the export
-fail, and the caller lowers each length on its own, as without this module. The programs
-compute the same values as the ones lowered per length, up to the order of float additions
-(XLA fuses the refined module a little differently: gradients within a few ulp; the forward
-and the memory the same in the tests), so one run's programs all come from one path
-(`LengthPolymorphic.covers`).
+fail, and each length is lowered on its own, as without this module. The programs compute the
+same values as the ones lowered per length, up to the order of float additions (XLA fuses the
+refined module a little differently: gradients within a few ulp, the forward and the memory
+the same in the tests), so within a run every shape that an export covers is lowered from it,
+whenever it is met (`ProgramSet.get`).
 """
 
 from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
 
 import jax
 from absl import logging
@@ -28,6 +35,18 @@ def _symbolic(x, time_dim):
   return jax.ShapeDtypeStruct(
     x.shape[:1] + (time_dim,) + x.shape[2:], x.dtype, sharding=getattr(x, 'sharding', None)
   )
+
+
+def padded_spec(batch: dict, length: int, time_keys) -> dict:
+  """`batch` as ShapeDtypeStructs with the time axis (axis 1) of its `time_keys` set to
+  `length`."""
+  return {
+    k: jax.ShapeDtypeStruct(
+      v.shape[:1] + (length,) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
+    )
+    if k in time_keys else v
+    for k, v in batch.items()
+  }  # fmt: skip
 
 
 def time_free_signature(batch: dict, time_keys) -> tuple:
@@ -86,3 +105,79 @@ class LengthPolymorphic:
   def lower(self, *args):
     """The `jax.stages.Lowered` of the program at these concrete shapes."""
     return self._call.lower(*args)
+
+
+def _timed_compile(lowered):
+  t0 = time.perf_counter()
+  return lowered.compile(), time.perf_counter() - t0
+
+
+class ProgramSet:
+  """The compiled programs of one jitted function, one per shape of its batch argument.
+
+  `get(*args)` returns the program for these arguments' shapes, compiled when first met.
+  `precompile(args, lengths)` compiles, ahead of need, those of `args` with the batch padded to
+  each of `lengths`: XLA:CPU compiles a program on one core and releases the GIL, so `workers`
+  (default: the cores this process may use) compile at once while the lowering, in Python,
+  runs here one after the other. With `symbolic`, the programs of those lengths are lowered
+  from one `LengthPolymorphic` export, and so is any later shape it covers.
+  """
+
+  def __init__(
+    self, jitted, *, batch_index: int, time_keys=('features', 'mask'), donate_argnums=(),
+    compiler_options=None, symbolic: bool = True, name: str = 'program', compile_seconds=None,
+  ):  # fmt: skip
+    self._jitted, self._batch_index, self._time_keys = jitted, batch_index, time_keys
+    self._export_options = dict(donate_argnums=donate_argnums, compiler_options=compiler_options)
+    self._symbolic, self._name = symbolic, name
+    self.compiled: dict = {}
+    self.compile_seconds = [] if compile_seconds is None else compile_seconds
+    self.exports: list[LengthPolymorphic] = []
+
+  @staticmethod
+  def _key(batch) -> tuple:
+    return tuple(sorted((k, v.shape) for k, v in batch.items()))
+
+  def _lower(self, *args):
+    batch = args[self._batch_index]
+    source = next((p for p in self.exports if p.covers(batch)), self._jitted)
+    return source.lower(*args)
+
+  def get(self, *args):
+    key = self._key(args[self._batch_index])
+    if key not in self.compiled:
+      self.compiled[key], seconds = _timed_compile(self._lower(*args))
+      self.compile_seconds.append(seconds)
+    return self.compiled[key]
+
+  def precompile(self, args, lengths, workers: int | None = None) -> int:
+    """Compiles the programs of `args` (arrays or ShapeDtypeStructs) with the batch padded to
+    each of `lengths`; returns how many were new."""
+    batch = args[self._batch_index]
+    keys = [k for k in self._time_keys if k in batch]
+    specs = [padded_spec(batch, t, keys) for t in sorted(set(int(t) for t in lengths))]
+    todo = [b for b in specs if self._key(b) not in self.compiled]
+    uncovered = [b for b in todo if not any(p.covers(b) for p in self.exports)]
+    if self._symbolic and len(uncovered) > 1:
+      exported = LengthPolymorphic.create(
+        self._jitted, args, batch_index=self._batch_index, time_keys=keys,
+        lengths=[b[keys[0]].shape[1] for b in uncovered], name=self._name,
+        **self._export_options,
+      )  # fmt: skip
+      if exported is not None:
+        self.exports.append(exported)
+    workers = workers or len(os.sched_getaffinity(0))
+    pending = {}
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+      for spec in todo:
+        full = list(args)
+        full[self._batch_index] = spec
+        pending[self._key(spec)] = pool.submit(_timed_compile, self._lower(*full))
+      for key, future in pending.items():
+        self.compiled[key], seconds = future.result()
+        self.compile_seconds.append(seconds)
+    return len(pending)
+
+  def symbolic_ranges(self) -> list[tuple[int, int]]:
+    """The length ranges of the exports made so far."""
+    return [(p.low, p.high) for p in self.exports]

@@ -34,7 +34,15 @@ from absl import logging
 from issf_common import errors, paths
 from issf_jax import checkpointing, config_validation, sharding
 from issf_jax import memory as memory_lib
-from issf_jax.train import evaluator, micro, reporting, run_dir, run_lock, schedules
+from issf_jax.train import (
+  evaluator,
+  length_polymorphic,
+  micro,
+  reporting,
+  run_dir,
+  run_lock,
+  schedules,
+)
 from issf_jax.train import step as step_lib
 from issf_jax.train.metrics_writer import MetricsWriter
 
@@ -300,12 +308,22 @@ class Trainer:
 
   def init_memory(self, state):
     """The eval-mode pass over every training video that builds the memory (A7)."""
+    from data_pipelines import sampling
+
     t0 = time.time()
     init_step = step_lib.make_memory_init_step(self.config, self.mesh)
+    # One program per padded length (12 for THUMOS14's training set), all compiled before the
+    # first batch, several at once, from one symbolic-length trace on one device (as the
+    # 'micro' train steps: micro.py).
+    programs = length_polymorphic.ProgramSet(
+      init_step, batch_index=3, symbolic=self.mesh.devices.size == 1,
+      name='memory initialisation',
+    )  # fmt: skip
     data = self.config.data
     options = self.input_pipeline.EvalOptions.from_data_config(
       data, data.eval_batch_size * jax.process_count()
     )
+    train_lengths = [v['num_snippets'] for v in self.manifest['videos']['train']]
     # By length: the result keeps each class's global top N whatever the order
     # (`make_memory_init_step`), and length-sorted batches pad and compile less.
     batches = self.input_pipeline.create_eval_iterator(
@@ -323,12 +341,17 @@ class Trainer:
       batch['valid'] = np.asarray(batch['valid'], np.float32)
       batch.pop('num_snippets_orig', None)
       batch = sharding.place_batch(batch, self.mesh)
-      memory, ids = init_step(state.params, memory, ids, batch, self.key_data)
+      args = (state.params, memory, ids, batch, self.key_data)
+      if not programs.compiled and options.mode == 'thumos':
+        programs.precompile(args, sampling.eval_padded_lengths(
+          train_lengths, options.batch_size, 'length', options.bucket_size))  # fmt: skip
+      memory, ids = programs.get(*args)(*args)
       jax.block_until_ready(memory)
     memory = memory.replace(initialized=sharding.replicate(jnp.ones((), bool), self.mesh))
     filled = int(np.asarray(sharding.host_value(memory.filled)).sum())
     logging.info(
-      'Memory initialised in %.1fs: %d of %d slots filled.', time.time() - t0, filled,
+      'Memory initialised in %.1fs (%d programs, %.1f compile-seconds): %d of %d slots filled.',
+      time.time() - t0, len(programs.compiled), sum(programs.compile_seconds), filled,
       memory.filled.size,
     )  # fmt: skip
     return state.replace(memory=memory)

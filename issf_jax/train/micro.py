@@ -27,9 +27,7 @@ is refused.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
-import os
 import time
 from collections.abc import Callable
 
@@ -41,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from issf_jax import sharding
 from issf_jax.model import build_model
 from issf_jax.train import step as step_lib
-from issf_jax.train.length_polymorphic import LengthPolymorphic
+from issf_jax.train.length_polymorphic import ProgramSet
 from issf_jax.train.optimizer import make_optimizer
 
 # Metrics that are means over the valid videos of a micro-batch: averaged with video weights.
@@ -127,23 +125,22 @@ def make_micro_train_step(
 
   # Compiled ahead of time per micro-batch shape, so that the compile time (one program per
   # length bucket, most of them met in the first epoch) is known apart from the step time.
-  compiled, compile_seconds = {}, []
-  # `precompile`'s symbolic-T exports (length_polymorphic.py): a micro-batch shape that one of
-  # them covers is lowered from it wherever it is first met, so a run's programs of a length
-  # range all come from one path.
-  polymorphic: list[LengthPolymorphic] = []
+  # One device only for the symbolic-T export: on a 2-device CPU mesh XLA (jax 0.10.2) crashes
+  # compiling the refined module of the shard_map'ed step (a segfault, not an error).
+  micro_programs = ProgramSet(
+    micro, batch_index=2, donate_argnums=(1,), compiler_options=compiler_options,
+    symbolic=mesh.devices.size == 1, name='train step',
+  )  # fmt: skip
+  compile_seconds = micro_programs.compile_seconds
+  applies = {}
 
-  def lower_micro(*args):
-    batch = args[2]
-    source = next((p for p in polymorphic if p.covers(batch)), micro)
-    return source.lower(*args)
-
-  def program(fn, key, *args):
-    if key not in compiled:
+  def apply_program(*args):
+    count = len(args[3])
+    if count not in applies:
       t0 = time.perf_counter()
-      compiled[key] = (lower_micro if fn is micro else fn.lower)(*args).compile()
+      applies[count] = apply.lower(*args).compile()
       compile_seconds.append(time.perf_counter() - t0)
-    return compiled[key]
+    return applies[count]
 
   # XLA:CPU collectives deadlock with many programs in flight (environment notes §2): on a
   # multi-device mesh, wait for each micro-batch before dispatching the one after the next.
@@ -154,67 +151,21 @@ def make_micro_train_step(
     for batch in micro_batches:
       prev = memory
       args = (state.replace(memory=memory), acc, batch, base_key_data)
-      shape = tuple(sorted((k, v.shape) for k, v in batch.items()))
-      memory, acc, metrics = program(micro, shape, *args)(*args)
+      memory, acc, metrics = micro_programs.get(*args)(*args)
       metrics_list.append(metrics)
       if lag:
         jax.block_until_ready(memory if sync else prev)
     args = (state, acc, memory, metrics_list)
-    return program(apply, ('apply', len(metrics_list)), *args)(*args)
+    return apply_program(*args)(*args)
 
   def precompile(state, template, base_key_data, lengths, workers: int | None = None) -> None:
     """Compiles, ahead of need, the programs of micro-batches like `template` (one sharded
-    micro-batch) padded to each length T of `lengths`.
-
-    XLA:CPU compiles a program on one core, and the compile releases the GIL, so `workers`
-    (default: the cores this process may use) programs compile at once; the lowering, in
-    Python, runs here one after the other, overlapping those compiles. The programs are
-    lowered from one trace with a symbolic T over the lengths' range where the step allows it
-    (length_polymorphic.py), else each from its own trace.
-    """
-    acc = zeros(state.params)
-    t_keys = [k for k in ('features', 'mask') if k in template]
-    workers = workers or len(os.sched_getaffinity(0))
-
-    def padded_to(length):
-      return {
-        k: jax.ShapeDtypeStruct(
-          (v.shape[0], length) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
-        )
-        if k in t_keys else v
-        for k, v in template.items()
-      }  # fmt: skip
-
-    batches = [padded_to(t) for t in sorted(set(int(t) for t in lengths))]
-    uncovered = [b for b in batches if not any(p.covers(b) for p in polymorphic)]
-    # One device only: on a 2-device CPU mesh XLA (jax 0.10.2) crashes compiling the refined
-    # module of the shard_map'ed step (a segfault, not an error to fall back from).
-    if len(uncovered) > 1 and mesh.devices.size == 1:
-      exported = LengthPolymorphic.create(
-        micro, (state, acc, template, base_key_data), batch_index=2, time_keys=t_keys,
-        lengths=[b[t_keys[0]].shape[1] for b in uncovered], donate_argnums=(1,),
-        compiler_options=compiler_options, name='train step',
-      )  # fmt: skip
-      if exported is not None:
-        polymorphic.append(exported)
-    pending = {}
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-      for batch in batches:
-        shape = tuple(sorted((k, v.shape) for k, v in batch.items()))
-        if shape in compiled or shape in pending:
-          continue
-        lowered = lower_micro(state, acc, batch, base_key_data)
-
-        def timed_compile(lowered=lowered):
-          t0 = time.perf_counter()
-          return lowered.compile(), time.perf_counter() - t0
-
-        pending[shape] = pool.submit(timed_compile)
-      for shape, future in pending.items():
-        compiled[shape], seconds = future.result()
-        compile_seconds.append(seconds)
+    micro-batch) padded to each length T of `lengths`, several at once, lowered from one
+    trace with a symbolic T where the step allows it (length_polymorphic.ProgramSet)."""
+    args = (state, zeros(state.params), template, base_key_data)
+    micro_programs.precompile(args, lengths, workers)
 
   train_step.compile_seconds = compile_seconds  # one entry per program compiled so far
-  train_step.symbolic_ranges = lambda: [(p.low, p.high) for p in polymorphic]
+  train_step.symbolic_ranges = micro_programs.symbolic_ranges
   train_step.precompile = precompile
   return train_step
