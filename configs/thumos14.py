@@ -22,8 +22,9 @@ Ablations are config arguments (Tables 3-6):
   --config configs/thumos14.py:memory_class_index=released
 
 Hardware and time: 3,600 optimizer steps of 10 full-length videos. On a 2-core CPU (Intel
-Xeon) with the default micro-batches, about 26-28 s per warm-up epoch and 27-33 s per
-memory-phase epoch plus 1-1.3 min of compilation per phase on a first run: about 1.4 h in all
+Xeon) with the default micro-batches, about 26-29 s per warm-up epoch and 27-33 s per
+memory-phase epoch plus 1-1.4 min of compilation per phase on a first run (about 7 s with a
+warm compilation cache): about 1.4 h in all
 (--config.model.matmul_dtype=bfloat16: about 23 / 24 s, changed numbers)
 (benchmarks/peer_speed.py, docs/results.md "Against the authors' code"); far less on one GPU. The
 default `data.batching='auto'` decides when training starts (logged,
