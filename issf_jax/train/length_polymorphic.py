@@ -157,6 +157,8 @@ class ProgramSet:
     keys = [k for k in self._time_keys if k in batch]
     specs = [padded_spec(batch, t, keys) for t in sorted(set(int(t) for t in lengths))]
     todo = [b for b in specs if self._key(b) not in self.compiled]
+    if not todo:
+      return 0
     uncovered = [b for b in todo if not any(p.covers(b) for p in self.exports)]
     if self._symbolic and len(uncovered) > 1:
       exported = LengthPolymorphic.create(
