@@ -61,12 +61,16 @@ class Evaluator:
     subset = config.data.eval_subset
     manifest = pipeline.load_manifest(self.shards_dir)
     options = pipeline.EvalOptions.from_data_config(config.data, config.data.eval_batch_size)
-    # Host index 0 of 1: every host reads every video.
+    # Host index 0 of 1: every host reads every video. Shortest first: a batch pads its
+    # videos to about their own length (the THUMOS14-shaped test split: 1.34x the true
+    # snippets and 12 programs, against 3.1x and 21 in manifest order); the predictions are
+    # put back in manifest order.
     batches = pipeline.create_eval_iterator(
-      self.shards_dir, options, subset=subset, host=pipeline.Host()
+      self.shards_dir, options, subset=subset, host=pipeline.Host(), order='length'
     )
     local_params = sharding.host_value(params)
     preds = inference.predict_batches(self._predict, local_params, batches, key_data)
+    preds.sort(key=lambda p: p['video_index'])
     table = manifest['videos'][subset]
     return {
       'per_video': preds,
