@@ -31,15 +31,9 @@ from absl import logging
 from jax import export
 
 
-def _symbolic(x, time_dim):
-  return jax.ShapeDtypeStruct(
-    x.shape[:1] + (time_dim,) + x.shape[2:], x.dtype, sharding=getattr(x, 'sharding', None)
-  )
-
-
-def padded_spec(batch: dict, length: int, time_keys) -> dict:
-  """`batch` as ShapeDtypeStructs with the time axis (axis 1) of its `time_keys` set to
-  `length`."""
+def padded_spec(batch: dict, length, time_keys) -> dict:
+  """`batch` with the time axis (axis 1) of its `time_keys` set to `length` (an int or a
+  symbolic dimension), those entries as ShapeDtypeStructs."""
   return {
     k: jax.ShapeDtypeStruct(
       v.shape[:1] + (length,) + v.shape[2:], v.dtype, sharding=getattr(v, 'sharding', None)
@@ -64,9 +58,9 @@ class LengthPolymorphic:
   symbolic T over the range; the caller then lowers per length.
   """
 
-  def __init__(self, exported, call, signature, low: int, high: int, batch_index: int, keys):
+  def __init__(self, exported, call, signature, low: int, high: int, keys):
     self.exported, self._call, self.signature = exported, call, signature
-    self.low, self.high, self._batch_index, self._keys = low, high, batch_index, keys
+    self.low, self.high, self._keys = low, high, keys
 
   @classmethod
   def create(
@@ -79,9 +73,8 @@ class LengthPolymorphic:
     batch = args[batch_index]
     keys = tuple(k for k in time_keys if k in batch)
     (time_dim,) = export.symbolic_shape('T', constraints=(f'T >= {low}', f'T <= {high}'))
-    symbolic = {k: _symbolic(v, time_dim) if k in keys else v for k, v in batch.items()}
     spec = list(args)
-    spec[batch_index] = symbolic
+    spec[batch_index] = padded_spec(batch, time_dim, keys)
     try:
       exported = export.export(jitted)(*spec)
     except Exception as e:  # noqa: BLE001 - any failure: lower per length, as before
@@ -90,7 +83,7 @@ class LengthPolymorphic:
                    name, low, high, reason)  # fmt: skip
       return None
     call = jax.jit(exported.call, donate_argnums=donate_argnums, compiler_options=compiler_options)
-    return cls(exported, call, time_free_signature(batch, keys), low, high, batch_index, keys)
+    return cls(exported, call, time_free_signature(batch, keys), low, high, keys)
 
   def covers(self, batch: dict) -> bool:
     """Whether `batch` (arrays or ShapeDtypeStructs) has this export's shapes and a T in its
