@@ -48,9 +48,9 @@ def _snippet_is_action(snippets, segments, fps, stride):
 def diagnose(workdir, checkpoint='latest', subset='train', attn_logits=None, max_videos=0):
   from data_pipelines import input_pipeline, sampling
   from issf_jax import diagnostics, sharding
-  from issf_jax.train import restore
+  from issf_jax.train import restore, run_dir
 
-  config = restore.load_config(workdir)
+  config = run_dir.load_config(workdir)
   state, step = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), checkpoint)
   state = sharding.host_value(state)
   # A run without the DEM (Base, Base+BRM) reports its branches only: the reference that tells

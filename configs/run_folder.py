@@ -16,6 +16,6 @@ def get_config(arg=None):
 
   if not arg:
     raise errors.ConfigError('configs/run_folder.py needs the run folder: run_folder.py:RUN_DIR')
-  from issf_jax.train import restore  # the run's config.json, checked as issf-eval checks it
+  from issf_jax.train import run_dir  # the run's config.json, checked as issf-eval checks it
 
-  return restore.load_config(arg)
+  return run_dir.load_config(arg)

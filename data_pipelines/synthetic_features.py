@@ -24,7 +24,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import scipy.signal
 
 from data_pipelines import source
 
@@ -192,6 +191,8 @@ def render(
   # Smooth noise: AR(1) with unit stationary variance in a rank-SMOOTH_RANK subspace.
   innovation = rng.standard_normal((t_len, SMOOTH_RANK))
   innovation[1:] *= np.sqrt(1 - SMOOTH_RHO**2)
+  import scipy.signal  # here: it takes 0.9 s to import, which a config file need not pay
+
   smooth = scipy.signal.lfilter([1.0], [1.0, -SMOOTH_RHO], innovation, axis=0)
   z += f32(SMOOTH_SD * smooth) @ look.smooth_basis
   z += WHITE_SD * rng.standard_normal(z.shape, dtype=np.float32)

@@ -16,8 +16,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from issf_common import errors
-from issf_jax import evaluation, memory, recipes
-from issf_jax.model import precision, refinement
+from issf_jax import evaluation, recipes
 
 
 def _at_least(low) -> tuple[Callable, str]:
@@ -117,12 +116,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
   'model.saliency_strategy': ('distance', 'random', 'classification'),
   'model.saliency_input': ('embedded', 'raw'),
   'model.saliency_tie_order': ('index', 'torch'),
-  'model.brm_variant': refinement.BRM_VARIANTS,
-  'model.brm_empty_set': refinement.EMPTY_SET_RULES,
-  'model.attn_logits': refinement.ATTN_LOGITS,
-  'model.matmul_dtype': precision.MATMUL_DTYPES,
+  'model.brm_variant': recipes.BRM_VARIANTS,
+  'model.brm_empty_set': recipes.EMPTY_SET_RULES,
+  'model.attn_logits': recipes.ATTN_LOGITS,
+  'model.matmul_dtype': recipes.MATMUL_DTYPES,
   'model.dem_read': recipes.DEM_READS,
-  'memory.update_mode': memory.UPDATE_MODES,
+  'memory.update_mode': recipes.UPDATE_MODES,
   'memory.merge_tie_order': ('index', 'torch'),
   'memory.class_index': recipes.MEMORY_CLASS_INDEX,
   'memory.mode': ('sequential', 'batched'),

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from issf_jax import torch_sort
+from issf_jax.recipes import UPDATE_MODES
 
-UPDATE_MODES = ('ours', 'direct', 'momentum', 'merge_blend')
 # `merge_blend` with equal scores ordered as the authors' torch.sort does (torch_sort.py);
 # its candidates are every salient snippet (`all_salient_candidates`), not the top N.
 EXACT_MERGE = 'merge_blend_torch'

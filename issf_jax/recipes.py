@@ -34,6 +34,14 @@ TIE_ORDERS = ('default', 'index', 'torch')
 # model.dem_read: 'paper' is Eq. 9; the others are options beyond the paper (docs/fidelity.md,
 # "DEM variants beyond the paper"), set by the config argument `dem=`.
 DEM_READS = ('paper', 'residual', 'gated', 'background', 'all_classes')
+# The other choices a config names, here rather than beside the code that runs them, so that
+# checking a config (config_validation.py) imports neither JAX nor Flax: a bad flag is refused
+# in a fraction of a second.
+UPDATE_MODES = ('ours', 'direct', 'momentum', 'merge_blend')  # memory.update_mode
+BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
+EMPTY_SET_RULES = ('renormalize', 'zero')  # model.brm_empty_set
+ATTN_LOGITS = ('dot', 'dot_sqrt_d', 'cosine5')  # model.attn_logits
+MATMUL_DTYPES = ('float32', 'bfloat16')  # model.matmul_dtype
 
 # The authors' schedule, in epochs of their 180-epoch THUMOS14 run.
 AUTHORS_EPOCHS = 180

@@ -75,11 +75,11 @@ def config_tag(config, workdir: str) -> tuple[str | None, dict]:
   import hashlib
   import json
 
-  from issf_jax.train import restore, run_dir
+  from issf_jax.train import run_dir
 
   used = run_dir.config_dict(config)
   try:
-    stored = run_dir.config_dict(restore.load_config(workdir))
+    stored = run_dir.config_dict(run_dir.load_config(workdir))
   except errors.MissingFileError:  # no config.json (checkpoints alone): every key differs
     stored = {}
   changes = run_dir.config_changes(stored, used)
@@ -118,20 +118,20 @@ def evaluate_checkpoint(config, workdir: str, which='latest', checkpoint_dir=Non
 
 def main(argv):
   del argv
-  from issf_jax import compile_cache
-
-  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
-  from issf_jax.train import restore
+  from issf_jax.train import run_dir
 
   if flags.FLAGS['config'].present and _CONFIG.value is None:
     raise errors.InputError(
       f'--config {flags.FLAGS["config"].config_filename}: get_config() returned None '
       '(a missing return?)'
     )
-  config = _CONFIG.value if _CONFIG.value is not None else restore.load_config(_WORKDIR.value)
+  config = _CONFIG.value if _CONFIG.value is not None else run_dir.load_config(_WORKDIR.value)
   from issf_common import outputs
 
   outputs.check_writable(_WORKDIR.value, '--workdir')  # it writes predictions/ and eval/ there
+  from issf_jax import compile_cache  # JAX, imported once the inputs above are checked
+
+  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
   if _SWEEP_SCALES.value is not None:
     sweep_checkpoint(
       config, _WORKDIR.value, _SWEEP_SCALES.value, _SUBSET.value, _CHECKPOINT.value,

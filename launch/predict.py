@@ -301,25 +301,26 @@ def ground_truth_of(path: str | None, video: str) -> list:
 
 def main(argv):
   del argv
-  from issf_jax import compile_cache
-
-  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
   import numpy as np
 
-  from issf_jax.train import restore
+  from issf_jax.train import run_dir
 
   check_flags()
-  run_dir = _WORKDIR.value.rstrip('/')
-  if paths.path(run_dir).name == 'checkpoints':
-    run_dir = os.fspath(paths.path(run_dir).parent)
-  config = restore.load_config(run_dir)
+  workdir = _WORKDIR.value.rstrip('/')
+  if paths.path(workdir).name == 'checkpoints':
+    workdir = os.fspath(paths.path(workdir).parent)
+  config = run_dir.load_config(workdir)
   video, features, fps, stride, gt_path = read_video(config)
   output = output_path()
   for path, what in ((output, '--output'), (_PLOT.value, '--plot')):
     if path:  # before the model runs
       outputs.check_writable(_folder_of(path), what)
   gt = ground_truth_of(gt_path, video) if _PLOT.value or _GROUND_TRUTH.value else []
-  checkpoints = paths.join(run_dir, 'checkpoints')
+  from issf_jax import compile_cache  # JAX, imported once the inputs above are checked
+  from issf_jax.train import restore
+
+  compile_cache.configure(_COMPILATION_CACHE.value, announce=False)
+  checkpoints = paths.join(workdir, 'checkpoints')
   state, step = restore.restore_state(config, checkpoints, _CHECKPOINT.value)
   pred = predict_video(config, state.params, features, fps=fps, stride=stride, video=video)
   names = class_names_for(config)

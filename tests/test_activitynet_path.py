@@ -186,7 +186,7 @@ def _read(path):
 
 
 def test_tiny_path_end_to_end(anet_tiny_shards, tmp_path, jax_cache_dir):
-  from issf_jax.train import restore
+  from issf_jax.train import run_dir
   from launch import evaluate, score
 
   raw, shards = anet_tiny_shards
@@ -221,7 +221,7 @@ def test_tiny_path_end_to_end(anet_tiny_shards, tmp_path, jax_cache_dir):
       assert d['segment'][1] <= gt[vid]['duration'] + 1e-6
 
   # issf-eval on the latest and the best checkpoint reproduce the trainer's evaluations.
-  config = restore.load_config(str(workdir))
+  config = run_dir.load_config(str(workdir))
   for which, step in (('latest', 24), ('best', best_step)):
     result = evaluate.evaluate_checkpoint(config, str(workdir), which)
     assert result['checkpoint']['step'] == step

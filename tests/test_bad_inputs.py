@@ -258,6 +258,23 @@ def test_bad_input(case, inputs):
   assert listing(inputs) == before
 
 
+@pytest.mark.parametrize('case', ['train_batch_size_0', 'eval_negative_lr', 'predict_fps_0'])
+def test_bad_flags_are_refused_before_jax_is_imported(case, inputs):
+  """A bad flag or config value is refused before JAX, Flax or TensorFlow is imported (about
+  2.5 s of a refusal when the config check imported the model's modules, 0.4-0.6 s now): the
+  same row of the table, under `python -X importtime`, which lists every module imported."""
+  args, prog, _ = CASES[case]
+  args = [a.replace('{tmp}', str(inputs)) for a in args]
+  modules = {'issf-train': 'launch.train', 'issf-eval': 'launch.evaluate',
+             'issf-predict': 'launch.predict'}  # fmt: skip
+  proc = run([sys.executable, '-X', 'importtime', '-m', modules[prog], *args[1:]])
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  imported = {line.split('|')[-1].strip() for line in proc.stderr.splitlines() if '|' in line}
+  assert 'numpy' in imported  # the listing is there
+  heavy = sorted(m for m in imported if m.split('.')[0] in ('jax', 'flax', 'tensorflow'))
+  assert not heavy, heavy[:10]
+
+
 def _train(workdir: Path, shards: Path) -> list[str]:
   return command('issf-train') + [
     '--config', SYNTHETIC, '--workdir', str(workdir), f'--config.data.shards_dir={shards}',

@@ -133,9 +133,9 @@ def test_best_metric_names_a_metric_the_evaluation_reports(tiny_run):
   and with an extra protocol its prefixed ones; a name outside them is refused."""
   import json
 
-  from issf_jax.train import restore
+  from issf_jax.train import run_dir
 
-  config = restore.load_config(str(tiny_run))
+  config = run_dir.load_config(str(tiny_run))
   lines = (tiny_run / 'metrics.jsonl').read_text().splitlines()
   [record] = [r for r in map(json.loads, lines) if r['step'] == 24 and 'eval/average_mAP' in r]
   logged = {k.removeprefix('eval/') for k in record if k.startswith('eval/')}

@@ -48,12 +48,12 @@ def test_restore_names_the_damaged_step(tmp_path, tiny_run, how):
   """Each kind of damage is one DamagedCheckpointError naming the step and the others; the
   newest intact step still restores."""
   from issf_jax import checkpointing
-  from issf_jax.train import restore
+  from issf_jax.train import restore, run_dir
 
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run / 'checkpoints', workdir / 'checkpoints')
   _damage(workdir / 'checkpoints' / '24', how)
-  config = restore.load_config(str(tiny_run))
+  config = run_dir.load_config(str(tiny_run))
   with pytest.raises(checkpointing.DamagedCheckpointError, match=r'step 24 is damaged .*'
                      r'the other steps are \[6, 12, 18\]\.$'):  # fmt: skip
     restore.restore_state(config, str(workdir / 'checkpoints'), 'latest')

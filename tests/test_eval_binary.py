@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from issf_jax import checkpointing, evaluation
-from issf_jax.train import restore
+from issf_jax.train import run_dir
 from tests.conftest import run_python, subprocess_env
 
 TIOU = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
@@ -106,7 +106,7 @@ def test_evaluate_missing_step_names_the_steps(run_copy, tiny_shards):
   from launch import evaluate
 
   workdir, _ = run_copy
-  config = restore.load_config(str(workdir))
+  config = run_dir.load_config(str(workdir))
   with pytest.raises(FileNotFoundError, match=r'No checkpoint for step 7 .*\[6, 12, 18, 24\]'):
     evaluate.evaluate_checkpoint(config, str(workdir), '7')
 
@@ -153,7 +153,7 @@ def test_evaluate_reports_both_protocols(tiny_run, tmp_path, capsys):
 
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run, workdir)
-  config = restore.load_config(str(workdir))
+  config = run_dir.load_config(str(workdir))
   config.eval.extra_protocols = ('official',)
   result = evaluate.evaluate_checkpoint(config, str(workdir), '24')
   out = capsys.readouterr().out

@@ -13,13 +13,12 @@ import pytest
 
 from issf_jax.model import refinement
 from issf_jax.model.refinement import (
-  ATTN_LOGITS,
-  BRM_VARIANTS,
   BoundaryRefinement,
   ChannelUnit,
   masked_softmax,
   temporal_unit,
 )
+from issf_jax.recipes import ATTN_LOGITS, BRM_VARIANTS
 from tests.conftest import SMALL_D, fast_jit
 
 B, T, D = 5, 12, SMALL_D

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from issf_jax.model.enhancement import read_memory
-from issf_jax.model.refinement import ATTN_LOGITS
+from issf_jax.recipes import ATTN_LOGITS
 from tests.conftest import SMALL_C, SMALL_D, fast_jit
 
 B, T, D, C, N = 4, 10, SMALL_D, SMALL_C, 5

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from issf_jax.model import build_model
-from issf_jax.model.refinement import ATTN_LOGITS, BoundaryRefinement
+from issf_jax.model.refinement import BoundaryRefinement
+from issf_jax.recipes import ATTN_LOGITS
 from tests.conftest import SMALL_C, SMALL_D, fast_jit, small_config
 
 D, C, N = SMALL_D, SMALL_C, 5

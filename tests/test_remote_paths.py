@@ -42,7 +42,7 @@ from issf_common import errors, paths
 from issf_common.tensorflow_cpu import tf
 from issf_jax.evaluation import ground_truth, prediction_file, read_ambiguous_txt
 from issf_jax.repro import runs
-from issf_jax.train import evaluator, metrics_writer, restore, run_dir, run_lock
+from issf_jax.train import evaluator, metrics_writer, run_dir, run_lock
 from launch import score
 from tests.conftest import REPO_DIR, data_file, synthetic_config
 from tests.ram_scheme import RamPath
@@ -143,7 +143,7 @@ def test_run_folder_files_on_ram(tmp_path):
   with run_lock.hold(workdir):  # an object store has no flock: nothing is taken or written
     run_dir.write_run_info(config, workdir)
   assert sorted(tf.io.gfile.listdir(workdir)) == ['config.json', 'git_revision.txt']
-  assert restore.load_config(workdir).train.batch_size == 4
+  assert run_dir.load_config(workdir).train.batch_size == 4
   assert run_dir.check_resume_config(config, workdir, step=8) == {}
   with config.unlocked():
     config.data.eval_batch_size = 3  # an evaluation setting: allowed; the old config is kept
@@ -152,7 +152,7 @@ def test_run_folder_files_on_ram(tmp_path):
   kept = run_dir.write_run_info(config, workdir, step=8, changes=changes)
   assert kept == paths.join(workdir, 'config.before_step_8.json')
   assert json.loads(paths.read_text(kept))['data']['eval_batch_size'] != 3
-  assert restore.load_config(workdir).data.eval_batch_size == 3
+  assert run_dir.load_config(workdir).data.eval_batch_size == 3
 
   writer = metrics_writer.MetricsWriter(workdir, resume_step=0)
   for step in (1, 2, 3):

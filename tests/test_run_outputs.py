@@ -78,9 +78,9 @@ def test_demo_twice_keeps_the_results(tmp_path, jax_cache_dir):
 def test_a_relative_shards_dir_of_an_older_run_is_no_change(tmp_path, tiny_run):
   """An older run folder stored data.shards_dir relative to where it was trained; resuming
   there (the launch script now makes it absolute) is the same data, not a config change."""
-  from issf_jax.train import restore, run_dir
+  from issf_jax.train import run_dir
 
-  config = restore.load_config(str(tiny_run))
+  config = run_dir.load_config(str(tiny_run))
   stored = run_dir.config_dict(config)
   stored['data']['shards_dir'] = os.path.relpath(config.data.shards_dir)
   (tmp_path / 'config.json').write_text(json.dumps(stored))

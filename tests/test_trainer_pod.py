@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import pytest
 
-from issf_jax.train import restore
+from issf_jax.train import restore, run_dir
 from tests.conftest import (
   REPO_DIR,
   TINY_TRAIN_OVERRIDES,
@@ -54,7 +54,7 @@ def _free_port() -> int:
 
 
 def _leaves(workdir) -> dict:
-  config = restore.load_config(str(workdir))
+  config = run_dir.load_config(str(workdir))
   state, step = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), 'latest')
   assert step == FINAL_STEP
   flat = jax.tree_util.tree_flatten_with_path(state)[0]

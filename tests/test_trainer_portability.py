@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from issf_jax.train import restore
+from issf_jax.train import restore, run_dir
 from tests.conftest import run_python, subprocess_env, train_args
 
 # 24 videos / batch 8 = 3 steps: one epoch, the memory built at its end, evaluated and saved.
@@ -43,7 +43,7 @@ def test_eight_device_checkpoint_restores_on_one_device(eight_device_run):
   step_dir = eight_device_run / 'checkpoints' / str(STEP)
   assert _saved_mesh_sizes(step_dir) == {8}  # really written from an 8-device mesh
   assert jax.local_device_count() == 1
-  config = restore.load_config(str(eight_device_run))
+  config = run_dir.load_config(str(eight_device_run))
   state, step = restore.restore_state(config, str(eight_device_run / 'checkpoints'), 'latest')
   assert step == STEP and int(state.step) == STEP
   assert bool(state.memory.initialized) and np.asarray(state.memory.filled).any()

@@ -48,7 +48,7 @@ def finalized_steps(workdir) -> list[int]:
 
 
 def restore_leaves(workdir, step: int) -> dict:
-  config = restore.load_config(str(workdir))
+  config = run_dir.load_config(str(workdir))
   state, got = restore.restore_state(config, os.path.join(workdir, 'checkpoints'), step)
   assert got == step
   flat = jax.tree_util.tree_flatten_with_path(state)[0]

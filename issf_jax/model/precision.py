@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-MATMUL_DTYPES = ('float32', 'bfloat16')
+from issf_jax.recipes import MATMUL_DTYPES
 
 
 def einsum(equation: str, a: jax.Array, b: jax.Array, dtype: str = 'float32') -> jax.Array:

@@ -19,10 +19,7 @@ import jax.numpy as jnp
 
 from issf_jax.model import channel_units, precision
 from issf_jax.model.heads import l2_normalize
-
-BRM_VARIANTS = ('self', 'no_salient', 'no_non_salient', 'add', 'weighted', 'temporal_only')
-EMPTY_SET_RULES = ('renormalize', 'zero')
-ATTN_LOGITS = ('dot', 'dot_sqrt_d', 'cosine5')
+from issf_jax.recipes import ATTN_LOGITS, BRM_VARIANTS, EMPTY_SET_RULES
 
 
 def attention_logits(

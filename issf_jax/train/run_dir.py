@@ -15,6 +15,7 @@ import os
 import subprocess
 
 from issf_common import errors, paths
+from issf_jax import config_validation
 
 CONFIG_FILE = 'config.json'
 # Prefixes ('eval.') and full keys that may differ on resume.
@@ -160,3 +161,29 @@ def write_run_info(config, workdir: str, step: int = 0, changes: dict | None = N
   paths.write_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True))
   paths.write_atomic(paths.join(workdir, 'git_revision.txt'), _git_revision() + '\n')
   return kept
+
+
+# What every run's config.json holds (configs/common.py's sections).
+RUN_CONFIG_SECTIONS = ('data', 'model', 'memory', 'loss', 'optim', 'train', 'eval')
+
+
+def load_config(workdir: str):
+  """The ConfigDict a run wrote to `<workdir>/config.json` (its values in their ranges)."""
+  import ml_collections
+
+  path = paths.join(workdir, 'config.json')
+  if not paths.exists(path):
+    raise errors.MissingFileError(f'{path} does not exist: is {workdir} a run directory?')
+  try:
+    data = json.loads(paths.read_text(path))
+  except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    raise errors.ConfigError(f'{path}: cannot be read as JSON ({err})') from None
+  missing = [s for s in RUN_CONFIG_SECTIONS if not isinstance(data, dict) or s not in data]
+  if missing:
+    raise errors.ConfigError(
+      f"{path}: not a run's config (no {', '.join(missing)} section); issf-train writes it"
+    )
+  config = ml_collections.ConfigDict(data)
+  for key, value, rule in config_validation.problems(config):  # an edited config.json
+    raise errors.ConfigError(f'{path}: {config_validation.describe(key, value, rule)}')
+  return config
