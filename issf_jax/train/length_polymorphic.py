@@ -100,6 +100,17 @@ class LengthPolymorphic:
     return self._call.lower(*args)
 
 
+def compile_workers() -> int:
+  """How many programs to compile at once: half the cores this process may use, at least 1.
+
+  One XLA:CPU compile already keeps about 1.6 cores busy (its LLVM code generation runs in
+  parallel), so a compile per core only adds contention: 16 train-step programs on 2 cores,
+  one at a time against two, took 53.4 against 57.8 s (warm-up phase, 88 against 112
+  CPU-seconds) and 65.7 against 75.7 s (memory phase, 108 against 146), docs/results.md.
+  """
+  return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 def _timed_compile(lowered):
   t0 = time.perf_counter()
   return lowered.compile(), time.perf_counter() - t0
@@ -110,10 +121,9 @@ class ProgramSet:
 
   `get(*args)` returns the program for these arguments' shapes, compiled when first met.
   `precompile(args, lengths)` compiles, ahead of need, those of `args` with the batch padded to
-  each of `lengths`: XLA:CPU compiles a program on one core and releases the GIL, so `workers`
-  (default: the cores this process may use) compile at once while the lowering, in Python,
-  runs here one after the other. With `symbolic`, the programs of those lengths are lowered
-  from one `LengthPolymorphic` export, and so is any later shape it covers.
+  each of `lengths`, `workers` at once (`compile_workers`), while the lowering, in Python, runs
+  here one after the other. With `symbolic`, the programs of those lengths are lowered from one
+  `LengthPolymorphic` export, and so is any later shape it covers.
   """
 
   def __init__(
@@ -161,7 +171,7 @@ class ProgramSet:
       )  # fmt: skip
       if exported is not None:
         self.exports.append(exported)
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or compile_workers()
     pending = {}
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
       for spec in todo:
