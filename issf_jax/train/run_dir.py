@@ -171,7 +171,7 @@ def load_config(workdir: str):
   """The ConfigDict a run wrote to `<workdir>/config.json` (its values in their ranges)."""
   import ml_collections
 
-  path = paths.join(workdir, 'config.json')
+  path = paths.join(workdir, CONFIG_FILE)
   if not paths.exists(path):
     raise errors.MissingFileError(f'{path} does not exist: is {workdir} a run directory?')
   try:
