@@ -9,7 +9,7 @@ lowers the function once with a symbolic time axis T (`jax.export`), constrained
 of the lengths to compile; each length's program then lowers from that module (shape
 refinement, about 0.06 s) and compiles, or loads from the cache, as before. `ProgramSet` keeps
 one function's compiled programs by input shape and compiles those of a list of lengths
-several at once.
+ahead of need, one per two cores at once (`compile_workers`).
 
 The module is valid for every T in the range: a Python-level decision on T that is not the
 same for all of them (`T < windows` with the range straddling it, `int(T)`) makes the export

@@ -250,7 +250,7 @@ class Trainer:
 
   def precompile(self, state, ready: bool, batch) -> None:
     """Compiles every program of the phase before its first step ('micro': one per length
-    bucket of the training videos, several at once), so that they are not met one by one
+    bucket of the training videos, one per two cores at once), so that they are not met one by one
     through the epoch; with the persistent compilation cache a rerun loads them."""
     self.precompiled.add(ready)
     step = self.train_step(ready)
@@ -313,7 +313,7 @@ class Trainer:
     t0 = time.time()
     init_step = step_lib.make_memory_init_step(self.config, self.mesh)
     # One program per padded length (12 for THUMOS14's training set), all compiled before the
-    # first batch, several at once, from one symbolic-length trace on one device (as the
+    # first batch, one per two cores at once, from one symbolic-length trace on one device (as the
     # 'micro' train steps: micro.py).
     programs = length_polymorphic.ProgramSet(
       init_step, batch_index=3, symbolic=self.mesh.devices.size == 1,

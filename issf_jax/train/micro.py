@@ -160,7 +160,7 @@ def make_micro_train_step(
 
   def precompile(state, template, base_key_data, lengths, workers: int | None = None) -> None:
     """Compiles, ahead of need, the programs of micro-batches like `template` (one sharded
-    micro-batch) padded to each length T of `lengths`, several at once, lowered from one
+    micro-batch) padded to each length T of `lengths`, one per two cores at once, lowered from one
     trace with a symbolic T where the step allows it (length_polymorphic.ProgramSet)."""
     args = (state, zeros(state.params), template, base_key_data)
     micro_programs.precompile(args, lengths, workers)
