@@ -74,8 +74,10 @@ def base_config(
   config.data.micro_batch_size = 0  # 0: the mesh's device count (one video per device)
   config.data.micro_buckets = 16
   config.data.bucket_growth = 1.2  # (micro_buckets = 0)
-  # Training features kept on the devices, batches gathered there (data_pipelines/resident.py):
-  # 'auto' = on for accelerators with room for the set, off on CPU.
+  # Training features kept resident, batches gathered from them, not read through tf.data
+  # (data_pipelines/resident.py; the same batches bit for bit): 'auto' = on where the set takes
+  # at most a quarter of the memory that holds it (the device's; on CPU the host's, where it
+  # made THUMOS14's epochs 14 % faster on 2 cores).
   config.data.resident = 'auto'  # 'auto' | 'on' | 'off'
 
   config.model = model_config(num_classes=num_classes, feature_dim=feature_dim)

@@ -3,7 +3,9 @@
 The tf.data batch is taken as the trainer feeds it (`step.pad_batch`, then on the mesh); the
 resident iterator's batches are already on the mesh. Both modes of batching, two epochs (an
 epoch boundary), then a resume from `state()` in the middle; and three train steps from either
-source give bitwise the same state. The 'auto' choice is off on CPU.
+source give bitwise the same state; the gather on the host (CPU devices) and on the devices
+give the same batches. 'auto' on CPU: on when the set takes at most a quarter of the host's
+memory.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ def _tf_batches(shards, mesh, n, **options):
   return out, state
 
 
-def _resident_batches(shards, mesh, n, start_epoch=0, start_batch=0, **options):
+def _resident_batches(shards, mesh, n, start_epoch=0, start_batch=0, host_gather=None, **options):
   it = resident.ResidentTrainIterator(
     shards, mesh, dataclasses.replace(OPTIONS, **options), start_epoch=start_epoch,
-    start_batch=start_batch,
+    start_batch=start_batch, host_gather=host_gather,
   )  # fmt: skip
+  assert it.host_gather is (True if host_gather is None else host_gather)  # CPU: on the host
   out = []
   for _ in range(n):
     b = next(it)
@@ -88,6 +91,8 @@ def test_resident_batches_and_resume_equal_tf_data(shards, mesh, batching):
     assert len({x['features'].shape[1] for step in got for x in step}) > 1
   resumed, _ = _resident_batches(shards, mesh, 5, start_epoch=1, start_batch=1, **batching)
   _assert_same(resumed, want[7:])
+  on_devices, _ = _resident_batches(shards, mesh, 12, host_gather=False, **batching)
+  _assert_same(on_devices, want)
 
 
 def test_same_training_steps_from_either_source(shards, mesh):
@@ -118,12 +123,29 @@ def test_same_training_steps_from_either_source(shards, mesh):
     assert np.asarray(x).tobytes() == np.asarray(y).tobytes()
 
 
-def test_auto_is_off_on_cpu_and_on_off_are_obeyed(shards, mesh):
+def test_auto_on_cpu_follows_host_memory_and_on_off_are_obeyed(shards, mesh, monkeypatch):
   manifest = input_pipeline.load_manifest(shards)
   lengths = [v['num_snippets'] for v in manifest['videos']['train']]
-  assert resident.train_set_bytes(manifest) == 4 * sum(lengths) * manifest['feature_dim']
-  assert not resident.use_resident('auto', manifest, mesh)
+  size = resident.train_set_bytes(manifest)
+  assert size == 4 * sum(lengths) * manifest['feature_dim']
+  for host_bytes, want in ((4 * size, True), (4 * size - 1, False), (None, False)):
+    monkeypatch.setattr(resident, 'host_memory_bytes', lambda b=host_bytes: b)
+    assert resident.use_resident('auto', manifest, mesh) is want, host_bytes
   assert resident.use_resident('on', manifest, mesh)
   assert not resident.use_resident('off', manifest, mesh)
   with pytest.raises(ValueError, match='data.resident'):
     resident.use_resident('yes', manifest, mesh)
+
+
+def test_a_record_that_disagrees_with_the_manifest_is_refused(shards, mesh, tmp_path):
+  import json
+  import shutil
+
+  copy = tmp_path / 'shards'
+  shutil.copytree(shards, copy)
+  manifest = json.loads((copy / 'manifest.json').read_text())
+  video = manifest['videos']['train'][0]
+  video['num_snippets'] += 1
+  (copy / 'manifest.json').write_text(json.dumps(manifest))
+  with pytest.raises(ValueError, match=f'{video["video_id"]} has features of shape'):
+    resident.ResidentTrainIterator(str(copy), mesh, OPTIONS)

@@ -278,9 +278,11 @@ class Trainer:
     setting = self.config.data.get('resident', 'off')
     self.resident = resident.use_resident(setting, manifest, self.mesh)
     if self.resident:
-      logging.info('Training features resident on the devices (%.0f MB per replica).',
-                   resident.train_set_bytes(manifest) / 1e6)  # fmt: skip
-      return resident.ResidentTrainIterator(self.shards_dir, self.mesh, options, **start)
+      it = resident.ResidentTrainIterator(self.shards_dir, self.mesh, options, **start)
+      logging.info('Training features resident %s (%.0f MB%s), batches gathered there.',
+                   'in host memory' if it.host_gather else 'on the devices',
+                   it.resident_bytes / 1e6, '' if it.host_gather else ' per replica')  # fmt: skip
+      return it
     host = self.input_pipeline.create_train_iterator(self.shards_dir, options, **start)
     return sharding.DeviceIterator(host, self.mesh)
 
