@@ -159,7 +159,7 @@ def run_jax_worker(args) -> dict:
             sum(n == BACKEND_COMPILE for n, _ in inside),
             sum(n == CACHE_HIT for n, _ in inside))  # fmt: skip
 
-  epochs, init_s, t_prev = [], None, marks[0][0]
+  epochs, init_s, eval_s, t_prev = [], None, [], marks[0][0]
   pending = {}
   for t, what in marks[1:]:
     if what == 'epoch_end':
@@ -176,16 +176,20 @@ def run_jax_worker(args) -> dict:
       if phase == 'memory_init' and init_s is None:
         init_s = seconds
         init_compile = compiled_between(t - seconds, t)
+      if phase == 'eval':
+        eval_s.append(seconds)
       t_prev = t
   snippets = sum(v['num_snippets'] for v in trainer.manifest['videos']['train'])
   return {
     'jax': jax.__version__,
     'backend': jax.default_backend(),
     'batching': trainer.config.data.batching,  # 'auto' resolved by the trainer
+    'resident': bool(getattr(trainer, 'resident', False)),  # data.resident, as decided
     'setup_s': marks[0][0] - t_build,
     'epochs': epochs,
     'memory_init_s': init_s,
     'memory_init_compile_s': init_compile[0] if init_s is not None else None,
+    'eval_s': eval_s,  # the evaluation after the last epoch, compile included (not in the table)
     'train_snippets': snippets,
     'peak_rss_mb': rss,
   }

@@ -321,16 +321,18 @@ class Trainer:
       init_step, batch_index=3, symbolic=self.mesh.devices.size == 1,
       name='memory initialisation',
     )  # fmt: skip
+    # On CPU devices the batches are made in this thread (`numpy_pipeline`: the same batches):
+    # tf.data's threads would take the cores the pass runs on (THUMOS14-shaped, 2 cores: 7.2
+    # against 10.7 s, docs/results.md).
+    source = self.input_pipeline
+    if all(d.platform == 'cpu' for d in self.mesh.devices.flat):
+      from data_pipelines import numpy_pipeline as source
     data = self.config.data
-    options = self.input_pipeline.EvalOptions.from_data_config(
-      data, data.eval_batch_size * jax.process_count()
-    )
+    options = source.EvalOptions.from_data_config(data, data.eval_batch_size * jax.process_count())
     train_lengths = [v['num_snippets'] for v in self.manifest['videos']['train']]
     # By length: the result keeps each class's global top N whatever the order
     # (`make_memory_init_step`), and length-sorted batches pad and compile less.
-    batches = self.input_pipeline.create_eval_iterator(
-      self.shards_dir, options, subset='train', order='length'
-    )
+    batches = source.create_eval_iterator(self.shards_dir, options, subset='train', order='length')
     memory = sharding.replicate(
       memory_lib.empty(step_lib.memory_rows(self.config), self.config.memory.slots,
                        self.config.model.embed_dim), self.mesh)  # fmt: skip
