@@ -42,6 +42,11 @@ FRACTION_OF_DEVICE_MEMORY = 0.25
 FRACTION_OF_HOST_MEMORY = 0.25  # CPU devices: of the host's physical memory
 
 
+def cpu_only(mesh) -> bool:
+  """Whether every device of `mesh` is a CPU, whose memory is the host's."""
+  return all(d.platform == 'cpu' for d in mesh.devices.flat)
+
+
 def host_memory_bytes() -> int | None:
   """The host's physical memory, or None where the platform does not say."""
   try:
@@ -62,10 +67,10 @@ def use_resident(setting: str, manifest: dict, mesh) -> bool:
     raise ValueError(f'data.resident must be one of {SETTINGS}, got {setting!r}')
   if setting != 'auto':
     return setting == 'on'
-  devices = list(mesh.devices.flat)
-  if all(d.platform == 'cpu' for d in devices):  # one host copy (`ResidentTrainIterator`)
+  if cpu_only(mesh):  # one host copy (`ResidentTrainIterator`)
     host = host_memory_bytes()
     return host is not None and train_set_bytes(manifest) <= FRACTION_OF_HOST_MEMORY * host
+  devices = list(mesh.devices.flat)
   if any(d.platform == 'cpu' for d in devices):
     return False
   limits = []
@@ -149,7 +154,7 @@ class ResidentTrainIterator:
     self.resident_bytes = flat.nbytes
     self._sharding = NamedSharding(mesh, P(AXIS))
     if host_gather is None:
-      host_gather = all(d.platform == 'cpu' for d in mesh.devices.flat)
+      host_gather = cpu_only(mesh)
     self.host_gather = host_gather
     if host_gather:
       self._features = flat

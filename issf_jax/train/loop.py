@@ -310,7 +310,7 @@ class Trainer:
 
   def init_memory(self, state):
     """The eval-mode pass over every training video that builds the memory (A7)."""
-    from data_pipelines import sampling
+    from data_pipelines import numpy_pipeline, resident, sampling
 
     t0 = time.time()
     init_step = step_lib.make_memory_init_step(self.config, self.mesh)
@@ -324,9 +324,7 @@ class Trainer:
     # On CPU devices the batches are made in this thread (`numpy_pipeline`: the same batches):
     # tf.data's threads would take the cores the pass runs on (THUMOS14-shaped, 2 cores: 7.2
     # against 10.7 s, docs/results.md).
-    source = self.input_pipeline
-    if all(d.platform == 'cpu' for d in self.mesh.devices.flat):
-      from data_pipelines import numpy_pipeline as source
+    source = numpy_pipeline if resident.cpu_only(self.mesh) else self.input_pipeline
     data = self.config.data
     options = source.EvalOptions.from_data_config(data, data.eval_batch_size * jax.process_count())
     train_lengths = [v['num_snippets'] for v in self.manifest['videos']['train']]
