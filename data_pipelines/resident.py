@@ -20,8 +20,8 @@ train step: features, mask, labels, video_index, valid, position).
 'auto' = on when the set takes at most a quarter of the memory that holds it: the smallest
 device memory on accelerators (room left for the step's activations), the host's physical
 memory on CPU. On a 2-core CPU the tf.data pipeline's decoding and padding threads compete
-with the step for the cores: the THUMOS14-shaped warm-up epoch takes 24.5-25.2 s resident
-against 28.6-29.4 s through tf.data (docs/results.md, "Device-resident features").
+with the step for the cores: THUMOS14-shaped warm-up epochs took 24.5-27.9 s resident against
+28.6-31.9 s through tf.data, about 12 % (docs/results.md, "Device-resident features").
 """
 
 from __future__ import annotations
