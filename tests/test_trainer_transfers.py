@@ -14,10 +14,16 @@ import pytest
 from tests.conftest import run_python, subprocess_env
 
 
-@pytest.mark.parametrize('batching, devices', [('exact', 1), ('micro', 1), ('exact', 2)])
-def test_no_transfer_outside_log_steps(batching, devices, tmp_path, tiny_shards, jax_cache_dir):
+# Resident features (the CPU default for a set this size) and, with 'off', the tf.data path.
+@pytest.mark.parametrize(
+  'batching, devices, resident',
+  [('exact', 1, 'auto'), ('micro', 1, 'auto'), ('exact', 2, 'auto'), ('micro', 1, 'off')],
+)
+def test_no_transfer_outside_log_steps(
+  batching, devices, resident, tmp_path, tiny_shards, jax_cache_dir
+):
   env = subprocess_env(jax_cache_dir, num_devices=devices if devices > 1 else None)
-  args = ['-m', 'tests.transfer_guard_check', tiny_shards, tmp_path / 'run', batching]
+  args = ['-m', 'tests.transfer_guard_check', tiny_shards, tmp_path / 'run', batching, resident]
   proc = run_python(args, env)
   # 12 steps; steps 6 and 12 end an epoch (log steps), the other 10 ran guarded.
   assert 'guarded steps: 10' in proc.stdout, proc.stdout[-2000:]

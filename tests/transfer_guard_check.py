@@ -1,7 +1,7 @@
 """Trains a tiny run with device-to-host transfers refused outside the log steps (a subprocess
 of tests/test_trainer_transfers.py, so that XLA's fast-compile flags and the device count apply).
 
-  python -m tests.transfer_guard_check SHARDS WORKDIR exact|micro
+  python -m tests.transfer_guard_check SHARDS WORKDIR exact|micro [auto|off]
 
 Two epochs of 6 steps, the memory built at the end of the first, so both phases run; a log at
 each epoch end only. Every other step (taking its batch, dispatching it, the in-flight bound)
@@ -56,13 +56,13 @@ def no_device_to_host():
     _GUARD.on = before
 
 
-def main(shards: str, workdir: str, batching: str) -> None:
+def main(shards: str, workdir: str, batching: str, resident: str = 'auto') -> None:
   from issf_jax.train import loop
   from tests.conftest import TINY_TRAIN_OVERRIDES, synthetic_config
 
   settings = {
     **TINY_TRAIN_OVERRIDES, 'data.batching': batching, 'train.num_epochs': 2,
-    'train.memory_init_epoch': 0, 'train.log_every_steps': 1000,
+    'train.memory_init_epoch': 0, 'train.log_every_steps': 1000, 'data.resident': resident,
     'data.micro_buckets': 3,  # 'micro': a few programs a phase are enough to be guarded
   }  # fmt: skip
   config = synthetic_config(shards, settings)
@@ -89,6 +89,8 @@ def main(shards: str, workdir: str, batching: str) -> None:
   trainer = loop.Trainer(config, workdir, step_guard=guard)
   assert trainer.config.data.batching == batching
   trainer.run()
+  # 'auto' keeps this tiny set resident on CPU; 'off' feeds the steps from tf.data.
+  assert trainer.resident is (resident != 'off'), (trainer.resident, resident)
   print(f'guarded steps: {len(guarded)}', flush=True)
 
 
