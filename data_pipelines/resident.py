@@ -156,14 +156,13 @@ class ResidentTrainIterator:
     if host_gather is None:
       host_gather = cpu_only(mesh)
     self.host_gather = host_gather
-    if host_gather:
-      self._features = flat
-    else:
+    self._features, self._gather = flat, None
+    if not host_gather:
       self._features = jax.device_put(flat, NamedSharding(mesh, P()))
+      self._gather = jax.jit(
+        lambda table, idx: jnp.take(table, idx, axis=0, mode='clip'), out_shardings=self._sharding
+      )
       del flat
-    self._gather = jax.jit(
-      lambda table, idx: jnp.take(table, idx, axis=0, mode='clip'), out_shardings=self._sharding
-    )
     self._plan = input_pipeline.plan_steps(
       src.lengths, options, start_epoch=self._position.epoch, start_batch=self._position.batch,
       host=host,
