@@ -61,10 +61,24 @@ def _resident_batches(shards, mesh, n, start_epoch=0, start_batch=0, host_gather
   )  # fmt: skip
   assert it.host_gather is (True if host_gather is None else host_gather)  # CPU: on the host
   out = []
-  for _ in range(n):
+  for i in range(n):
+    template = it.template() if i % 2 else None  # peeks: the batches stay tf.data's
     b = next(it)
+    if template is not None:  # what the trainer precompiles is what the step gets
+      _assert_template_of(template, b)
     out.append([jax.device_get(x) for x in b] if isinstance(b, list) else [jax.device_get(b)])
+  it.close()
   return out, it.state()
+
+
+def _assert_template_of(template, batch):
+  template, batch = (template, batch) if isinstance(batch, list) else ([template], [batch])
+  assert len(template) == len(batch)
+  for spec, x in zip(template, batch, strict=True):
+    assert spec.keys() == x.keys()
+    for k, v in x.items():
+      assert isinstance(spec[k], jax.ShapeDtypeStruct), k
+      assert (spec[k].shape, spec[k].dtype, spec[k].sharding) == (v.shape, v.dtype, v.sharding), k
 
 
 def _assert_same(a, b):
@@ -147,5 +161,8 @@ def test_a_record_that_disagrees_with_the_manifest_is_refused(shards, mesh, tmp_
   video = manifest['videos']['train'][0]
   video['num_snippets'] += 1
   (copy / 'manifest.json').write_text(json.dumps(manifest))
+  # The features load in a thread (while the trainer compiles); the first batch reports it.
+  it = resident.ResidentTrainIterator(str(copy), mesh, OPTIONS)
   with pytest.raises(ValueError, match=f'{video["video_id"]} has features of shape'):
-    resident.ResidentTrainIterator(str(copy), mesh, OPTIONS)
+    next(it)
+  it.close()

@@ -251,7 +251,8 @@ class Trainer:
   def precompile(self, state, ready: bool, batch) -> None:
     """Compiles every program of the phase before its first step ('micro': one per length
     bucket of the training videos, one per two cores at once), so that they are not met one by one
-    through the epoch; with the persistent compilation cache a rerun loads them."""
+    through the epoch; with the persistent compilation cache a rerun loads them. batch: the
+    phase's first batch, or its `template` (ShapeDtypeStructs)."""
     self.precompiled.add(ready)
     step = self.train_step(ready)
     if not hasattr(step, 'precompile'):
@@ -411,6 +412,9 @@ class Trainer:
       # Outside log steps nothing comes to the host (`step_guard`: tests disallow it there).
       with contextlib.nullcontext() if log_step else self.step_guard():
         ready = schedules.memory_ready(cfg, step, self.steps_per_epoch)
+        if ready not in self.precompiled and hasattr(iterator, 'template'):
+          # Resident features load in a thread meanwhile (`ResidentTrainIterator`).
+          self.precompile(state, ready, iterator.template())
         batch = next(iterator)
         if ready not in self.precompiled:
           self.precompile(state, ready, batch)
