@@ -47,3 +47,25 @@ def test_dropout_draws_what_it_drew_before():
   rbg = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(3, impl='rbg'), i))(jnp.arange(2))
   assert not random_bits.supported(rbg)
   assert dropout(x, 0.6, rbg).shape == x.shape  # other key kinds: jax.random itself
+
+
+def test_dropout_with_the_true_snippets_draws_the_same_masks():
+  """Given the true snippets (the embedding's call), the mask is made in a conditional (once
+  per step instead of once per consumer): on the true rows the same values as without, and
+  under a gradient too; a video with no true snippet takes the all-dropped branch."""
+  keys = _keys(1, seed=5)
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(1, 13, 32)).astype(np.float32))
+  mask = jnp.arange(13)[None] < 9
+  drop = jax.jit(dropout, static_argnums=1)
+  want = np.asarray(drop(x, 0.6, keys)) * np.asarray(mask)[..., None]
+  got = np.asarray(drop(x, 0.6, keys, mask)) * np.asarray(mask)[..., None]
+  assert got.tobytes() == want.tobytes() and (got != 0).any() and (got == 0).any()
+
+  def loss(x, with_mask):
+    y = dropout(x, 0.6, keys, mask if with_mask else None) * mask[..., None]
+    return jnp.sum(jnp.sin(y))
+
+  grads = [jax.jit(jax.grad(loss), static_argnums=1)(x, m) for m in (False, True)]
+  assert np.asarray(grads[0]).tobytes() == np.asarray(grads[1]).tobytes()
+  none = jnp.zeros_like(mask)
+  assert not np.asarray(drop(x, 0.6, keys, none)).any()

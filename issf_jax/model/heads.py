@@ -66,18 +66,39 @@ def _normalize_last_bwd(saved, g):
 _normalize_last.defvjp(_normalize_last_fwd, _normalize_last_bwd)
 
 
-def dropout(x: jax.Array, rate: float, keys: jax.Array | None) -> jax.Array:
+def dropout(
+  x: jax.Array, rate: float, keys: jax.Array | None, mask: jax.Array | None = None
+) -> jax.Array:
   """Inverted dropout with one key per video, so masks do not depend on the device split.
 
   Args:
     x: [B, T, D].
     rate: drop probability.
     keys: [B] typed PRNG keys, or None for eval mode (identity).
+    mask: [B, T] bool, the true snippets, where the caller zeroes the others afterwards (the
+      embedding): the keep mask is then made once, not once per consumer (below).
   """
   if keys is None or rate == 0.0:
     return x
   if random_bits.supported(keys):  # the same masks, one fused pass (random_bits.py)
-    keep = random_bits.keep_mask(keys, 1.0 - rate, x.shape[1:])
+    shape = x.shape[1:]
+    if mask is None:
+      keep = random_bits.keep_mask(keys, 1.0 - rate, shape)
+    else:
+      # XLA:CPU fuses the hash (integer operations, which it deems cheap) into every consumer
+      # of the dropped-out features: 11 copies of it over [T, D] in a warm-up training step,
+      # 12 in the memory phase, about 5 % of the step (docs/results.md, change 19). A
+      # conditional's result is made once, and XLA keeps it where the predicate is only known
+      # at run time. Where no snippet is true the caller zeroes every row, so the
+      # all-dropped branch changes nothing.
+      keep = jax.lax.cond(
+        jnp.any(mask),
+        lambda: random_bits.keep_mask(keys, 1.0 - rate, shape),
+        # Under shard_map the hash varies over the devices as the keys do; so must this.
+        lambda: precision.varying_like(
+          jax.random.key_data(keys), jnp.zeros(keys.shape + shape, bool)
+        ),
+      )
   else:
     keep = jax.vmap(lambda k, xi: jax.random.bernoulli(k, 1.0 - rate, xi.shape))(keys, x)
   return jnp.where(keep, x / (1.0 - rate), 0.0)
@@ -104,7 +125,7 @@ class Embedding(nn.Module):
       kernel, bias = precision.DenseWeights(self.embed_dim, name='dense')(features.shape[-1])
       x = precision.einsum('...i,io->...o', features, kernel, self.matmul_dtype) + bias
     x = jax.nn.relu(x)
-    x = dropout(x, self.dropout_rate, dropout_keys)
+    x = dropout(x, self.dropout_rate, dropout_keys, mask)
     return x * mask[..., None].astype(x.dtype)
 
 
