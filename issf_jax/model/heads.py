@@ -125,7 +125,10 @@ class Embedding(nn.Module):
       kernel, bias = precision.DenseWeights(self.embed_dim, name='dense')(features.shape[-1])
       x = precision.einsum('...i,io->...o', features, kernel, self.matmul_dtype) + bias
     x = jax.nn.relu(x)
-    x = dropout(x, self.dropout_rate, dropout_keys, mask)
+    # The mask made once (`dropout`) was measured on CPU only; XLA:GPU runs a conditional by
+    # reading its predicate on the host, a wait inside the step that no GPU run has weighed.
+    once = mask if jax.default_backend() == 'cpu' else None
+    x = dropout(x, self.dropout_rate, dropout_keys, once)
     return x * mask[..., None].astype(x.dtype)
 
 
