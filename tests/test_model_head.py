@@ -176,3 +176,32 @@ def test_l2_normalize_gradient_is_autodiffs():
   np.testing.assert_allclose(
     l2_normalize(x, axis=1), x / (jnp.linalg.norm(x, axis=1, keepdims=True) + NORM_EPS), rtol=1e-6
   )
+
+
+@pytest.mark.parametrize('which', ['class_pool', 'video_pool', 'attend'])
+def test_pooling_gradients_are_autodiffs(which):
+  """The written-out gradients of the attention poolings (heads.class_pool, heads.video_pool)
+  and of the BRM's attention product (refinement.attend) against autodiff of their einsums;
+  the forward values are those einsums, bit for bit."""
+  from issf_jax.model import heads, refinement
+
+  fn, equation, w_shape = {
+    'class_pool': (heads.class_pool, 'btk,btd->bkd', (2, 7, 5)),
+    'video_pool': (heads.video_pool, 'bt,btd->bd', (2, 7)),
+    'attend': (refinement.attend, 'bqk,bkd->bqd', (2, 7, 7)),
+  }[which]
+  rng = np.random.default_rng(1)
+  w = jnp.asarray(rng.normal(size=w_shape).astype(np.float32))
+  f = jnp.asarray(rng.normal(size=(2, 7, 33)).astype(np.float32))
+  np.testing.assert_array_equal(jax.jit(fn)(w, f), jnp.einsum(equation, w, f))
+  out_shape = jnp.einsum(equation, w, f).shape
+  probe = jnp.asarray(rng.normal(size=out_shape).astype(np.float32))
+
+  def loss(g):
+    return lambda w, f: (jnp.sin(g(w, f)) * probe).sum()
+
+  got = jax.jit(jax.grad(loss(fn), argnums=(0, 1)))(w, f)
+  want = jax.grad(loss(lambda w, f: jnp.einsum(equation, w, f)), argnums=(0, 1))(w, f)
+  for a, b in zip(got, want, strict=True):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

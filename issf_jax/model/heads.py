@@ -66,6 +66,45 @@ def _normalize_last_bwd(saved, g):
 _normalize_last.defvjp(_normalize_last_fwd, _normalize_last_bwd)
 
 
+# The attention poolings' gradients are written out so that the features' gradient is a
+# product in [T, D] order: autodiff's transposes made XLA:CPU compute it as [D, T] and transpose
+# it inside each consumer, a strided pass over [T, D] in every head (docs/results.md, change 20).
+@jax.custom_vjp
+def class_pool(weights, feats):
+  """[B, K, D] sum_t weights[b, t, k] feats[b, t, d]: the class-wise attention pooling."""
+  return jnp.einsum('btk,btd->bkd', weights, feats)
+
+
+def _class_pool_fwd(weights, feats):
+  return class_pool(weights, feats), (weights, feats)
+
+
+def _class_pool_bwd(saved, g):
+  weights, feats = saved
+  return jnp.einsum('bkd,btd->btk', g, feats), jnp.einsum('btk,bkd->btd', weights, g)
+
+
+class_pool.defvjp(_class_pool_fwd, _class_pool_bwd)
+
+
+@jax.custom_vjp
+def video_pool(weights, feats):
+  """[B, D] sum_t weights[b, t] feats[b, t, d]: the class-agnostic attention pooling."""
+  return jnp.einsum('bt,btd->bd', weights, feats)
+
+
+def _video_pool_fwd(weights, feats):
+  return video_pool(weights, feats), (weights, feats)
+
+
+def _video_pool_bwd(saved, g):
+  weights, feats = saved  # the features' gradient is an outer product: one rounding, as before
+  return jnp.einsum('bd,btd->bt', g, feats), weights[..., None] * g[:, None, :]
+
+
+video_pool.defvjp(_video_pool_fwd, _video_pool_bwd)
+
+
 def dropout(
   x: jax.Array, rate: float, keys: jax.Array | None, mask: jax.Array | None = None
 ) -> jax.Array:
@@ -171,8 +210,8 @@ class ClassificationHead(nn.Module):
 
     att_hat = attention / (attention.sum(axis=1, keepdims=True) + ATTENTION_EPS)
     cls_att_hat = class_attention / (class_attention.sum(axis=1, keepdims=True) + ATTENTION_EPS)
-    video_ca = jnp.einsum('bt,btd->bd', att_hat, feats)  # un-normalised F, as RSKP.
-    video_cw = jnp.einsum('btc,btd->bcd', cls_att_hat, feats)  # [B, C+1, D]
+    video_ca = video_pool(att_hat, feats)  # un-normalised F, as RSKP.
+    video_cw = class_pool(cls_att_hat, feats)  # [B, C+1, D]
     logits_ca = self.scale * jnp.einsum('bd,cd->bc', l2_normalize(video_ca), ac_n)
     # Diagonal: class c is scored with the feature pooled by its own attention.
     logits_cw = self.scale * jnp.einsum('bcd,cd->bc', l2_normalize(video_cw), ac_n)

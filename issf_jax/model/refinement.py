@@ -121,6 +121,26 @@ def paired_channel_units(
   return _channel_attention(feats, logits)
 
 
+@jax.custom_vjp
+def attend(weights, values):
+  """[B, Q, D] weights [B, Q, K] @ values [B, K, D], with the values' gradient written out as
+  the product in [K, D] order (bqk,bqd->bkd): autodiff's transpose made XLA:CPU compute it as
+  [D, K] and transpose it in its consumer (heads.class_pool, docs/results.md change 20)."""
+  return jnp.einsum('bqk,bkd->bqd', weights, values)
+
+
+def _attend_fwd(weights, values):
+  return attend(weights, values), (weights, values)
+
+
+def _attend_bwd(saved, g):
+  weights, values = saved
+  return jnp.einsum('bqd,bkd->bqk', g, values), jnp.einsum('bqk,bqd->bkd', weights, g)
+
+
+attend.defvjp(_attend_fwd, _attend_bwd)
+
+
 def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
   """Eq. 5: softmax over keys of (F . Fh^T), times Fh.
 
@@ -285,7 +305,10 @@ class BoundaryRefinement(nn.Module):
         feats, keys, salient, non_salient, weight_a, weight_b, self.attn_logits,
         self.matmul_dtype,
       )  # fmt: skip
-    out = precision.einsum('bqk,bkd->bqd', weights, keys, self.matmul_dtype)
+    if self.matmul_dtype == 'float32':
+      out = attend(weights, keys)
+    else:
+      out = precision.einsum('bqk,bkd->bqd', weights, keys, self.matmul_dtype)
     # With no usable set at all (e.g. `no_salient` on a fully salient video), keep F.
     out = jnp.where(has_a | has_b, out, feats)
     return out * maskf
