@@ -66,43 +66,35 @@ def _normalize_last_bwd(saved, g):
 _normalize_last.defvjp(_normalize_last_fwd, _normalize_last_bwd)
 
 
-# The attention poolings' gradients are written out so that the features' gradient is a
-# product in [T, D] order: autodiff's transposes made XLA:CPU compute it as [D, T] and transpose
-# it inside each consumer, a strided pass over [T, D] in every head (docs/results.md, change 20).
-@jax.custom_vjp
-def class_pool(weights, feats):
-  """[B, K, D] sum_t weights[b, t, k] feats[b, t, d]: the class-wise attention pooling."""
-  return jnp.einsum('btk,btd->bkd', weights, feats)
+def bilinear(equation: str, grad_a: str, grad_b: str):
+  """`f(a, b) = jnp.einsum(equation, a, b)` with its gradients the einsums `grad_a` (of the
+  cotangent g and b) and `grad_b` (of a and g), each written in the order its operand has.
+
+  Why: autodiff's transpose of an einsum ends in a transpose, and XLA:CPU then computed, e.g.,
+  the features' gradient of an attention pooling as [D, T] and transposed it inside each
+  consumer, a strided pass over [T, D] (docs/results.md, change 20). The values are the same
+  products, summed in another order.
+  """
+
+  @jax.custom_vjp
+  def product(a, b):
+    return jnp.einsum(equation, a, b)
+
+  def forward(a, b):
+    return product(a, b), (a, b)
+
+  def backward(saved, g):
+    a, b = saved
+    return jnp.einsum(grad_a, g, b), jnp.einsum(grad_b, a, g)
+
+  product.defvjp(forward, backward)
+  return product
 
 
-def _class_pool_fwd(weights, feats):
-  return class_pool(weights, feats), (weights, feats)
-
-
-def _class_pool_bwd(saved, g):
-  weights, feats = saved
-  return jnp.einsum('bkd,btd->btk', g, feats), jnp.einsum('btk,bkd->btd', weights, g)
-
-
-class_pool.defvjp(_class_pool_fwd, _class_pool_bwd)
-
-
-@jax.custom_vjp
-def video_pool(weights, feats):
-  """[B, D] sum_t weights[b, t] feats[b, t, d]: the class-agnostic attention pooling."""
-  return jnp.einsum('bt,btd->bd', weights, feats)
-
-
-def _video_pool_fwd(weights, feats):
-  return video_pool(weights, feats), (weights, feats)
-
-
-def _video_pool_bwd(saved, g):
-  weights, feats = saved  # the features' gradient is an outer product: one rounding, as before
-  return jnp.einsum('bd,btd->bt', g, feats), weights[..., None] * g[:, None, :]
-
-
-video_pool.defvjp(_video_pool_fwd, _video_pool_bwd)
+# [B, K, D] sum_t weights[b, t, k] feats[b, t, d]: the class-wise attention pooling.
+class_pool = bilinear('btk,btd->bkd', 'bkd,btd->btk', 'btk,bkd->btd')
+# [B, D] sum_t weights[b, t] feats[b, t, d]: the class-agnostic attention pooling.
+video_pool = bilinear('bt,btd->bd', 'bd,btd->bt', 'bt,bd->btd')
 
 
 def dropout(

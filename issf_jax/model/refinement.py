@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from issf_jax.model import channel_units, precision
-from issf_jax.model.heads import l2_normalize
+from issf_jax.model.heads import bilinear, l2_normalize
 from issf_jax.recipes import ATTN_LOGITS, BRM_VARIANTS, EMPTY_SET_RULES
 
 
@@ -121,24 +121,8 @@ def paired_channel_units(
   return _channel_attention(feats, logits)
 
 
-@jax.custom_vjp
-def attend(weights, values):
-  """[B, Q, D] weights [B, Q, K] @ values [B, K, D], with the values' gradient written out as
-  the product in [K, D] order (bqk,bqd->bkd): autodiff's transpose made XLA:CPU compute it as
-  [D, K] and transpose it in its consumer (heads.class_pool, docs/results.md change 20)."""
-  return jnp.einsum('bqk,bkd->bqd', weights, values)
-
-
-def _attend_fwd(weights, values):
-  return attend(weights, values), (weights, values)
-
-
-def _attend_bwd(saved, g):
-  weights, values = saved
-  return jnp.einsum('bqd,bkd->bqk', g, values), jnp.einsum('bqk,bqd->bkd', weights, g)
-
-
-attend.defvjp(_attend_fwd, _attend_bwd)
+# [B, Q, D] weights [B, Q, K] @ values [B, K, D], the values' gradient in [K, D] order.
+attend = bilinear('bqk,bkd->bqd', 'bqd,bkd->bqk', 'bqk,bqd->bkd')
 
 
 def temporal_unit(queries, keys_values, key_mask, attn_logits: str) -> jax.Array:
