@@ -210,14 +210,18 @@ class ResidentTrainIterator:
     batch = _pad_rows(batch, self._local_devices, self._offset)
     batch['gather'][batch['valid'] == 0] = self._zero_row
     gather = batch.pop('gather')
-    if self.host_gather and not spec_only:
+    if spec_only:  # shapes only, nothing placed: every host's rows make the global batch
+      hosts = self._mesh.devices.size // self._local_devices
+
+      def spec(shape, dtype):
+        return jax.ShapeDtypeStruct((shape[0] * hosts,) + shape[1:], dtype, sharding=self._sharding)
+
+      out = {k: spec(v.shape, v.dtype) for k, v in batch.items()}
+      out['features'] = spec(batch['mask'].shape + (self._feature_dim,), np.dtype(np.float32))
+      return out
+    if self.host_gather:
       batch['features'] = self._features[gather]
     out = {k: jax.make_array_from_process_local_data(self._sharding, v) for k, v in batch.items()}
-    if spec_only:
-      shape = out['mask'].shape + (self._feature_dim,)
-      out['features'] = jax.ShapeDtypeStruct(shape, np.float32, sharding=self._sharding)
-      return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=v.sharding)
-              for k, v in out.items()}  # fmt: skip
     if not self.host_gather:
       out['features'] = self._gather(
         self._features, jax.make_array_from_process_local_data(self._sharding, gather)
